@@ -1,0 +1,54 @@
+# sluice — the Makefile is the front door. `make` lists the targets.
+
+GO       ?= go
+BIN      := bin/sluice
+DATA_DIR ?= ./data
+LISTEN   ?= 127.0.0.1:9092
+GOFLAGS_BUILD := -trimpath
+# The e2e suite drives the real binary; give it a fresh one.
+export SLUICE_BIN := $(CURDIR)/$(BIN)
+
+.PHONY: help build run test unit e2e fuzz bench lint generate check-generated clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+build: ## build bin/sluice (static)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN) ./cmd/sluice
+
+run: build ## build and serve Kafka on 127.0.0.1:9092 with data in ./data
+	./$(BIN) serve --data-dir $(DATA_DIR) --listen $(LISTEN)
+
+test: build lint check-generated ## the whole suite, as CI runs it
+	$(GO) test -count=1 -timeout 25m ./...
+
+unit: ## unit tests only (no real binary, no external clients)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
+
+e2e: build ## the end-to-end suite against bin/sluice
+	$(GO) test -count=1 -timeout 20m -v ./test/e2e/
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -h '^func Fuzz' $$spec/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "== $$spec $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-30s} $$spec || exit 1; \
+	  done; \
+	done
+
+bench: ## Go benchmarks of the hot paths, with allocations
+	$(GO) test -run '^$$' -bench . -benchmem ./wire/... ./engine/...
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+generate: ## regenerate wire/msg from ../shared/kafka-messages
+	$(GO) generate ./wire/msg
+
+check-generated: ## fail if regenerating the codecs changes them
+	$(GO) generate ./wire/msg
+	@git diff --exit-code -- wire/msg || (echo "generated code is stale: run make generate and commit" && exit 1)
+	@test -z "$$(git status --porcelain -- wire/msg)" || (git status --porcelain -- wire/msg; echo "generate produced untracked files" && exit 1)
+
+clean: ## remove build output
+	rm -rf bin

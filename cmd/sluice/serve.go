@@ -1,0 +1,130 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sluice-broker/sluice/engine"
+	"github.com/sluice-broker/sluice/engine/api"
+	"github.com/sluice-broker/sluice/engine/config"
+	"github.com/sluice-broker/sluice/netio"
+)
+
+func serve(args []string) error {
+	cfg := config.Defaults()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	dataDir := fs.String("data-dir", "", "data directory (default ./data, or log.dirs from --config)")
+	listen := fs.String("listen", "", "Kafka listener host:port (default 127.0.0.1:9092)")
+	advertise := fs.String("advertise", "", "host:port given to clients in Metadata (default: the listen address)")
+	httpAddr := fs.String("http", "", "metrics and admin listener host:port (default 127.0.0.1:9645; empty string disables)")
+	shards := fs.Int("shards", 0, "number of shards, one per core (default: number of CPUs)")
+	nodeID := fs.Int("node-id", -1, "broker node id (default 1)")
+	configFile := fs.String("config", "", "a Kafka-style server.properties file; flags win over it")
+	pinCPUs := fs.Bool("pin-cpus", false, "pin each shard thread to its own CPU")
+	requireURing := fs.Bool("require-io-uring", false, "refuse to start when io_uring is unavailable instead of running on plain syscalls")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *configFile != "" {
+		if err := cfg.LoadFile(*configFile); err != nil {
+			return err
+		}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["data-dir"] {
+		cfg.DataDir = *dataDir
+	}
+	if set["listen"] {
+		cfg.Listen = *listen
+	}
+	if set["advertise"] {
+		cfg.Advertise = *advertise
+	}
+	if set["http"] {
+		cfg.HTTP = *httpAddr
+	}
+	if set["shards"] {
+		cfg.Shards = *shards
+	}
+	if set["node-id"] {
+		cfg.NodeID = int32(*nodeID)
+	}
+	cfg.PinCPUs = *pinCPUs
+	cfg.RequireURing = *requireURing
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(logger)
+
+	broker, err := engine.Open(cfg, logger)
+	if err != nil {
+		return err
+	}
+	handler, err := api.New(broker)
+	if err != nil {
+		broker.Close()
+		return err
+	}
+	srv, err := netio.Listen(cfg.Listen, handler, netio.Config{
+		MaxRequestBytes: cfg.SocketRequestMaxBytes,
+		IdleTimeout:     cfg.ConnectionsMaxIdle,
+		Logger:          logger,
+	})
+	if err != nil {
+		broker.Close()
+		return err
+	}
+	var httpSrv *http.Server
+	if cfg.HTTP != "" {
+		httpSrv = &http.Server{Addr: cfg.HTTP, Handler: adminMux(broker)}
+		go func() {
+			if err := httpSrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("http listener", "addr", cfg.HTTP, "err", err)
+			}
+		}()
+	}
+	logger.Info("sluice serving", "kafka", srv.Addr().String(), "http", cfg.HTTP, "data_dir", cfg.DataDir,
+		"shards", len(broker.Shards), "io", broker.IOBackend, "pin_cpus", cfg.PinCPUs, "node_id", cfg.NodeID)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve() }()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case s := <-sig:
+		logger.Info("shutting down", "signal", s.String())
+	case err := <-serveErr:
+		logger.Error("listener failed", "err", err)
+	}
+	srv.Close()
+	if httpSrv != nil {
+		httpSrv.Close()
+	}
+	if err := broker.Close(); err != nil {
+		return err
+	}
+	logger.Info("clean shutdown")
+	return nil
+}
+
+// adminMux serves health endpoints on the --http listener.
+func adminMux(b *engine.Broker) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ready") })
+	return mux
+}

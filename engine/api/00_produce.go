@@ -1,0 +1,114 @@
+package api
+
+import (
+	"sync/atomic"
+
+	"github.com/sluice-broker/sluice/engine/shard"
+	"github.com/sluice-broker/sluice/wire/kerr"
+	"github.com/sluice-broker/sluice/wire/msg"
+)
+
+// Produce v3 is Kafka 4's minimum (RecordBatch v2 only); v11 is the newest in
+// the shared definitions.
+var _ = register(&handler{key: 0, min: 3, max: 11, serve: func(h *Handler, rc *request, body msg.Request) *Response {
+	return h.produce(rc, body.(*msg.ProduceRequest))
+}})
+
+// produceCall gathers the per-partition answers of one Produce request from
+// the shards that own the partitions, and frames the response when the last
+// one arrives.
+type produceCall struct {
+	rc      *request
+	acks    int16
+	resp    msg.ProduceResponse
+	out     *Response
+	pending atomic.Int32
+	failed  atomic.Bool // for acks=0: any error closes the connection, as Kafka does
+}
+
+func (h *Handler) produce(rc *request, req *msg.ProduceRequest) *Response {
+	call := &produceCall{rc: rc, acks: req.Acks, out: Pending()}
+	call.resp.Default()
+	call.resp.Responses = make([]msg.ProduceResponseTopicProduceResponse, len(req.TopicData))
+	snap := h.b.Meta.Snapshot()
+	type work struct {
+		key     shard.Key
+		records []byte
+		slot    *msg.ProduceResponsePartitionProduceResponse
+	}
+	perShard := make([][]work, len(h.b.Shards))
+	total := int32(0)
+	for ti, td := range req.TopicData {
+		tr := &call.resp.Responses[ti]
+		tr.Name = td.Name
+		tr.PartitionResponses = make([]msg.ProduceResponsePartitionProduceResponse, len(td.PartitionData))
+		t, known := snap.Topics[td.Name]
+		for pi, pd := range td.PartitionData {
+			slot := &tr.PartitionResponses[pi]
+			slot.Default()
+			slot.Index = pd.Index
+			slot.BaseOffset = -1
+			switch {
+			case req.Acks != 0 && req.Acks != 1 && req.Acks != -1:
+				slot.ErrorCode = int16(kerr.InvalidRequiredAcks)
+			case !known || pd.Index < 0 || int(pd.Index) >= len(t.Partitions):
+				slot.ErrorCode = int16(kerr.UnknownTopicOrPartition)
+			case pd.Records == nil:
+				slot.ErrorCode = int16(kerr.CorruptMessage)
+			default:
+				sh := t.Partitions[pd.Index].Shard
+				perShard[sh] = append(perShard[sh], work{shard.Key{Topic: td.Name, Partition: pd.Index}, pd.Records, slot})
+				total++
+				continue
+			}
+			call.failed.Store(true)
+		}
+	}
+	if total == 0 {
+		return call.finish()
+	}
+	call.pending.Store(total)
+	for i, ws := range perShard {
+		if len(ws) == 0 {
+			continue
+		}
+		h.b.Shards[i].Do(func(s *shard.Shard) {
+			for _, w := range ws {
+				slot := w.slot
+				s.Produce(w.key, w.records, req.Acks, func(r shard.ProduceResult) {
+					slot.ErrorCode = int16(r.Err)
+					slot.BaseOffset = r.BaseOffset
+					slot.LogAppendTimeMs = r.LogAppendTime
+					slot.LogStartOffset = r.LogStartOffset
+					if r.Err != kerr.None {
+						call.failed.Store(true)
+						if r.ErrMessage != "" {
+							m := r.ErrMessage
+							slot.ErrorMessage = &m
+						}
+						for _, re := range r.RecordErrors {
+							m := re.Message
+							slot.RecordErrors = append(slot.RecordErrors, msg.ProduceResponseBatchIndexAndErrorMessage{BatchIndex: re.BatchIndex, BatchIndexErrorMessage: &m})
+						}
+					}
+					if call.pending.Add(-1) == 0 {
+						call.finish()
+					}
+				})
+			}
+		})
+	}
+	// With acks=0 nothing is written; the connection only closes if
+	// something failed (finish decides).
+	return call.out
+}
+
+func (c *produceCall) finish() *Response {
+	if c.acks == 0 {
+		c.out.Close = c.failed.Load()
+	} else {
+		c.out.Parts = []Part{{Bytes: frame(c.rc, &c.resp)}}
+	}
+	c.out.Complete()
+	return c.out
+}

@@ -1,0 +1,279 @@
+package api
+
+import (
+	"sync"
+	"time"
+
+	"github.com/sluice-broker/sluice/engine/meta"
+	"github.com/sluice-broker/sluice/engine/shard"
+	"github.com/sluice-broker/sluice/wire/fetchwire"
+	"github.com/sluice-broker/sluice/wire/kerr"
+	"github.com/sluice-broker/sluice/wire/msg"
+)
+
+// Fetch v4 is Kafka 4's minimum; v17 the newest in the shared definitions.
+// Incremental fetch sessions (KIP-227) are declined the way Kafka declines
+// them when its session cache is full: the response carries session id 0, so
+// clients keep sending full fetch requests.
+var _ = register(&handler{key: 1, min: 4, max: 17, serve: func(h *Handler, rc *request, body msg.Request) *Response {
+	return h.fetch(rc, body.(*msg.FetchRequest))
+}})
+
+// maxFetchWait bounds a long poll whatever the client asks.
+const maxFetchWait = 30 * time.Second
+
+// fetchPartition is one requested partition and what its shard answered.
+type fetchPartition struct {
+	key      shard.Key
+	shard    int
+	offset   int64
+	maxBytes int
+	slot     *msg.FetchResponsePartitionData
+	res      shard.ReadResult
+	readable bool // the partition exists here; errors were set otherwise
+	keep     bool // its data goes into the response
+}
+
+type fetchCall struct {
+	h     *Handler
+	rc    *request
+	req   *msg.FetchRequest
+	resp  msg.FetchResponse
+	parts []*fetchPartition
+	// byTopic mirrors resp.Responses for the encoder's records table.
+	byTopic [][]*fetchPartition
+}
+
+func (h *Handler) fetch(rc *request, req *msg.FetchRequest) *Response {
+	c := &fetchCall{h: h, rc: rc, req: req}
+	c.resp.Default()
+	if req.SessionId != 0 {
+		// sluice never hands out a session, so no session id can be valid.
+		c.resp.ErrorCode = int16(kerr.FetchSessionIDNotFound)
+		return c.encode()
+	}
+	snap := h.b.Meta.Snapshot()
+	for _, rt := range req.Topics {
+		var t *meta.Topic
+		var known bool
+		code := kerr.UnknownTopicOrPartition
+		if rc.version >= 13 {
+			t, known = snap.ByID[meta.TopicID(rt.TopicId)]
+			code = kerr.UnknownTopicID
+		} else {
+			t, known = snap.Topics[rt.Topic]
+		}
+		var out msg.FetchResponseFetchableTopicResponse
+		out.Default()
+		out.Topic, out.TopicId = rt.Topic, rt.TopicId
+		out.Partitions = make([]msg.FetchResponsePartitionData, len(rt.Partitions))
+		var row []*fetchPartition
+		for i, rp := range rt.Partitions {
+			slot := &out.Partitions[i]
+			slot.Default()
+			slot.PartitionIndex = rp.Partition
+			fp := &fetchPartition{slot: slot, offset: rp.FetchOffset, maxBytes: int(rp.PartitionMaxBytes)}
+			switch {
+			case !known || rp.Partition < 0 || int(rp.Partition) >= len(t.Partitions):
+				slot.ErrorCode = int16(code)
+			default:
+				fp.key = shard.Key{Topic: t.Name, Partition: rp.Partition}
+				fp.shard = t.Partitions[rp.Partition].Shard
+				fp.readable = true
+			}
+			row = append(row, fp)
+			c.parts = append(c.parts, fp)
+		}
+		c.resp.Responses = append(c.resp.Responses, out)
+		c.byTopic = append(c.byTopic, row)
+	}
+	// Slots point into resp.Responses; appending topics may have moved
+	// them, so point them again now that the slice is final.
+	for ti := range c.resp.Responses {
+		for pi := range c.resp.Responses[ti].Partitions {
+			c.byTopic[ti][pi].slot = &c.resp.Responses[ti].Partitions[pi]
+		}
+	}
+	c.read()
+	if c.satisfied() || req.MaxWaitMs <= 0 {
+		return c.encode()
+	}
+	out := Pending()
+	go c.longPoll(out)
+	return out
+}
+
+// read asks every owning shard for its partitions, in parallel across
+// shards, and waits.
+func (c *fetchCall) read() {
+	perShard := make([][]*fetchPartition, len(c.h.b.Shards))
+	for _, fp := range c.parts {
+		if fp.readable {
+			perShard[fp.shard] = append(perShard[fp.shard], fp)
+		}
+	}
+	var wg sync.WaitGroup
+	for i, fps := range perShard {
+		if len(fps) == 0 {
+			continue
+		}
+		wg.Add(1)
+		c.h.b.Shards[i].Do(func(s *shard.Shard) {
+			for _, fp := range fps {
+				fp.res = s.Read(fp.key, fp.offset, fp.maxBytes, true)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	c.budget()
+}
+
+// budget applies the response-wide max_bytes in request order: the first
+// partition with data is kept even when larger (KIP-74), later ones only
+// while they fit.
+func (c *fetchCall) budget() {
+	used := 0
+	limit := int(c.req.MaxBytes)
+	for _, fp := range c.parts {
+		fp.keep = false
+		if !fp.res.HasData {
+			continue
+		}
+		n := fp.res.Data.Len
+		if used == 0 || (used+n <= limit && n <= fp.maxBytes) {
+			fp.keep = true
+			used += n
+		}
+	}
+}
+
+func (c *fetchCall) bytes() (n int, failed bool) {
+	for _, fp := range c.parts {
+		if fp.keep {
+			n += fp.res.Data.Len
+		}
+		if fp.slot.ErrorCode != 0 || fp.res.Err != kerr.None {
+			failed = true
+		}
+	}
+	return n, failed
+}
+
+// satisfied reports whether the response can go now: min_bytes reached, or
+// an error to report.
+func (c *fetchCall) satisfied() bool {
+	n, failed := c.bytes()
+	return failed || n >= int(c.req.MinBytes) && n > 0 || c.req.MinBytes <= 0
+}
+
+func (c *fetchCall) releaseData() {
+	for _, fp := range c.parts {
+		if fp.res.HasData {
+			fp.res.Data.Seg.Release()
+		}
+		fp.res.HasData = false
+	}
+}
+
+// longPoll parks the fetch on its partitions until an append moves a high
+// watermark or max_wait_ms passes, then reads again.
+func (c *fetchCall) longPoll(out *Response) {
+	wait := time.Duration(c.req.MaxWaitMs) * time.Millisecond
+	if wait > maxFetchWait {
+		wait = maxFetchWait
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	woken := make(chan struct{}, 1)
+	for {
+		c.releaseData()
+		c.park(woken)
+		select {
+		case <-woken:
+			c.unpark(woken)
+			c.read()
+			if c.satisfied() {
+				c.finish(out)
+				return
+			}
+		case <-deadline.C:
+			c.unpark(woken)
+			c.read()
+			c.finish(out)
+			return
+		}
+	}
+}
+
+func (c *fetchCall) park(ch chan struct{}) {
+	for _, fp := range c.parts {
+		if !fp.readable {
+			continue
+		}
+		fp := fp
+		hw := fp.res.HighWatermark
+		if fp.offset > hw {
+			hw = fp.offset
+		}
+		c.h.b.Shards[fp.shard].Do(func(s *shard.Shard) { s.Park(fp.key, hw, ch) })
+	}
+}
+
+func (c *fetchCall) unpark(ch chan struct{}) {
+	for _, fp := range c.parts {
+		if fp.readable {
+			fp := fp
+			c.h.b.Shards[fp.shard].Do(func(s *shard.Shard) { s.Unpark(fp.key, ch) })
+		}
+	}
+	select {
+	case <-ch:
+	default:
+	}
+}
+
+func (c *fetchCall) finish(out *Response) {
+	r := c.encode()
+	out.Parts, out.Release = r.Parts, r.Release
+	out.Complete()
+}
+
+// encode frames the response: partition fields from the shards' answers,
+// record bytes as file ranges for sendfile.
+func (c *fetchCall) encode() *Response {
+	recs := make([][]fetchwire.Records, len(c.byTopic))
+	for ti, row := range c.byTopic {
+		recs[ti] = make([]fetchwire.Records, len(row))
+		for pi, fp := range row {
+			slot := fp.slot
+			recs[ti][pi] = fetchwire.Records{Bytes: []byte{}}
+			if !fp.readable {
+				continue
+			}
+			slot.ErrorCode = int16(fp.res.Err)
+			slot.HighWatermark = fp.res.HighWatermark
+			slot.LastStableOffset = fp.res.LastStable
+			slot.LogStartOffset = fp.res.LogStartOffset
+			if c.req.IsolationLevel == 1 {
+				slot.AbortedTransactions = []msg.FetchResponseAbortedTransaction{}
+			}
+			if fp.res.HasData && !fp.keep {
+				fp.res.Data.Seg.Release()
+				fp.res.HasData = false
+			}
+			if fp.keep && fp.res.HasData {
+				d := fp.res.Data
+				recs[ti][pi] = fetchwire.Records{File: d.File.Fd(), Off: int64(d.Pos), Len: d.Len}
+			}
+		}
+	}
+	chunks := fetchwire.Encode(nil, c.rc.header.CorrelationID, &c.resp, c.rc.version, recs)
+	parts := make([]Part, len(chunks))
+	for i, ch := range chunks {
+		parts[i] = Part{Bytes: ch.Bytes, File: ch.File, Off: ch.Off, Len: ch.Len}
+	}
+	r := Ready(parts...)
+	r.Release = c.releaseData
+	return r
+}

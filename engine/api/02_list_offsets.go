@@ -1,0 +1,50 @@
+package api
+
+import (
+	"github.com/sluice-broker/sluice/engine/shard"
+	"github.com/sluice-broker/sluice/wire/kerr"
+	"github.com/sluice-broker/sluice/wire/msg"
+)
+
+// ListOffsets v1 is Kafka 4's minimum. Special timestamps: -1 latest, -2
+// earliest, -3 max timestamp (v7+), -4 earliest local (v8+), -5 latest
+// tiered (v9+).
+var _ = register(&handler{key: 2, min: 1, max: 10, serve: func(h *Handler, rc *request, body msg.Request) *Response {
+	return respond(rc, h.listOffsets(rc, body.(*msg.ListOffsetsRequest)))
+}})
+
+func (h *Handler) listOffsets(rc *request, req *msg.ListOffsetsRequest) *msg.ListOffsetsResponse {
+	var resp msg.ListOffsetsResponse
+	resp.Default()
+	snap := h.b.Meta.Snapshot()
+	for _, rt := range req.Topics {
+		out := msg.ListOffsetsResponseListOffsetsTopicResponse{Name: rt.Name}
+		t, known := snap.Topics[rt.Name]
+		for _, rp := range rt.Partitions {
+			var p msg.ListOffsetsResponseListOffsetsPartitionResponse
+			p.Default()
+			p.PartitionIndex = rp.PartitionIndex
+			p.Timestamp, p.Offset = -1, -1
+			switch {
+			case !known || rp.PartitionIndex < 0 || int(rp.PartitionIndex) >= len(t.Partitions):
+				p.ErrorCode = int16(kerr.UnknownTopicOrPartition)
+			case rp.Timestamp == shard.MaxTimestamp && rc.version < 7,
+				rp.Timestamp == shard.EarliestLocal && rc.version < 8,
+				rp.Timestamp == shard.LatestTiered && rc.version < 9:
+				p.ErrorCode = int16(kerr.UnsupportedVersion)
+			default:
+				k := shard.Key{Topic: t.Name, Partition: rp.PartitionIndex}
+				h.b.ShardOf(t, rp.PartitionIndex).Call(func(s *shard.Shard) {
+					off, ts, code := s.ListOffset(k, rp.Timestamp)
+					p.Offset, p.Timestamp, p.ErrorCode = off, ts, int16(code)
+				})
+				if p.ErrorCode == 0 && p.Offset >= 0 {
+					p.LeaderEpoch = 0
+				}
+			}
+			out.Partitions = append(out.Partitions, p)
+		}
+		resp.Topics = append(resp.Topics, out)
+	}
+	return &resp
+}

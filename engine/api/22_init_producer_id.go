@@ -1,0 +1,84 @@
+package api
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/sluice-broker/sluice/engine/meta"
+	"github.com/sluice-broker/sluice/wire/kerr"
+	"github.com/sluice-broker/sluice/wire/msg"
+)
+
+var _ = register(&handler{key: 22, min: 0, max: 5, serve: func(h *Handler, rc *request, body msg.Request) *Response {
+	return respond(rc, h.initProducerID(body.(*msg.InitProducerIdRequest)))
+}})
+
+func (h *Handler) initProducerID(req *msg.InitProducerIdRequest) *msg.InitProducerIdResponse {
+	var resp msg.InitProducerIdResponse
+	resp.Default()
+	if req.TransactionalId != nil {
+		// Transactions need the transaction coordinator, which sluice does
+		// not have yet; clients find none through FindCoordinator either.
+		resp.ErrorCode = int16(kerr.CoordinatorNotAvailable)
+		return &resp
+	}
+	// An idempotent producer without a transactional id always gets a
+	// fresh id, as Kafka does (the epoch bump of KIP-360 also ends here).
+	id, err := h.pids.next()
+	if err != nil {
+		h.log.Error("allocating a producer id", "err", err)
+		resp.ErrorCode = int16(kerr.UnknownServerError)
+		return &resp
+	}
+	resp.ProducerId, resp.ProducerEpoch = id, 0
+	return &resp
+}
+
+// producerIDBlock is how many producer ids are reserved on disk at once.
+const producerIDBlock = 1000
+
+// producerIDs hands out producer ids that are never reused, across restarts
+// and crashes: the end of the reserved block is persisted before any id of
+// it is given out, like Kafka's controller-allocated blocks.
+type producerIDs struct {
+	path       string
+	mu         sync.Mutex
+	nextID     int64
+	reservedTo int64
+}
+
+func openProducerIDs(dir string) (*producerIDs, error) {
+	p := &producerIDs{path: filepath.Join(dir, "producer-ids")}
+	b, err := os.ReadFile(p.path)
+	switch {
+	case os.IsNotExist(err):
+	case err != nil:
+		return nil, err
+	default:
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.path, err)
+		}
+		p.nextID, p.reservedTo = n, n
+	}
+	return p, nil
+}
+
+func (p *producerIDs) next() (int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.nextID >= p.reservedTo {
+		end := p.nextID + producerIDBlock
+		if err := meta.WriteFileAtomic(p.path, []byte(strconv.FormatInt(end, 10)+"\n")); err != nil {
+			return 0, err
+		}
+		p.reservedTo = end
+	}
+	id := p.nextID
+	p.nextID++
+	return id, nil
+}

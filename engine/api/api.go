@@ -1,0 +1,127 @@
+// Package api maps Kafka requests onto the engine. Each API key has its own
+// file, named after the key (00_produce.go, 01_fetch.go, ...), holding the
+// handler and the version range it supports; that declaration is exactly
+// what ApiVersions advertises, so a version is advertised only where a
+// handler implements it.
+//
+// The Handler decodes the request header and body with the generated codecs
+// of wire/msg, runs the handler, and frames the response. A frame whose
+// header cannot be parsed, an unknown API key, an unsupported version (other
+// than ApiVersions, which answers with its v0 error response) or a body that
+// does not decode closes the connection, as Kafka does.
+package api
+
+import (
+	"encoding/binary"
+	"errors"
+	"log/slog"
+
+	"github.com/sluice-broker/sluice/engine"
+	"github.com/sluice-broker/sluice/wire"
+	"github.com/sluice-broker/sluice/wire/kerr"
+	"github.com/sluice-broker/sluice/wire/msg"
+)
+
+// handler is one API's entry in the dispatch table.
+type handler struct {
+	key      int16
+	min, max int16 // supported versions, advertised in ApiVersions
+	serve    func(h *Handler, rc *request, body msg.Request) *Response
+}
+
+// request is the per-request context handlers see.
+type request struct {
+	header  wire.RequestHeader
+	version int16
+}
+
+// Handler serves Kafka requests against a broker.
+type Handler struct {
+	b        *engine.Broker
+	log      *slog.Logger
+	table    [maxAPIKey + 1]*handler
+	versions msg.ApiVersionsResponse // the supported list, computed once
+	pids     *producerIDs
+}
+
+const maxAPIKey = 127
+
+// handlers lists every implemented API; each file adds its own entry.
+var handlers []*handler
+
+func register(h *handler) *handler {
+	handlers = append(handlers, h)
+	return h
+}
+
+// New builds the request handler for b.
+func New(b *engine.Broker) (*Handler, error) {
+	pids, err := openProducerIDs(b.Cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{b: b, log: b.Logger, pids: pids}
+	for _, e := range handlers {
+		h.table[e.key] = e
+	}
+	h.versions = supportedVersions()
+	return h, nil
+}
+
+// Handle serves one request frame. It returns nil when the request takes no
+// response.
+func (h *Handler) Handle(frame []byte) *Response {
+	key, version, corr, ok := wire.PeekAPIKeyVersion(frame)
+	if !ok || key < 0 || key > maxAPIKey || h.table[key] == nil {
+		return closeConnection()
+	}
+	e := h.table[key]
+	if version < e.min || version > e.max {
+		if key == apiVersionsKey {
+			return h.unsupportedAPIVersions(corr)
+		}
+		return closeConnection()
+	}
+	hdr, body, err := wire.ParseRequestHeader(frame, msg.IsFlexible(key, version))
+	if err != nil {
+		return closeConnection()
+	}
+	req := msg.NewRequest(key)
+	if err := req.Decode(body, version); err != nil {
+		h.log.Debug("closing connection: request does not decode", "api", msg.APIName(key), "version", version, "err", err)
+		return closeConnection()
+	}
+	return e.serve(h, &request{header: hdr, version: version}, req)
+}
+
+func closeConnection() *Response { return &Response{Close: true} }
+
+// frame encodes a whole response frame: size, response header, body.
+func frame(rc *request, m msg.Response) []byte {
+	b := make([]byte, 4, 256)
+	b = wire.AppendResponseHeader(b, rc.header.CorrelationID, msg.ResponseHeaderFlexible(rc.header.APIKey, rc.version))
+	b = m.Append(b, rc.version)
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	return b
+}
+
+// respond frames m as a ready response.
+func respond(rc *request, m msg.Response) *Response {
+	return Ready(Part{Bytes: frame(rc, m)})
+}
+
+// errorCode extracts the Kafka code of an engine error.
+func errorCode(err error) (int16, *string) {
+	if err == nil {
+		return 0, nil
+	}
+	code := kerr.FromError(err)
+	s := err.Error()
+	var ke *kerr.Error
+	if errors.As(err, &ke) && ke.Message != "" {
+		s = ke.Message
+	}
+	return int16(code), &s
+}
+
+func strPtr(s string) *string { return &s }

@@ -1,0 +1,212 @@
+// Package engine is the broker core: it owns the shards (thread-per-core
+// executors, each with its partitions and io_uring ring), the topic
+// catalogue, and the operations that span them (creating and deleting
+// topics, changing configs, start-up recovery and clean shutdown). The Kafka
+// request handlers in engine/api map API calls onto it.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluice-broker/sluice/engine/config"
+	"github.com/sluice-broker/sluice/engine/log"
+	"github.com/sluice-broker/sluice/engine/meta"
+	"github.com/sluice-broker/sluice/engine/shard"
+	"github.com/sluice-broker/sluice/engine/storage"
+)
+
+// Broker is one running sluice node's engine.
+type Broker struct {
+	Cfg    *config.Broker
+	Meta   *meta.Store
+	Shards []*shard.Shard
+	Logger *slog.Logger
+	// IOBackend says what the shards use for I/O: "io_uring" or "plain
+	// syscalls".
+	IOBackend string
+
+	fs       storage.FS
+	topicMu  sync.Mutex // serialises topic creation, deletion and config changes
+	stopTick chan struct{}
+	tickWG   sync.WaitGroup
+}
+
+// Intervals of the periodic shard work.
+const (
+	retentionCheckInterval = 5 * time.Minute // log.retention.check.interval.ms
+	flushCheckpointEvery   = 10 * time.Second
+)
+
+// Open recovers the data directory and starts the shards.
+func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if cfg.Shards <= 0 {
+		cfg.Shards = runtime.NumCPU()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	b := &Broker{Cfg: cfg, Logger: logger, fs: storage.OS(), stopTick: make(chan struct{})}
+	useURing := true
+	if err := shard.URingAvailable(); err != nil {
+		if cfg.RequireURing {
+			return nil, fmt.Errorf("io_uring is unavailable (%v) and --require-io-uring is set", err)
+		}
+		logger.Warn("io_uring is unavailable; running on plain syscalls", "reason", err.Error())
+		useURing = false
+	}
+	store, err := meta.Open(cfg.DataDir, cfg.Shards, cfg.ClusterID)
+	if err != nil {
+		return nil, err
+	}
+	b.Meta = store
+	checkpoints, err := readCheckpoints(b.fs, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	ncpu := runtime.NumCPU()
+	for i := 0; i < cfg.Shards; i++ {
+		pin := -1
+		if cfg.PinCPUs {
+			pin = i % ncpu
+		}
+		sh, err := shard.Start(shard.Config{
+			ID: i, DataDir: cfg.DataDir, FS: b.fs, PinCPU: pin, URing: useURing,
+			Logger: logger, Checkpoints: checkpoints,
+		})
+		if err != nil {
+			b.stopShards()
+			return nil, err
+		}
+		b.Shards = append(b.Shards, sh)
+	}
+	b.IOBackend = b.Shards[0].Backend()
+	if err := b.openPartitions(); err != nil {
+		b.stopShards()
+		return nil, err
+	}
+	b.tickWG.Add(1)
+	go b.tick()
+	return b, nil
+}
+
+// readCheckpoints merges every shard's checkpoint file: the shard count may
+// have changed since they were written.
+func readCheckpoints(fs storage.FS, dir string) (map[string]log.Checkpoint, error) {
+	names, err := fs.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	all := map[string]log.Checkpoint{}
+	for _, n := range names {
+		if !strings.HasPrefix(n, "shard-") || !strings.HasSuffix(n, ".checkpoint") {
+			continue
+		}
+		m, err := log.ReadCheckpointFile(fs, filepath.Join(dir, n))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
+		for k, v := range m {
+			all[k] = v
+		}
+	}
+	return all, nil
+}
+
+// openPartitions opens every partition of the catalogue on its shard, in
+// parallel across shards, then marks the run as started (not clean).
+func (b *Broker) openPartitions() error {
+	snap := b.Meta.Snapshot()
+	errs := make([]error, len(b.Shards))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i, sh := range b.Shards {
+		wg.Add(1)
+		sh.Do(func(s *shard.Shard) {
+			defer wg.Done()
+			for _, name := range snap.Names() {
+				t := snap.Topics[name]
+				tc := config.NewTopic(b.Cfg, t.Configs)
+				for _, p := range t.Partitions {
+					if p.Shard != i {
+						continue
+					}
+					if _, err := s.OpenPartition(shard.Key{Topic: t.Name, Partition: p.Index}, t.ID, tc); err != nil {
+						errs[i] = errors.Join(errs[i], fmt.Errorf("open %s-%d: %w", t.Name, p.Index, err))
+					}
+				}
+			}
+			if err := s.MarkStarted(); err != nil {
+				errs[i] = errors.Join(errs[i], err)
+			}
+		})
+	}
+	wg.Wait()
+	b.Logger.Info("partitions opened", "topics", len(snap.Topics), "took", time.Since(start).Round(time.Microsecond))
+	return errors.Join(errs...)
+}
+
+func (b *Broker) tick() {
+	defer b.tickWG.Done()
+	flush := time.NewTicker(flushCheckpointEvery)
+	retention := time.NewTicker(retentionCheckInterval)
+	defer flush.Stop()
+	defer retention.Stop()
+	for {
+		select {
+		case now := <-flush.C:
+			for _, sh := range b.Shards {
+				sh.Tick(now, false, true)
+			}
+		case now := <-retention.C:
+			for _, sh := range b.Shards {
+				sh.Tick(now, true, false)
+			}
+		case <-b.stopTick:
+			return
+		}
+	}
+}
+
+// EnforceRetentionNow runs retention on every shard at once (tests and
+// admin use).
+func (b *Broker) EnforceRetentionNow() {
+	for _, sh := range b.Shards {
+		sh.Tick(time.Now(), true, false)
+	}
+}
+
+// Close flushes and checkpoints every partition and stops the shards.
+func (b *Broker) Close() error {
+	close(b.stopTick)
+	b.tickWG.Wait()
+	return b.stopShards()
+}
+
+func (b *Broker) stopShards() error {
+	var errs []error
+	for _, sh := range b.Shards {
+		if err := sh.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ShardOf returns the shard that owns a partition.
+func (b *Broker) ShardOf(t *meta.Topic, partition int32) *shard.Shard {
+	return b.Shards[t.Partitions[partition].Shard]
+}
+
+// TopicConfig is a topic's effective configuration.
+func (b *Broker) TopicConfig(t *meta.Topic) config.Topic { return config.NewTopic(b.Cfg, t.Configs) }

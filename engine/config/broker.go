@@ -1,0 +1,209 @@
+package config
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Broker is the configuration of one sluice broker.
+type Broker struct {
+	DataDir       string
+	Listen        string // host:port the Kafka listener binds
+	Advertise     string // host:port given to clients in Metadata
+	HTTP          string // metrics and admin listener
+	Shards        int
+	NodeID        int32
+	PinCPUs       bool
+	RequireURing  bool // refuse to start without io_uring instead of falling back
+	ClusterID     string
+	NumPartitions int32
+	AutoCreate    bool
+
+	SocketRequestMaxBytes int32
+	ConnectionsMaxIdle    time.Duration
+
+	// Props holds every key read from server.properties (and broker-level
+	// topic defaults set by flags), so topic configs can report their broker
+	// synonyms.
+	Props map[string]string
+}
+
+// Defaults returns Kafka's defaults adapted to one node.
+func Defaults() *Broker {
+	return &Broker{
+		DataDir:               "./data",
+		Listen:                "127.0.0.1:9092",
+		HTTP:                  "127.0.0.1:9645",
+		Shards:                runtime.NumCPU(),
+		NodeID:                1,
+		NumPartitions:         1,
+		AutoCreate:            true,
+		SocketRequestMaxBytes: 104857600,
+		ConnectionsMaxIdle:    10 * time.Minute,
+		Props:                 map[string]string{},
+	}
+}
+
+// ReadProperties parses a Java-style properties file (key=value or key:value,
+// # and ! comments, backslash line continuation).
+func ReadProperties(r io.Reader) (map[string]string, error) {
+	props := map[string]string{}
+	sc := bufio.NewScanner(r)
+	var pending string
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if pending == "" && (line == "" || line[0] == '#' || line[0] == '!') {
+			continue
+		}
+		if strings.HasSuffix(line, `\`) {
+			pending += strings.TrimSuffix(line, `\`)
+			continue
+		}
+		line = pending + line
+		pending = ""
+		i := strings.IndexAny(line, "=:")
+		if i < 0 {
+			props[line] = ""
+			continue
+		}
+		props[strings.TrimSpace(line[:i])] = strings.TrimSpace(line[i+1:])
+	}
+	return props, sc.Err()
+}
+
+// LoadFile applies a server.properties file to b. Flags are applied after it
+// by the caller, so flags win.
+func (b *Broker) LoadFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	props, err := ReadProperties(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return b.Apply(props)
+}
+
+// Apply sets broker keys from Kafka property names.
+func (b *Broker) Apply(props map[string]string) error {
+	for k, v := range props {
+		if err := b.set(k, v); err != nil {
+			return fmt.Errorf("%s=%s: %w", k, v, err)
+		}
+		b.Props[k] = v
+	}
+	return nil
+}
+
+func listenerAddress(v string) string {
+	// "PLAINTEXT://host:port[,...]": sluice serves the first plaintext one.
+	first := strings.Split(v, ",")[0]
+	if i := strings.Index(first, "://"); i >= 0 {
+		first = first[i+3:]
+	}
+	return first
+}
+
+func (b *Broker) set(k, v string) error {
+	switch k {
+	case "log.dirs", "log.dir":
+		b.DataDir = strings.Split(v, ",")[0]
+	case "listeners":
+		b.Listen = listenerAddress(v)
+	case "advertised.listeners":
+		b.Advertise = listenerAddress(v)
+	case "node.id", "broker.id":
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil {
+			return err
+		}
+		b.NodeID = int32(n)
+	case "num.partitions":
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 1 {
+			return fmt.Errorf("must be a positive int")
+		}
+		b.NumPartitions = int32(n)
+	case "auto.create.topics.enable":
+		b.AutoCreate = v == "true"
+	case "socket.request.max.bytes":
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 1 {
+			return fmt.Errorf("must be a positive int")
+		}
+		b.SocketRequestMaxBytes = int32(n)
+	case "connections.max.idle.ms":
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return err
+		}
+		b.ConnectionsMaxIdle = time.Duration(n) * time.Millisecond
+	case "cluster.id":
+		b.ClusterID = v
+	}
+	return nil
+}
+
+// topicDefault returns the broker-level value for a topic config, honouring
+// Kafka's unit variants (log.retention.hours/minutes, log.roll.hours).
+func (b *Broker) topicDefault(k TopicKey) (string, bool) {
+	if k.BrokerSynonym == "" {
+		return "", false
+	}
+	if v, ok := b.Props[k.BrokerSynonym]; ok {
+		return v, true
+	}
+	scaled := func(key string, unit int64) (string, bool) {
+		v, ok := b.Props[key]
+		if !ok {
+			return "", false
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return "", false
+		}
+		if n < 0 {
+			return "-1", true
+		}
+		return strconv.FormatInt(n*unit, 10), true
+	}
+	switch k.Name {
+	case "retention.ms":
+		if v, ok := scaled("log.retention.minutes", 60_000); ok {
+			return v, true
+		}
+		return scaled("log.retention.hours", 3_600_000)
+	case "segment.ms":
+		return scaled("log.roll.hours", 3_600_000)
+	}
+	return "", false
+}
+
+// AdvertisedAddress is what Metadata tells clients to connect to.
+func (b *Broker) AdvertisedAddress() (string, int32, error) {
+	addr := b.Advertise
+	if addr == "" {
+		addr = b.Listen
+	}
+	i := strings.LastIndex(addr, ":")
+	if i < 0 {
+		return "", 0, fmt.Errorf("address %q has no port", addr)
+	}
+	port, err := strconv.ParseInt(addr[i+1:], 10, 32)
+	if err != nil {
+		return "", 0, fmt.Errorf("address %q: %w", addr, err)
+	}
+	host := addr[:i]
+	if host == "" || host == "0.0.0.0" || host == "::" || host == "[::]" {
+		host = "127.0.0.1"
+	}
+	return strings.Trim(host, "[]"), int32(port), nil
+}

@@ -1,0 +1,353 @@
+// Package meta is the broker's topic catalogue: topic names and IDs, their
+// partitions and the shard each partition is placed on, and per-topic config
+// overrides. It is control-plane state, changed rarely and under a mutex; the
+// data path reads immutable snapshots of it.
+//
+// On disk it is one JSON document, `topics.json` in the data directory,
+// replaced atomically (write to a temporary file, fdatasync, rename, fsync the
+// directory) on every change, so a crash leaves either the old or the new
+// catalogue. The cluster identity lives beside it in `meta.properties`, as in
+// Kafka's KRaft log directories.
+package meta
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// TopicID is a Kafka topic UUID.
+type TopicID [16]byte
+
+// IsZero reports the all-zero ID (no ID).
+func (id TopicID) IsZero() bool { return id == TopicID{} }
+
+// String renders the ID as Kafka does (URL-safe base64 without padding).
+func (id TopicID) String() string { return base64.RawURLEncoding.EncodeToString(id[:]) }
+
+// Partition is one partition's placement.
+type Partition struct {
+	Index int32 `json:"index"`
+	Shard int   `json:"shard"`
+}
+
+// Topic is one topic in the catalogue. Values are immutable once published:
+// changes copy.
+type Topic struct {
+	Name       string            `json:"name"`
+	ID         TopicID           `json:"id"`
+	Partitions []Partition       `json:"partitions"`
+	Configs    map[string]string `json:"configs,omitempty"`
+	Internal   bool              `json:"internal,omitempty"`
+}
+
+// Snapshot is an immutable view of the catalogue.
+type Snapshot struct {
+	Topics map[string]*Topic
+	ByID   map[TopicID]*Topic
+}
+
+// Names returns the topic names in order.
+func (s *Snapshot) Names() []string {
+	names := make([]string, 0, len(s.Topics))
+	for n := range s.Topics {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Store is the persisted catalogue.
+type Store struct {
+	dir       string
+	shards    int
+	clusterID string
+
+	mu      sync.Mutex // serialises changes; readers use current
+	current atomic.Pointer[Snapshot]
+}
+
+// Errors returned by the store; the API layer maps them to Kafka codes.
+var (
+	ErrTopicExists  = errors.New("topic already exists")
+	ErrUnknownTopic = errors.New("unknown topic")
+)
+
+type document struct {
+	Topics []*Topic `json:"topics"`
+}
+
+// Open loads the catalogue from dir, creating it if absent. shards is the
+// number of shards now running: partitions placed on a shard that no longer
+// exists are re-placed on the least-loaded shard (and the change persisted).
+func Open(dir string, shards int, clusterID string) (*Store, error) {
+	s := &Store{dir: dir, shards: shards}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	id, err := loadOrCreateClusterID(dir, clusterID)
+	if err != nil {
+		return nil, err
+	}
+	s.clusterID = id
+	var doc document
+	b, err := os.ReadFile(filepath.Join(dir, "topics.json"))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, err
+	default:
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return nil, fmt.Errorf("topics.json: %w", err)
+		}
+	}
+	snap := &Snapshot{Topics: map[string]*Topic{}, ByID: map[TopicID]*Topic{}}
+	moved := false
+	for _, t := range doc.Topics {
+		snap.Topics[t.Name] = t
+		snap.ByID[t.ID] = t
+	}
+	load := loadOf(snap, shards)
+	for _, t := range doc.Topics {
+		for i := range t.Partitions {
+			if t.Partitions[i].Shard >= shards || t.Partitions[i].Shard < 0 {
+				t.Partitions[i].Shard = leastLoaded(load)
+				load[t.Partitions[i].Shard]++
+				moved = true
+			}
+		}
+	}
+	s.current.Store(snap)
+	if moved {
+		if err := s.persist(snap); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// ClusterID is the cluster's identity, persisted in meta.properties.
+func (s *Store) ClusterID() string { return s.clusterID }
+
+// Snapshot returns the current catalogue.
+func (s *Store) Snapshot() *Snapshot { return s.current.Load() }
+
+// Topic returns one topic from the current catalogue.
+func (s *Store) Topic(name string) (*Topic, bool) {
+	t, ok := s.current.Load().Topics[name]
+	return t, ok
+}
+
+func loadOf(snap *Snapshot, shards int) []int {
+	load := make([]int, shards)
+	for _, t := range snap.Topics {
+		for _, p := range t.Partitions {
+			if p.Shard >= 0 && p.Shard < shards {
+				load[p.Shard]++
+			}
+		}
+	}
+	return load
+}
+
+func leastLoaded(load []int) int {
+	best := 0
+	for i, n := range load {
+		if n < load[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// Create adds a topic with n partitions placed on the least-loaded shards.
+func (s *Store) Create(name string, partitions int32, configs map[string]string, internal bool) (*Topic, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.current.Load()
+	if _, ok := old.Topics[name]; ok {
+		return nil, ErrTopicExists
+	}
+	t := &Topic{Name: name, Configs: configs, Internal: internal}
+	if _, err := rand.Read(t.ID[:]); err != nil {
+		return nil, err
+	}
+	load := loadOf(old, s.shards)
+	for i := int32(0); i < partitions; i++ {
+		sh := leastLoaded(load)
+		load[sh]++
+		t.Partitions = append(t.Partitions, Partition{Index: i, Shard: sh})
+	}
+	next := old.with(t)
+	if err := s.persist(next); err != nil {
+		return nil, err
+	}
+	s.current.Store(next)
+	return t, nil
+}
+
+// AddPartitions grows a topic to total partitions.
+func (s *Store) AddPartitions(name string, total int32) (*Topic, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.current.Load()
+	cur, ok := old.Topics[name]
+	if !ok {
+		return nil, ErrUnknownTopic
+	}
+	t := *cur
+	t.Partitions = append([]Partition(nil), cur.Partitions...)
+	load := loadOf(old, s.shards)
+	for i := int32(len(cur.Partitions)); i < total; i++ {
+		sh := leastLoaded(load)
+		load[sh]++
+		t.Partitions = append(t.Partitions, Partition{Index: i, Shard: sh})
+	}
+	next := old.with(&t)
+	if err := s.persist(next); err != nil {
+		return nil, err
+	}
+	s.current.Store(next)
+	return &t, nil
+}
+
+// SetConfigs replaces a topic's config overrides.
+func (s *Store) SetConfigs(name string, configs map[string]string) (*Topic, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.current.Load()
+	cur, ok := old.Topics[name]
+	if !ok {
+		return nil, ErrUnknownTopic
+	}
+	t := *cur
+	t.Configs = configs
+	next := old.with(&t)
+	if err := s.persist(next); err != nil {
+		return nil, err
+	}
+	s.current.Store(next)
+	return &t, nil
+}
+
+// Delete removes a topic from the catalogue.
+func (s *Store) Delete(name string) (*Topic, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.current.Load()
+	cur, ok := old.Topics[name]
+	if !ok {
+		return nil, ErrUnknownTopic
+	}
+	next := &Snapshot{Topics: make(map[string]*Topic, len(old.Topics)), ByID: make(map[TopicID]*Topic, len(old.ByID))}
+	for n, t := range old.Topics {
+		if n != name {
+			next.Topics[n] = t
+			next.ByID[t.ID] = t
+		}
+	}
+	if err := s.persist(next); err != nil {
+		return nil, err
+	}
+	s.current.Store(next)
+	return cur, nil
+}
+
+func (old *Snapshot) with(t *Topic) *Snapshot {
+	next := &Snapshot{Topics: make(map[string]*Topic, len(old.Topics)+1), ByID: make(map[TopicID]*Topic, len(old.ByID)+1)}
+	for n, o := range old.Topics {
+		next.Topics[n] = o
+		next.ByID[o.ID] = o
+	}
+	next.Topics[t.Name] = t
+	next.ByID[t.ID] = t
+	return next
+}
+
+func (s *Store) persist(snap *Snapshot) error {
+	doc := document{}
+	for _, n := range snap.Names() {
+		doc.Topics = append(doc.Topics, snap.Topics[n])
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(s.dir, "topics.json"), b)
+}
+
+// WriteFileAtomic replaces path with data so that a crash leaves either the
+// old or the new content.
+func WriteFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func loadOrCreateClusterID(dir, want string) (string, error) {
+	path := filepath.Join(dir, "meta.properties")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		for _, line := range splitLines(string(b)) {
+			if len(line) > len("cluster.id=") && line[:len("cluster.id=")] == "cluster.id=" {
+				return line[len("cluster.id="):], nil
+			}
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	id := want
+	if id == "" {
+		var raw [16]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return "", err
+		}
+		id = base64.RawURLEncoding.EncodeToString(raw[:])
+	}
+	content := "# written by sluice\nversion=1\ncluster.id=" + id + "\n"
+	return id, WriteFileAtomic(path, []byte(content))
+}
+
+func splitLines(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	if start < len(s) {
+		out = append(out, s[start:])
+	}
+	return out
+}

@@ -1,0 +1,146 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/sluice-broker/sluice/engine/storage"
+	"github.com/sluice-broker/sluice/engine/uring"
+)
+
+// tagDoorbell marks the completion of the eventfd read that wakes a sleeping
+// shard; datasync tags are never this value.
+const tagDoorbell = ^uint64(0)
+
+// uringBackend runs datasyncs through the shard's own io_uring ring and
+// sleeps in io_uring_enter, woken by an eventfd read kept armed in the ring.
+// It must be created and used on the shard's locked OS thread.
+type uringBackend struct {
+	r        *uring.Ring
+	slab     *uring.Slab // 8 bytes of it receive the doorbell's eventfd counter
+	doorbell *uring.Doorbell
+	armed    bool         // the doorbell read is queued or in flight
+	inline   []completion // datasyncs of files that have no OS descriptor
+	cqes     []uring.CQE
+}
+
+func newURingBackend(entries uint32) (*uringBackend, error) {
+	ring, err := uring.New(uring.Params{Entries: entries})
+	if err != nil {
+		return nil, err
+	}
+	slab, err := uring.NewSlab(4096, 1)
+	if err != nil {
+		ring.Close()
+		return nil, err
+	}
+	db, err := uring.NewDoorbell()
+	if err != nil {
+		slab.Close()
+		ring.Close()
+		return nil, err
+	}
+	b := &uringBackend{r: ring, slab: slab, doorbell: db, cqes: make([]uring.CQE, 0, 2*entries)}
+	if !b.arm() {
+		b.close()
+		return nil, fmt.Errorf("io_uring: cannot arm the doorbell read")
+	}
+	if err := b.submit(false); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// arm queues the doorbell read unless it is already queued.
+func (b *uringBackend) arm() bool {
+	if b.armed {
+		return true
+	}
+	b.armed = b.r.PrepRead(b.doorbell.Fd(), b.slab.Buf(0)[:8], 0, tagDoorbell)
+	return b.armed
+}
+
+// submit hands queued SQEs to the kernel (waiting for one completion if
+// wait). A busy ring is retried on the next turn; a ring that lost
+// completions or is used from the wrong thread is a bug that must not be
+// papered over.
+func (b *uringBackend) submit(wait bool) error {
+	var err error
+	if wait {
+		_, err = b.r.SubmitAndWait(1)
+	} else {
+		_, err = b.r.Submit()
+	}
+	switch {
+	case err == nil, errors.Is(err, uring.ErrBusy):
+		return nil
+	case errors.Is(err, uring.ErrCompletionsLost), errors.Is(err, uring.ErrWrongThread):
+		panic(fmt.Sprintf("shard io_uring: %v", err))
+	}
+	return err
+}
+
+func (b *uringBackend) sync(f storage.File, tag uint64) bool {
+	fd := f.Fd()
+	if fd < 0 {
+		b.inline = append(b.inline, completion{tag: tag, err: f.Datasync()})
+		return true
+	}
+	// Keep one SQE free for re-arming the doorbell.
+	if b.r.SQSpace() < 2 {
+		return false
+	}
+	return b.r.PrepFsync(int32(fd), true, tag)
+}
+
+func (b *uringBackend) collect(dst []completion) []completion {
+	dst = append(dst, b.inline...)
+	b.inline = b.inline[:0]
+	b.cqes = b.r.Reap(b.cqes[:0])
+	for _, c := range b.cqes {
+		if c.UserData == tagDoorbell {
+			b.armed = false
+			b.arm()
+			continue
+		}
+		var err error
+		if c.Res < 0 {
+			err = syscall.Errno(-c.Res)
+		}
+		dst = append(dst, completion{tag: c.UserData, err: err})
+	}
+	return dst
+}
+
+func (b *uringBackend) poll(dst []completion) []completion {
+	if err := b.submit(false); err != nil {
+		panic(fmt.Sprintf("shard io_uring submit: %v", err))
+	}
+	return b.collect(dst)
+}
+
+func (b *uringBackend) wait(dst []completion) []completion {
+	if len(b.inline) > 0 || !b.arm() {
+		// Without an armed doorbell the shard must not sleep: it could
+		// never be woken. Poll instead; the SQ drains on submit.
+		return b.poll(dst)
+	}
+	if err := b.submit(true); err != nil {
+		panic(fmt.Sprintf("shard io_uring wait: %v", err))
+	}
+	return b.collect(dst)
+}
+
+func (b *uringBackend) wake() { b.doorbell.Ring() }
+
+func (b *uringBackend) close() {
+	b.doorbell.Close()
+	b.r.Close()
+	b.slab.Close()
+}
+
+func (b *uringBackend) name() string { return "io_uring" }
+
+func (b *uringBackend) stats() (uint64, uint64) { return b.r.Stats() }

@@ -1,0 +1,252 @@
+package shard
+
+import (
+	"errors"
+	"path/filepath"
+	"time"
+
+	"github.com/sluice-broker/sluice/engine/config"
+	"github.com/sluice-broker/sluice/engine/log"
+)
+
+// Partition is one partition owned by a shard. Only the shard thread touches
+// it.
+type Partition struct {
+	Key     Key
+	TopicID [16]byte
+	Log     *log.Log
+	Cfg     config.Topic
+
+	hw      log.Offset
+	waiters []waiter        // acks=all appends waiting for their datasync, in offset order
+	parked  []chan struct{} // long-poll fetches waiting for the high watermark to move
+	syncing bool            // a datasync of this partition is in flight
+	queued  bool            // in the shard's toSync list
+	failed  error           // sticky storage error: the partition refuses writes
+}
+
+// waiter is an acknowledgement held back until the data up to upTo is on
+// disk.
+type waiter struct {
+	base log.Offset // first offset of the append: the high watermark stays below it until synced
+	upTo log.Offset // one past the append's last offset
+	done func(err error)
+}
+
+func (p *Partition) failWaiters(err error) {
+	for _, w := range p.waiters {
+		w.done(err)
+	}
+	p.waiters = nil
+	p.wakeParked()
+}
+
+func (p *Partition) wakeParked() {
+	for _, ch := range p.parked {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	p.parked = p.parked[:0]
+}
+
+// HighWatermark is the offset below which data is acknowledged and visible.
+func (p *Partition) HighWatermark() log.Offset { return p.hw }
+
+// advanceHighWatermark moves the high watermark to the end of what is
+// acknowledged: the log end, or the first append still waiting for its
+// datasync.
+func (p *Partition) advanceHighWatermark() {
+	hw := p.Log.LogEndOffset()
+	if len(p.waiters) > 0 {
+		hw = p.waiters[0].base
+	}
+	if hw != p.hw {
+		p.hw = hw
+		p.Log.SetHighWatermark(hw)
+		p.wakeParked()
+	}
+}
+
+// Errors a shard reports for partitions.
+var (
+	ErrUnknownPartition = errors.New("this shard does not own that partition")
+	ErrPartitionExists  = errors.New("partition already open")
+)
+
+// OpenPartition opens (creating if needed) a partition's log on this shard.
+// Call from the shard thread.
+func (s *Shard) OpenPartition(k Key, topicID [16]byte, cfg config.Topic) (*Partition, error) {
+	if _, ok := s.parts[k]; ok {
+		return nil, ErrPartitionExists
+	}
+	dir := filepath.Join(s.cfg.DataDir, k.Dir())
+	if err := s.cfg.FS.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	l, err := log.Open(s.cfg.FS, dir, logConfig(cfg), s.cfg.Checkpoints[k.Dir()], time.Now())
+	if err != nil {
+		return nil, err
+	}
+	p := &Partition{Key: k, TopicID: topicID, Log: l, Cfg: cfg}
+	p.hw = l.LogEndOffset()
+	l.SetHighWatermark(p.hw)
+	s.parts[k] = p
+	s.partitionsN.Add(1)
+	return p, nil
+}
+
+// Partition returns an owned partition, or nil.
+func (s *Shard) Partition(k Key) *Partition { return s.parts[k] }
+
+// DeletePartition removes a partition and its data. Readers holding segments
+// keep reading what they pinned.
+func (s *Shard) DeletePartition(k Key) error {
+	p, ok := s.parts[k]
+	if !ok {
+		return ErrUnknownPartition
+	}
+	delete(s.parts, k)
+	s.partitionsN.Add(-1)
+	p.failWaiters(ErrUnknownPartition)
+	return p.Log.Delete()
+}
+
+// SetTopicConfig applies a topic's changed configuration to a partition.
+func (s *Shard) SetTopicConfig(k Key, cfg config.Topic) error {
+	p, ok := s.parts[k]
+	if !ok {
+		return ErrUnknownPartition
+	}
+	p.Cfg = cfg
+	return p.Log.SetConfig(logConfig(cfg))
+}
+
+// MarkStarted records that this run has begun: a checkpoint written now
+// without the clean flag, so that a crash from here on is recovered as one.
+func (s *Shard) MarkStarted() error { return s.writeCheckpointEntries(false) }
+
+// syncJob is one datasync round of one partition: several files (a roll
+// leaves the previous segment to sync too), one completion each.
+type syncJob struct {
+	p         *Partition
+	upTo      log.Offset
+	remaining int
+	err       error
+}
+
+// wantSync queues p for a datasync on this loop turn.
+func (s *Shard) wantSync(p *Partition) {
+	if !p.queued {
+		p.queued = true
+		s.toSync = append(s.toSync, p)
+	}
+}
+
+// submitSyncs starts one datasync round for every partition that wants one
+// and has none in flight: every append since the last round rides on it.
+func (s *Shard) submitSyncs() {
+	keep := s.toSync[:0]
+	for _, p := range s.toSync {
+		if p.syncing {
+			keep = append(keep, p) // the next round starts when this one ends
+			continue
+		}
+		if _, ok := s.parts[p.Key]; !ok {
+			p.queued = false
+			continue
+		}
+		targets := p.Log.PendingSync()
+		if len(targets) == 0 {
+			p.queued = false
+			s.synced(p, p.Log.LogEndOffset())
+			continue
+		}
+		job := &syncJob{p: p, remaining: len(targets)}
+		for _, t := range targets {
+			if t.UpTo > job.upTo {
+				job.upTo = t.UpTo
+			}
+		}
+		submitted := 0
+		for _, t := range targets {
+			s.nextTag++
+			tag := s.nextTag
+			if !s.be.sync(t.File, tag) {
+				break
+			}
+			s.syncs[tag] = job
+			submitted++
+		}
+		if submitted < len(targets) {
+			// The ring is full; what was submitted completes normally, the
+			// rest is retried on the next turn by a fresh round.
+			job.remaining = submitted
+			job.upTo = 0
+			keep = append(keep, p)
+			if submitted > 0 {
+				p.syncing = true
+			}
+			continue
+		}
+		p.syncing = true
+		p.queued = false
+	}
+	s.toSync = keep
+}
+
+// complete handles finished datasyncs.
+func (s *Shard) complete(comps []completion) {
+	for _, c := range comps {
+		job, ok := s.syncs[c.tag]
+		if !ok {
+			continue
+		}
+		delete(s.syncs, c.tag)
+		if c.err != nil && job.err == nil {
+			job.err = c.err
+		}
+		job.remaining--
+		if job.remaining > 0 {
+			continue
+		}
+		p := job.p
+		p.syncing = false
+		if job.err != nil {
+			// A failed fdatasync leaves the page cache in an unknown state:
+			// the partition refuses further writes (sticky), as Kafka takes
+			// the log directory offline.
+			p.failed = job.err
+			s.cfg.Logger.Error("datasync failed; partition refuses writes", "partition", p.Key.Dir(), "err", job.err)
+			p.failWaiters(job.err)
+			continue
+		}
+		if job.upTo > 0 {
+			s.synced(p, job.upTo)
+		}
+		if len(p.waiters) > 0 {
+			s.wantSync(p)
+		}
+	}
+}
+
+// synced records that everything below upTo is on disk and releases the
+// acknowledgements it covers.
+func (s *Shard) synced(p *Partition, upTo log.Offset) {
+	if upTo > p.Log.SyncedOffset() {
+		p.Log.MarkSynced(upTo)
+	}
+	n := 0
+	for _, w := range p.waiters {
+		if w.upTo > upTo {
+			break
+		}
+		w.done(nil)
+		n++
+	}
+	if n > 0 {
+		p.waiters = append(p.waiters[:0], p.waiters[n:]...)
+	}
+	p.advanceHighWatermark()
+}

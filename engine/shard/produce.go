@@ -1,0 +1,206 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluice-broker/sluice/engine/log"
+	"github.com/sluice-broker/sluice/wire/compress"
+	"github.com/sluice-broker/sluice/wire/kerr"
+	"github.com/sluice-broker/sluice/wire/records"
+)
+
+// ProduceResult is the answer for one partition of a Produce request.
+type ProduceResult struct {
+	Err            kerr.Code
+	ErrMessage     string
+	BaseOffset     int64
+	LogAppendTime  int64 // -1 unless the topic uses LogAppendTime
+	LogStartOffset int64
+	RecordErrors   []RecordError
+}
+
+// RecordError points at the batch that made a produce fail.
+type RecordError struct {
+	BatchIndex int32
+	Message    string
+}
+
+func produceFailed(code kerr.Code, msg string) ProduceResult {
+	return ProduceResult{Err: code, ErrMessage: msg, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1}
+}
+
+// Produce validates and appends a partition's record set, then calls done
+// (on the shard thread) once the acks rule is met: at once for acks 0 and 1
+// (the write reached the page cache), after the covering datasync for
+// acks=all. records must stay untouched by the caller until done runs; the
+// shard rewrites base offsets (and, for LogAppendTime topics, timestamps) in
+// place.
+func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult)) {
+	p, ok := s.parts[k]
+	if !ok {
+		done(produceFailed(kerr.NotLeaderOrFollower, "partition is not on this broker"))
+		return
+	}
+	if p.failed != nil {
+		done(produceFailed(kerr.KafkaStorageError, p.failed.Error()))
+		return
+	}
+	if acks == -1 && p.Cfg.MinInsyncReplicas() > 1 {
+		// One node and no in-sync standby: Kafka's rule for min.insync.replicas.
+		done(produceFailed(kerr.NotEnoughReplicas, fmt.Sprintf("min.insync.replicas=%d but only 1 replica is in sync", p.Cfg.MinInsyncReplicas())))
+		return
+	}
+	now := time.Now()
+	set, res, ok := s.validate(p, set, now)
+	if !ok {
+		done(res)
+		return
+	}
+	if res.BaseOffset >= 0 {
+		// A retry of a batch already appended: answer with its offsets.
+		done(res)
+		return
+	}
+	appended, err := p.Log.Append(set, now)
+	if err != nil {
+		p.failed = err
+		s.cfg.Logger.Error("append failed; partition refuses writes", "partition", k.Dir(), "err", err)
+		done(produceFailed(kerr.KafkaStorageError, err.Error()))
+		return
+	}
+	res = ProduceResult{BaseOffset: int64(appended.BaseOffset), LogAppendTime: -1, LogStartOffset: int64(p.Log.LogStartOffset())}
+	if p.Cfg.LogAppendTime() {
+		res.LogAppendTime = now.UnixMilli()
+	}
+	if acks == -1 || p.Cfg.FlushMessages() == 1 {
+		p.waiters = append(p.waiters, waiter{
+			base: appended.BaseOffset,
+			upTo: appended.LastOffset + 1,
+			done: func(err error) {
+				if err != nil {
+					done(produceFailed(kerr.KafkaStorageError, err.Error()))
+					return
+				}
+				done(res)
+			},
+		})
+		s.wantSync(p)
+		p.advanceHighWatermark()
+		return
+	}
+	p.advanceHighWatermark()
+	done(res)
+}
+
+// validate checks every batch as Kafka's LogValidator does for the parts
+// sluice needs: magic 2 only, CRC32C, size limit, idempotent sequence rules,
+// LogAppendTime stamping and recompression to the topic's codec. It returns
+// the (possibly rebuilt) record set. A result with BaseOffset >= 0 and ok
+// means the set is a duplicate of an appended batch.
+func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, ProduceResult, bool) {
+	maxBytes := p.Cfg.MaxMessageBytes()
+	target := compress.None
+	recompress := false
+	if ct := p.Cfg.CompressionType(); ct != "producer" {
+		c, err := compress.ParseCodec(ct)
+		if err == nil {
+			target, recompress = c, true
+		}
+	}
+	it := records.NewIter(set)
+	n := int32(0)
+	needRebuild := false
+	for {
+		batch, h, ok := it.Next()
+		if !ok {
+			break
+		}
+		if len(batch) > maxBytes {
+			return nil, produceFailed(kerr.MessageTooLarge, fmt.Sprintf("batch of %d bytes exceeds max.message.bytes %d", len(batch), maxBytes)), false
+		}
+		if _, err := records.Validate(batch); err != nil {
+			return nil, batchError(n, err), false
+		}
+		if h.Idempotent() {
+			dup, err := p.Log.CheckProducer(h.ProducerID, h.ProducerEpoch, h.BaseSequence, h.LastSequence())
+			if err != nil {
+				return nil, producerError(err), false
+			}
+			if dup != nil {
+				return set, ProduceResult{BaseOffset: int64(dup.FirstOffset), LogAppendTime: -1, LogStartOffset: int64(p.Log.LogStartOffset())}, true
+			}
+		}
+		if p.Cfg.LogAppendTime() {
+			records.SetLogAppendTime(batch, now.UnixMilli())
+		}
+		if recompress && h.Codec() != target {
+			needRebuild = true
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return nil, batchError(n, err), false
+	}
+	if n == 0 {
+		return nil, produceFailed(kerr.InvalidRecord, "record set holds no batch"), false
+	}
+	if needRebuild {
+		rebuilt, err := rebuild(set, target)
+		if err != nil {
+			return nil, produceFailed(kerr.CorruptMessage, err.Error()), false
+		}
+		set = rebuilt
+	}
+	return set, ProduceResult{BaseOffset: -1}, true
+}
+
+// rebuild recompresses every batch of set to codec.
+func rebuild(set []byte, codec compress.Codec) ([]byte, error) {
+	out := make([]byte, 0, len(set))
+	var scratch []byte
+	it := records.NewIter(set)
+	for {
+		batch, h, ok := it.Next()
+		if !ok {
+			break
+		}
+		if h.Codec() == codec {
+			out = append(out, batch...)
+			continue
+		}
+		var err error
+		out, err = records.Recompress(out, batch, codec, scratch[:0])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, it.Err()
+}
+
+func batchError(index int32, err error) ProduceResult {
+	var res ProduceResult
+	switch {
+	case errors.Is(err, records.ErrUnsupportedMagic):
+		res = produceFailed(kerr.UnsupportedForMessageFormat, "sluice stores record batch v2 only (magic 2)")
+	case errors.Is(err, records.ErrCorrupt), errors.Is(err, records.ErrTruncated):
+		res = produceFailed(kerr.CorruptMessage, err.Error())
+	default:
+		res = produceFailed(kerr.InvalidRecord, err.Error())
+	}
+	res.RecordErrors = []RecordError{{BatchIndex: index, Message: err.Error()}}
+	return res
+}
+
+func producerError(err error) ProduceResult {
+	switch {
+	case errors.Is(err, log.ErrOutOfOrderSequence):
+		return produceFailed(kerr.OutOfOrderSequenceNumber, err.Error())
+	case errors.Is(err, log.ErrInvalidProducerEpoch):
+		return produceFailed(kerr.InvalidProducerEpoch, err.Error())
+	case errors.Is(err, log.ErrUnknownProducerID):
+		return produceFailed(kerr.UnknownProducerID, err.Error())
+	}
+	return produceFailed(kerr.UnknownServerError, err.Error())
+}

@@ -1,0 +1,167 @@
+package shard
+
+import (
+	"errors"
+
+	"github.com/sluice-broker/sluice/engine/log"
+	"github.com/sluice-broker/sluice/wire/kerr"
+)
+
+// ReadResult is one partition's part of a fetch: offsets, and the pinned
+// file range of whole batches to send (Data.Len 0 when there is nothing).
+type ReadResult struct {
+	Err            kerr.Code
+	HighWatermark  int64
+	LastStable     int64
+	LogStartOffset int64
+	Data           log.ReadResult
+	HasData        bool
+}
+
+// Read returns the batches from offset on, at most maxBytes unless the first
+// batch alone is larger and minOneBatch is set. Data is pinned: the caller
+// releases it (Data.Seg.Release) after sending, from any goroutine.
+func (s *Shard) Read(k Key, offset int64, maxBytes int, minOneBatch bool) ReadResult {
+	p, ok := s.parts[k]
+	if !ok {
+		return ReadResult{Err: kerr.NotLeaderOrFollower, HighWatermark: -1, LastStable: -1, LogStartOffset: -1}
+	}
+	res := ReadResult{
+		HighWatermark:  int64(p.hw),
+		LastStable:     int64(p.hw),
+		LogStartOffset: int64(p.Log.LogStartOffset()),
+	}
+	if offset < res.LogStartOffset || offset > int64(p.Log.LogEndOffset()) {
+		res.Err = kerr.OffsetOutOfRange
+		return res
+	}
+	if offset >= int64(p.hw) || maxBytes <= 0 && !minOneBatch {
+		return res
+	}
+	data, err := p.Log.Read(log.Offset(offset), maxBytes, minOneBatch, p.hw)
+	switch {
+	case errors.Is(err, log.ErrOffsetOutOfRange):
+		res.Err = kerr.OffsetOutOfRange
+	case err != nil:
+		res.Err = kerr.KafkaStorageError
+	default:
+		res.Data = data
+		res.HasData = data.Len > 0
+		if !res.HasData && data.Seg != nil {
+			data.Seg.Release()
+			res.Data = log.ReadResult{}
+		}
+	}
+	return res
+}
+
+// Park arranges for ch to receive once the partition's high watermark moves
+// past after (at once if it already has). Long-poll fetches wait on it.
+func (s *Shard) Park(k Key, after int64, ch chan struct{}) {
+	p, ok := s.parts[k]
+	if !ok || int64(p.hw) > after {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+		return
+	}
+	p.parked = append(p.parked, ch)
+}
+
+// Offsets are a partition's bounds.
+type Offsets struct {
+	Err            kerr.Code
+	LogStartOffset int64
+	HighWatermark  int64
+	LogEndOffset   int64
+}
+
+// PartitionOffsets reads a partition's bounds.
+func (s *Shard) PartitionOffsets(k Key) Offsets {
+	p, ok := s.parts[k]
+	if !ok {
+		return Offsets{Err: kerr.NotLeaderOrFollower}
+	}
+	return Offsets{LogStartOffset: int64(p.Log.LogStartOffset()), HighWatermark: int64(p.hw), LogEndOffset: int64(p.Log.LogEndOffset())}
+}
+
+// ListOffsets timestamps with special meaning, as in the ListOffsets API.
+const (
+	LatestTimestamp   = -1
+	EarliestTimestamp = -2
+	MaxTimestamp      = -3
+	EarliestLocal     = -4
+	LatestTiered      = -5
+)
+
+// ListOffset answers one partition of ListOffsets: the offset (and its
+// timestamp) for a timestamp or one of the special values.
+func (s *Shard) ListOffset(k Key, timestamp int64) (offset, ts int64, code kerr.Code) {
+	p, ok := s.parts[k]
+	if !ok {
+		return -1, -1, kerr.NotLeaderOrFollower
+	}
+	switch timestamp {
+	case LatestTimestamp:
+		return int64(p.hw), -1, kerr.None
+	case EarliestTimestamp, EarliestLocal:
+		return int64(p.Log.LogStartOffset()), -1, kerr.None
+	case LatestTiered:
+		return -1, -1, kerr.None
+	case MaxTimestamp:
+		t, off := p.Log.MaxTimestamp()
+		if off < 0 || off >= p.hw {
+			return -1, -1, kerr.None
+		}
+		return int64(off), t, kerr.None
+	}
+	if timestamp < 0 {
+		return -1, -1, kerr.InvalidRequest
+	}
+	off, found, ok := p.Log.OffsetForTimestamp(timestamp)
+	if !ok || off >= p.hw {
+		return -1, -1, kerr.None
+	}
+	return int64(off), found, kerr.None
+}
+
+// DeleteRecords raises the log start offset to offset (-1 means the high
+// watermark) and deletes the segments wholly below it. It answers the new
+// low watermark.
+func (s *Shard) DeleteRecords(k Key, offset int64) (int64, kerr.Code) {
+	p, ok := s.parts[k]
+	if !ok {
+		return -1, kerr.NotLeaderOrFollower
+	}
+	if offset == -1 {
+		offset = int64(p.hw)
+	}
+	if offset < 0 || offset > int64(p.hw) {
+		return -1, kerr.OffsetOutOfRange
+	}
+	if offset > int64(p.Log.LogStartOffset()) {
+		if err := p.Log.DeleteRecordsBefore(log.Offset(offset)); err != nil {
+			return -1, kerr.KafkaStorageError
+		}
+		// The new log start must survive a crash: record it now.
+		if err := s.writeCheckpointEntries(false); err != nil {
+			return -1, kerr.KafkaStorageError
+		}
+	}
+	return int64(p.Log.LogStartOffset()), kerr.None
+}
+
+// Unpark removes a long-poll wait registered with Park.
+func (s *Shard) Unpark(k Key, ch chan struct{}) {
+	p, ok := s.parts[k]
+	if !ok {
+		return
+	}
+	for i, c := range p.parked {
+		if c == ch {
+			p.parked = append(p.parked[:i], p.parked[i+1:]...)
+			return
+		}
+	}
+}

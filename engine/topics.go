@@ -1,0 +1,177 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+
+	"github.com/sluice-broker/sluice/engine/config"
+	"github.com/sluice-broker/sluice/engine/meta"
+	"github.com/sluice-broker/sluice/engine/shard"
+	"github.com/sluice-broker/sluice/wire/kerr"
+)
+
+// maxTopicNameLength is Kafka's limit.
+const maxTopicNameLength = 249
+
+var legalTopicName = regexp.MustCompile(`^[a-zA-Z0-9._-]+$`)
+
+// ValidateTopicName applies Kafka's topic naming rules.
+func ValidateTopicName(name string) error {
+	switch {
+	case name == "":
+		return kerr.New(kerr.InvalidTopicException, "topic name is empty")
+	case name == "." || name == "..":
+		return kerr.New(kerr.InvalidTopicException, "topic name cannot be \".\" or \"..\"")
+	case len(name) > maxTopicNameLength:
+		return kerr.New(kerr.InvalidTopicException, fmt.Sprintf("topic name is longer than %d characters", maxTopicNameLength))
+	case !legalTopicName.MatchString(name):
+		return kerr.New(kerr.InvalidTopicException, fmt.Sprintf("topic name %q has characters other than ASCII alphanumerics, '.', '_' and '-'", name))
+	}
+	return nil
+}
+
+// CreateTopic validates and creates a topic, opening its partitions on their
+// shards. With validateOnly nothing changes.
+func (b *Broker) CreateTopic(name string, partitions int32, replicationFactor int16, configs map[string]string, validateOnly bool) (*meta.Topic, error) {
+	if err := ValidateTopicName(name); err != nil {
+		return nil, err
+	}
+	if partitions == -1 {
+		partitions = b.Cfg.NumPartitions
+	}
+	if partitions <= 0 {
+		return nil, kerr.New(kerr.InvalidPartitions, "number of partitions must be larger than 0")
+	}
+	if replicationFactor != -1 && replicationFactor != 1 {
+		// One node: the only replica is this one. (A standby, when it
+		// exists, follows every partition whatever the factor.)
+		return nil, kerr.New(kerr.InvalidReplicationFactor, fmt.Sprintf("replication factor %d is larger than the 1 available broker", replicationFactor))
+	}
+	if err := config.ValidateTopicConfigs(configs); err != nil {
+		return nil, kerr.New(kerr.InvalidConfig, err.Error())
+	}
+	b.topicMu.Lock()
+	defer b.topicMu.Unlock()
+	if _, ok := b.Meta.Topic(name); ok {
+		return nil, kerr.New(kerr.TopicAlreadyExists, fmt.Sprintf("topic %q already exists", name))
+	}
+	if validateOnly {
+		return &meta.Topic{Name: name, Partitions: make([]meta.Partition, partitions), Configs: configs}, nil
+	}
+	t, err := b.Meta.Create(name, partitions, configs, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.openTopicPartitions(t, 0); err != nil {
+		return nil, kerr.New(kerr.KafkaStorageError, err.Error())
+	}
+	return t, nil
+}
+
+// openTopicPartitions opens partitions from index first on their shards and
+// waits.
+func (b *Broker) openTopicPartitions(t *meta.Topic, first int32) error {
+	tc := b.TopicConfig(t)
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, p := range t.Partitions[first:] {
+		wg.Add(1)
+		k := shard.Key{Topic: t.Name, Partition: p.Index}
+		b.Shards[p.Shard].Do(func(s *shard.Shard) {
+			defer wg.Done()
+			if _, err := s.OpenPartition(k, t.ID, tc); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// DeleteTopic removes a topic and its data.
+func (b *Broker) DeleteTopic(name string) (*meta.Topic, error) {
+	b.topicMu.Lock()
+	defer b.topicMu.Unlock()
+	t, err := b.Meta.Delete(name)
+	if err != nil {
+		return nil, kerr.New(kerr.UnknownTopicOrPartition, "unknown topic "+name)
+	}
+	var wg sync.WaitGroup
+	for _, p := range t.Partitions {
+		wg.Add(1)
+		k := shard.Key{Topic: t.Name, Partition: p.Index}
+		b.Shards[p.Shard].Do(func(s *shard.Shard) {
+			defer wg.Done()
+			if err := s.DeletePartition(k); err != nil {
+				b.Logger.Error("delete partition", "partition", k.Dir(), "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	return t, nil
+}
+
+// AddPartitions grows a topic to total partitions.
+func (b *Broker) AddPartitions(name string, total int32, validateOnly bool) error {
+	b.topicMu.Lock()
+	defer b.topicMu.Unlock()
+	t, ok := b.Meta.Topic(name)
+	if !ok {
+		return kerr.New(kerr.UnknownTopicOrPartition, "unknown topic "+name)
+	}
+	have := int32(len(t.Partitions))
+	if total < have {
+		return kerr.New(kerr.InvalidPartitions, fmt.Sprintf("topic currently has %d partitions, which is higher than the requested %d", have, total))
+	}
+	if total == have {
+		return kerr.New(kerr.InvalidPartitions, fmt.Sprintf("topic already has %d partitions", have))
+	}
+	if validateOnly {
+		return nil
+	}
+	nt, err := b.Meta.AddPartitions(name, total)
+	if err != nil {
+		return err
+	}
+	if err := b.openTopicPartitions(nt, have); err != nil {
+		return kerr.New(kerr.KafkaStorageError, err.Error())
+	}
+	return nil
+}
+
+// SetTopicConfigs replaces a topic's overrides (after validation) and
+// applies them to its partitions.
+func (b *Broker) SetTopicConfigs(name string, overrides map[string]string, validateOnly bool) error {
+	if err := config.ValidateTopicConfigs(overrides); err != nil {
+		return kerr.New(kerr.InvalidConfig, err.Error())
+	}
+	b.topicMu.Lock()
+	defer b.topicMu.Unlock()
+	if _, ok := b.Meta.Topic(name); !ok {
+		return kerr.New(kerr.UnknownTopicOrPartition, "unknown topic "+name)
+	}
+	if validateOnly {
+		return nil
+	}
+	t, err := b.Meta.SetConfigs(name, overrides)
+	if err != nil {
+		return err
+	}
+	tc := b.TopicConfig(t)
+	var wg sync.WaitGroup
+	for _, p := range t.Partitions {
+		wg.Add(1)
+		k := shard.Key{Topic: t.Name, Partition: p.Index}
+		b.Shards[p.Shard].Do(func(s *shard.Shard) {
+			defer wg.Done()
+			s.SetTopicConfig(k, tc)
+		})
+	}
+	wg.Wait()
+	return nil
+}
