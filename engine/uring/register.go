@@ -1,0 +1,95 @@
+//go:build linux
+
+package uring
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Registration. With SINGLE_ISSUER these, too, must run on the owner
+// thread (the kernel answers EEXIST otherwise).
+//
+// Passing Go memory here is sound, unlike in an SQE: io_uring_register
+// copies its argument array during the call (copy_from_user of each iovec
+// in io_sqe_buffers_register, of each fd in io_sqe_files_register) and
+// keeps no pointer to it, and a Go pointer converted to uintptr inside the
+// syscall's argument list is kept alive and unmoved until the call returns.
+// What must stay valid afterwards is what the iovecs point at — the slab —
+// whose pages the kernel pins for the life of the registration.
+
+// RegisterBuffers registers every buffer of s, buffer i as index i, for
+// PrepReadFixed/PrepWriteFixed. A ring registers buffers once.
+func (r *Ring) RegisterBuffers(s *Slab) error {
+	if r.buffers != nil {
+		return errors.New("uring: buffers already registered on this ring")
+	}
+	if s.count > registerBuffersMax {
+		return fmt.Errorf("uring: %d buffers exceed the kernel's %d", s.count, registerBuffersMax)
+	}
+	iovecs := make([]unix.Iovec, s.count)
+	spans := make([]span, s.count)
+	for i := range iovecs {
+		b := s.Buf(i)
+		iovecs[i].Base = &b[0]
+		iovecs[i].SetLen(len(b))
+		p := uintptr(unsafe.Pointer(&b[0]))
+		spans[i] = span{p, p + uintptr(len(b))}
+	}
+	if err := r.register(registerBuffers, unsafe.Pointer(&iovecs[0]), len(iovecs)); err != nil {
+		return err
+	}
+	r.buffers = spans
+	return nil
+}
+
+// RegisterFiles registers the file table; fd -1 leaves a slot empty
+// (sparse), to be filled later by UpdateFile. A ring registers files once.
+func (r *Ring) RegisterFiles(fds []int32) error {
+	if len(fds) == 0 {
+		return errors.New("uring: RegisterFiles with no slots")
+	}
+	if r.files != 0 {
+		return errors.New("uring: files already registered on this ring")
+	}
+	if err := r.register(registerFiles, unsafe.Pointer(&fds[0]), len(fds)); err != nil {
+		return err
+	}
+	r.files = len(fds)
+	return nil
+}
+
+// UpdateFile puts fd into slot (fd -1 empties it). Operations already
+// submitted against the slot keep the file they resolved.
+func (r *Ring) UpdateFile(slot int, fd int32) error {
+	if slot < 0 || slot >= r.files {
+		return fmt.Errorf("uring: slot %d outside the registered file table (%d)", slot, r.files)
+	}
+	// The update struct holds the address of the fd array, so both live in
+	// the ring's scratch page rather than in Go memory.
+	fdCell := (*int32)(unsafe.Pointer(&r.scratch[scratchFd]))
+	*fdCell = fd
+	up := (*filesUpdate)(unsafe.Pointer(&r.scratch[scratchFiles]))
+	*up = filesUpdate{offset: uint32(slot), fds: uint64(uintptr(unsafe.Pointer(fdCell)))}
+	return r.register(registerFilesUpdate, unsafe.Pointer(up), 1)
+}
+
+func (r *Ring) register(op uintptr, arg unsafe.Pointer, n int) error {
+	for {
+		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), op, uintptr(arg), uintptr(n), 0, 0)
+		switch errno {
+		case 0:
+			return nil
+		case unix.EINTR:
+			r.interrupted++
+		case unix.EEXIST:
+			return ErrWrongThread
+		default:
+			return os.NewSyscallError("io_uring_register", errno)
+		}
+	}
+}
