@@ -1,0 +1,585 @@
+package log
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/sluice-broker/sluice/engine/storage"
+)
+
+// Offset is a Kafka record offset.
+type Offset int64
+
+// Position is a byte position in a segment file.
+type Position int64
+
+// Epoch is a partition leader epoch.
+type Epoch int32
+
+// Config is the per-topic log configuration, in Kafka's terms. Zero fields
+// take the defaults of DefaultConfig.
+type Config struct {
+	SegmentBytes       int64         // segment.bytes (default 1 GiB, at most 2 GiB-1)
+	SegmentMs          time.Duration // segment.ms (default 7 days)
+	RetentionMs        time.Duration // retention.ms; <0 = unlimited (default 7 days)
+	RetentionBytes     int64         // retention.bytes; <0 = unlimited (default -1)
+	IndexIntervalBytes int           // index.interval.bytes (default 4096)
+	Preallocate        bool          // fallocate each new segment to SegmentBytes (KEEP_SIZE)
+	// ProducerIDExpiration is producer.id.expiration.ms (default 1 day):
+	// EnforceRetention forgets producers idle for longer.
+	ProducerIDExpiration time.Duration
+}
+
+// DefaultConfig returns Kafka's defaults.
+func DefaultConfig() Config {
+	return Config{
+		SegmentBytes:         1 << 30,
+		SegmentMs:            7 * 24 * time.Hour,
+		RetentionMs:          7 * 24 * time.Hour,
+		RetentionBytes:       -1,
+		IndexIntervalBytes:   4096,
+		ProducerIDExpiration: 24 * time.Hour,
+	}
+}
+
+func (c Config) withDefaults() (Config, error) {
+	d := DefaultConfig()
+	if c.SegmentBytes == 0 {
+		c.SegmentBytes = d.SegmentBytes
+	}
+	if c.SegmentMs == 0 {
+		c.SegmentMs = d.SegmentMs
+	}
+	if c.RetentionMs == 0 {
+		c.RetentionMs = d.RetentionMs
+	}
+	if c.RetentionBytes == 0 {
+		c.RetentionBytes = d.RetentionBytes
+	}
+	if c.IndexIntervalBytes == 0 {
+		c.IndexIntervalBytes = d.IndexIntervalBytes
+	}
+	if c.ProducerIDExpiration == 0 {
+		c.ProducerIDExpiration = d.ProducerIDExpiration
+	}
+	if c.SegmentBytes < batchHeaderSize || c.SegmentBytes > math.MaxInt32 {
+		return c, fmt.Errorf("log: segment.bytes %d out of range [%d, %d]", c.SegmentBytes, batchHeaderSize, math.MaxInt32)
+	}
+	if c.SegmentMs < 0 || c.IndexIntervalBytes < 0 {
+		return c, fmt.Errorf("log: negative segment.ms or index.interval.bytes")
+	}
+	return c, nil
+}
+
+// Checkpoint is what the shard persists per partition (WriteCheckpointFile)
+// and gives back to Open. The zero value means unknown: recover everything.
+type Checkpoint struct {
+	RecoveryPoint  Offset // every offset below it is durable
+	LogStartOffset Offset
+	Clean          bool // recorded after a successful Close
+}
+
+// AppendResult describes an Append.
+type AppendResult struct {
+	BaseOffset, LastOffset Offset
+	// LogAppendTime is now in milliseconds when a batch uses LogAppendTime
+	// (attribute bit 3), else -1, as the Produce response wants it.
+	LogAppendTime int64
+	MaxTimestamp  int64 // largest batch maxTimestamp appended
+}
+
+// SyncTarget is a file with data written but not yet datasynced.
+type SyncTarget struct {
+	File storage.File
+	// UpTo is the log end offset the sync covers; pass the largest UpTo of
+	// the completed targets to MarkSynced.
+	UpTo Offset
+	// Dir marks the partition directory (new or removed files): it needs a
+	// full fsync rather than fdatasync. File.Datasync does the right thing.
+	Dir bool
+}
+
+var (
+	// ErrOffsetOutOfRange is Kafka's OFFSET_OUT_OF_RANGE.
+	ErrOffsetOutOfRange = errors.New("log: offset out of range")
+	// ErrClosed is returned after Close or Delete.
+	ErrClosed = errors.New("log: closed")
+)
+
+// Log is one partition's log. See the package comment.
+type Log struct {
+	fs  storage.FS
+	dir string
+	cfg Config
+
+	segs     []*segment // by base offset; the last one is the active segment
+	logStart Offset
+	logEnd   Offset
+	hw       Offset
+	// recoveryPoint: every batch below it, with its segment's directory
+	// entry and (for rolled segments) index files, is durable.
+	recoveryPoint Offset
+	size          int64
+
+	// The partition directory: dirGen counts file creations and removals,
+	// dirSyncedGen is the last generation known durable. PendingSync notes
+	// the generation and UpTo of the directory target it returned; a
+	// MarkSynced reaching that UpTo makes that generation durable.
+	dirFile        storage.File
+	dirGen         uint64
+	dirSyncedGen   uint64
+	pendingDirGen  uint64
+	pendingDirUpTo Offset
+
+	// rollStartMs is when the first batch went into the active segment.
+	rollStartMs int64
+
+	maxTimestamp       int64
+	maxTimestampOffset Offset
+	maxTimestampKnown  bool
+
+	producers producerState
+
+	// err latches the first write or sync failure: the log then refuses
+	// every write (sticky, as storage.Sticky does per file).
+	err    error
+	closed bool
+	// closedClean is set by a successful Close.
+	closedClean bool
+
+	header  [batchHeaderSize]byte // scratch for header reads on the read path
+	targets []SyncTarget          // PendingSync's reused result
+	// syncRound counts PendingSync calls; MarkSynced answers the latest.
+	syncRound uint64
+	buf       []byte // scratch for index and snapshot encoding
+}
+
+// Open opens (creating if needed) the partition log in dir, recovering it
+// as described in the package comment.
+func Open(fs storage.FS, dir string, cfg Config, cp Checkpoint, now time.Time) (*Log, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{fs: fs, dir: dir, cfg: cfg, producers: newProducerState(), maxTimestamp: noTimestamp}
+	if err := l.open(cp, now); err != nil {
+		l.closeFiles()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) active() *segment { return l.segs[len(l.segs)-1] }
+
+// openSegment opens base's .log file (creating it if create).
+func (l *Log) openSegment(base Offset, create bool) (*segment, error) {
+	flag := os.O_RDWR
+	if create {
+		flag |= os.O_CREATE | os.O_EXCL
+	}
+	f, err := l.fs.OpenFile(segmentName(l.dir, base, logSuffix), flag, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	s := &segment{base: base, file: f, ref: newSegmentRef(f), maxTimestamp: noTimestamp, maxTimestampOffset: base}
+	if create {
+		s.loaded = true
+		if l.cfg.Preallocate {
+			// Best effort: preallocation only makes later syncs cheaper.
+			_ = f.Allocate(0, l.cfg.SegmentBytes)
+		}
+	} else if s.size, err = f.Size(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// fail latches err as the log's sticky error.
+func (l *Log) fail(err error) error {
+	if l.err == nil {
+		l.err = err
+	}
+	return l.err
+}
+
+func (l *Log) writable() error {
+	if l.closed {
+		return ErrClosed
+	}
+	return l.err
+}
+
+// Append appends one or more whole v2 batches laid end to end in batches,
+// assigning offsets from LogEndOffset by rewriting each baseOffset in place.
+// The caller validated them (CRC, records); Append checks framing only.
+// Producer state is recorded for batches with a producer id; call
+// CheckProducer first. Nothing is fsynced: see PendingSync.
+func (l *Log) Append(batches []byte, now time.Time) (AppendResult, error) {
+	if err := l.writable(); err != nil {
+		return AppendResult{}, err
+	}
+	// Pass 1: framing and the offset span.
+	var span int64
+	for pos := 0; pos < len(batches); {
+		if len(batches)-pos < batchHeaderSize {
+			return AppendResult{}, ErrCorruptBatch
+		}
+		h := parseHeader(batches[pos:])
+		if !h.framingOK() || h.size() > int64(len(batches)-pos) {
+			return AppendResult{}, ErrCorruptBatch
+		}
+		span += int64(h.lastOffsetDelta) + 1
+		pos += int(h.size())
+	}
+	if span == 0 {
+		return AppendResult{}, ErrCorruptBatch
+	}
+	if int64(len(batches)) > l.cfg.SegmentBytes {
+		return AppendResult{}, fmt.Errorf("%w: %d bytes exceed segment.bytes", ErrCorruptBatch, len(batches))
+	}
+
+	seg := l.active()
+	if seg.size > 0 && (seg.size+int64(len(batches)) > l.cfg.SegmentBytes ||
+		now.UnixMilli()-l.rollStartMs >= l.cfg.SegmentMs.Milliseconds() ||
+		int64(l.logEnd)+span-int64(seg.base) > math.MaxUint32) {
+		if err := l.roll(); err != nil {
+			return AppendResult{}, err
+		}
+		seg = l.active()
+	}
+
+	// Pass 2: assign offsets (baseOffset is outside the CRC).
+	next := l.logEnd
+	for pos := 0; pos < len(batches); {
+		binary.BigEndian.PutUint64(batches[pos+offBaseOffset:], uint64(next))
+		h := parseHeader(batches[pos:])
+		next = h.lastOffset() + 1
+		pos += int(h.size())
+	}
+
+	if _, err := seg.file.WriteAt(batches, seg.size); err != nil {
+		return AppendResult{}, l.fail(err)
+	}
+
+	// Pass 3: bookkeeping, now that the bytes are in the file.
+	res := AppendResult{BaseOffset: l.logEnd, LogAppendTime: -1, MaxTimestamp: noTimestamp}
+	if seg.size == 0 {
+		l.rollStartMs = now.UnixMilli()
+	}
+	interval := int64(l.cfg.IndexIntervalBytes)
+	for pos := 0; pos < len(batches); {
+		h := parseHeader(batches[pos:])
+		seg.addBatch(&h, seg.size+int64(pos), interval)
+		if h.maxTimestamp > res.MaxTimestamp {
+			res.MaxTimestamp = h.maxTimestamp
+		}
+		if l.maxTimestampKnown && h.maxTimestamp > l.maxTimestamp {
+			l.maxTimestamp, l.maxTimestampOffset = h.maxTimestamp, h.baseOffset
+		}
+		if h.attributes&attrLogAppendTime != 0 {
+			res.LogAppendTime = now.UnixMilli()
+		}
+		if h.producerID >= 0 && h.attributes&attrControl == 0 {
+			l.producers.record(&h)
+		}
+		pos += int(h.size())
+	}
+	seg.size += int64(len(batches))
+	l.size += int64(len(batches))
+	l.logEnd = next
+	res.LastOffset = next - 1
+	return res, nil
+}
+
+// roll closes the active segment for writing and starts a new one at the
+// log end offset. The rolled segment's index files are written now and
+// synced with its data (PendingSync).
+func (l *Log) roll() error {
+	old := l.active()
+	old.sealTimeIndex()
+	if err := l.writeIndexFiles(old); err != nil {
+		return l.fail(err)
+	}
+	seg, err := l.openSegment(l.logEnd, true)
+	if err != nil {
+		return l.fail(err)
+	}
+	old.rolled, old.next, old.indexDurable = true, l.logEnd, false
+	l.segs = append(l.segs, seg)
+	l.markDirChanged()
+	return nil
+}
+
+func (l *Log) markDirChanged() { l.dirGen++ }
+
+func (l *Log) dirDirty() bool { return l.dirGen > l.dirSyncedGen }
+
+// writeIndexFiles writes the entries of seg's indexes not yet in its index
+// files, creating them if needed. It does not sync them.
+func (l *Log) writeIndexFiles(seg *segment) error {
+	var err error
+	if seg.indexFile == nil {
+		if seg.indexFile, err = l.fs.OpenFile(segmentName(l.dir, seg.base, indexSuffix), os.O_CREATE|os.O_RDWR, 0o644); err != nil {
+			return err
+		}
+		seg.indexFlushed = 0
+		l.markDirChanged()
+	}
+	if seg.timeFile == nil {
+		if seg.timeFile, err = l.fs.OpenFile(segmentName(l.dir, seg.base, timeIndexSuffix), os.O_CREATE|os.O_RDWR, 0o644); err != nil {
+			return err
+		}
+		seg.timeFlushed = 0
+		l.markDirChanged()
+	}
+	l.buf = appendIndexEntries(l.buf[:0], seg.index[seg.indexFlushed:])
+	if err := writeTail(seg.indexFile, l.buf, int64(seg.indexFlushed)*indexEntrySize); err != nil {
+		return err
+	}
+	seg.indexFlushed = len(seg.index)
+	l.buf = appendTimeEntries(l.buf[:0], seg.timeIndex[seg.timeFlushed:])
+	if err := writeTail(seg.timeFile, l.buf, int64(seg.timeFlushed)*timeIndexEntrySize); err != nil {
+		return err
+	}
+	seg.timeFlushed = len(seg.timeIndex)
+	return nil
+}
+
+// writeTail writes b at off and cuts the file there, dropping stale entries
+// a truncation left behind.
+func writeTail(f storage.File, b []byte, off int64) error {
+	if len(b) > 0 {
+		if _, err := f.WriteAt(b, off); err != nil {
+			return err
+		}
+	}
+	size, err := f.Size()
+	if err != nil {
+		return err
+	}
+	if end := off + int64(len(b)); size > end {
+		return f.Truncate(end)
+	}
+	return nil
+}
+
+// PendingSync returns the files holding written but not yet durable data:
+// rolled segments and their index files, the active segment, and the
+// partition directory when files were created or removed. The slice is
+// reused by the next call. After syncing them all, call MarkSynced with the
+// largest UpTo.
+func (l *Log) PendingSync() []SyncTarget {
+	l.targets = l.targets[:0]
+	if l.closed {
+		return l.targets
+	}
+	first := len(l.segs) - 1
+	for first > 0 && (l.segs[first-1].next > l.recoveryPoint || !l.segs[first-1].indexDurable) {
+		first--
+	}
+	l.syncRound++
+	for _, seg := range l.segs[first:] {
+		if !seg.rolled {
+			if l.logEnd > l.recoveryPoint {
+				l.targets = append(l.targets, SyncTarget{File: seg.file, UpTo: l.logEnd})
+			}
+			continue
+		}
+		if seg.next > l.recoveryPoint {
+			l.targets = append(l.targets, SyncTarget{File: seg.file, UpTo: seg.next})
+		}
+		if !seg.indexDurable {
+			// Written at roll, possibly after the data was synced.
+			seg.indexListed = l.syncRound
+			if seg.indexFile != nil {
+				l.targets = append(l.targets, SyncTarget{File: seg.indexFile, UpTo: seg.next})
+			}
+			if seg.timeFile != nil {
+				l.targets = append(l.targets, SyncTarget{File: seg.timeFile, UpTo: seg.next})
+			}
+		}
+	}
+	if l.dirDirty() {
+		l.targets = append(l.targets, SyncTarget{File: l.dirFile, UpTo: l.logEnd, Dir: true})
+		l.pendingDirGen, l.pendingDirUpTo = l.dirGen, l.logEnd
+	}
+	return l.targets
+}
+
+// MarkSynced records that every target the latest PendingSync returned
+// with UpTo <= upTo has been synced (each sync started after that call).
+func (l *Log) MarkSynced(upTo Offset) {
+	if l.closed {
+		return
+	}
+	if l.pendingDirGen > l.dirSyncedGen && l.pendingDirUpTo <= upTo {
+		l.dirSyncedGen = l.pendingDirGen
+	}
+	upTo = min(upTo, l.logEnd)
+	l.recoveryPoint = max(l.recoveryPoint, upTo)
+	for i := len(l.segs) - 2; i >= 0; i-- {
+		seg := l.segs[i]
+		if seg.indexDurable {
+			if seg.next <= l.recoveryPoint {
+				break // and so are all older segments
+			}
+			continue
+		}
+		if seg.indexListed == l.syncRound && seg.next <= upTo {
+			// Durable now: the index files need no more writes.
+			seg.indexDurable = true
+			closeIndexFiles(seg)
+		}
+	}
+}
+
+// MarkSyncFailed tells the log a datasync it asked for failed (through
+// io_uring, outside storage.Sticky): the log refuses every later write.
+func (l *Log) MarkSyncFailed(err error) { l.fail(err) }
+
+// Err returns the sticky error, if any.
+func (l *Log) Err() error { return l.err }
+
+func closeIndexFiles(seg *segment) {
+	if seg.indexFile != nil {
+		seg.indexFile.Close()
+		seg.indexFile = nil
+	}
+	if seg.timeFile != nil {
+		seg.timeFile.Close()
+		seg.timeFile = nil
+	}
+}
+
+// SyncedOffset is the recovery point: every offset below it is durable.
+func (l *Log) SyncedOffset() Offset { return l.recoveryPoint }
+
+// Sync datasyncs everything PendingSync lists, synchronously (shutdown,
+// tests, recovery).
+func (l *Log) Sync() error {
+	if err := l.writable(); err != nil {
+		return err
+	}
+	upTo := l.logEnd
+	for _, t := range l.PendingSync() {
+		var err error
+		if t.Dir {
+			err = l.fs.SyncDir(l.dir)
+		} else {
+			err = t.File.Datasync()
+		}
+		if err != nil {
+			return l.fail(err)
+		}
+	}
+	l.MarkSynced(upTo)
+	return nil
+}
+
+func (l *Log) LogStartOffset() Offset { return l.logStart }
+func (l *Log) LogEndOffset() Offset   { return l.logEnd }
+func (l *Log) HighWatermark() Offset  { return l.hw }
+
+// SetHighWatermark sets the high watermark, clamped to [LogStartOffset,
+// LogEndOffset].
+func (l *Log) SetHighWatermark(off Offset) { l.hw = max(min(off, l.logEnd), l.logStart) }
+
+// Size is the number of bytes in the log's segments.
+func (l *Log) Size() int64       { return l.size }
+func (l *Log) SegmentCount() int { return len(l.segs) }
+func (l *Log) Dir() string       { return l.dir }
+
+// segmentFor returns the index of the segment holding off.
+func (l *Log) segmentFor(off Offset) int {
+	return sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > off }) - 1
+}
+
+// Checkpoint makes the log's state durable for a fast restart and returns
+// what the shard should record for this partition: it datasyncs the data,
+// writes and syncs the active segment's index files, and writes the
+// producer snapshot. It blocks on those syncs; call it periodically (Kafka's
+// log.flush.offset.checkpoint.interval.ms), not per append. After a
+// successful Close it returns the clean checkpoint without I/O.
+func (l *Log) Checkpoint() (Checkpoint, error) {
+	if l.closedClean {
+		return Checkpoint{RecoveryPoint: l.logEnd, LogStartOffset: l.logStart, Clean: true}, nil
+	}
+	if err := l.writable(); err != nil {
+		return Checkpoint{}, err
+	}
+	if err := l.persistTail(); err != nil {
+		return Checkpoint{}, err
+	}
+	return Checkpoint{RecoveryPoint: l.recoveryPoint, LogStartOffset: l.logStart}, nil
+}
+
+// persistTail syncs the data, the active segment's indexes and the snapshot.
+func (l *Log) persistTail() error {
+	seg := l.active()
+	seg.sealTimeIndex()
+	if err := l.writeIndexFiles(seg); err != nil {
+		return l.fail(err)
+	}
+	if err := seg.indexFile.Datasync(); err != nil {
+		return l.fail(err)
+	}
+	if err := seg.timeFile.Datasync(); err != nil {
+		return l.fail(err)
+	}
+	if err := l.Sync(); err != nil { // data, rolled segments, directory
+		return err
+	}
+	if err := l.writeSnapshot(); err != nil {
+		return l.fail(err)
+	}
+	return nil
+}
+
+// Close shuts the log down cleanly: everything synced, indexes and producer
+// snapshot written. Then Checkpoint returns the clean checkpoint to record.
+// Pinned readers keep their segments until they release them.
+func (l *Log) Close() error {
+	if l.closed {
+		return ErrClosed
+	}
+	err := l.err
+	if err == nil {
+		err = l.persistTail()
+	}
+	l.closeFiles()
+	l.closed = true
+	l.closedClean = err == nil
+	return err
+}
+
+func (l *Log) closeFiles() {
+	for _, seg := range l.segs {
+		closeIndexFiles(seg)
+		seg.ref.Release()
+	}
+	l.segs = nil
+	if l.dirFile != nil {
+		l.dirFile.Close()
+		l.dirFile = nil
+	}
+}
+
+// Delete closes the log and removes its directory (topic deletion). Pinned
+// readers keep reading their open files.
+func (l *Log) Delete() error {
+	if !l.closed {
+		l.closeFiles()
+		l.closed = true
+	}
+	if err := l.fs.RemoveAll(l.dir); err != nil {
+		return err
+	}
+	return l.fs.SyncDir(filepath.Dir(l.dir))
+}
