@@ -16,10 +16,11 @@ type completion struct {
 // blocking itself: io_uring (the production one) or plain syscalls on a
 // helper goroutine where io_uring is unavailable.
 type backend interface {
-	// sync queues a datasync of f; its completion comes back from poll/wait
-	// with tag. It returns false when the backend cannot take more now; the
-	// shard retries on a later turn.
-	sync(f storage.File, tag uint64) bool
+	// sync queues an fdatasync of f (a full fsync when datasync is false:
+	// directories); its completion comes back from poll/wait with tag. It
+	// returns false when the backend cannot take more now; the shard
+	// retries on a later turn.
+	sync(f storage.File, datasync bool, tag uint64) bool
 	// poll returns completions that are ready, appending to dst, without
 	// blocking.
 	poll(dst []completion) []completion
@@ -64,6 +65,7 @@ func (b *plainBackend) syncer() {
 	for {
 		select {
 		case j := <-b.jobs:
+			// storage.File.Datasync is a full fsync for directories.
 			err := j.f.Datasync()
 			b.mu.Lock()
 			b.done = append(b.done, completion{tag: j.tag, err: err})
@@ -75,7 +77,7 @@ func (b *plainBackend) syncer() {
 	}
 }
 
-func (b *plainBackend) sync(f storage.File, tag uint64) bool {
+func (b *plainBackend) sync(f storage.File, _ bool, tag uint64) bool {
 	select {
 	case b.jobs <- plainJob{f, tag}:
 		b.count.mu.Lock()

@@ -82,7 +82,7 @@ func (b *uringBackend) submit(wait bool) error {
 	return err
 }
 
-func (b *uringBackend) sync(f storage.File, tag uint64) bool {
+func (b *uringBackend) sync(f storage.File, datasync bool, tag uint64) bool {
 	fd := f.Fd()
 	if fd < 0 {
 		b.inline = append(b.inline, completion{tag: tag, err: f.Datasync()})
@@ -92,7 +92,7 @@ func (b *uringBackend) sync(f storage.File, tag uint64) bool {
 	if b.r.SQSpace() < 2 {
 		return false
 	}
-	return b.r.PrepFsync(int32(fd), true, tag)
+	return b.r.PrepFsync(int32(fd), datasync, tag)
 }
 
 func (b *uringBackend) collect(dst []completion) []completion {

@@ -173,7 +173,7 @@ func (s *Shard) submitSyncs() {
 		for _, t := range targets {
 			s.nextTag++
 			tag := s.nextTag
-			if !s.be.sync(t.File, tag) {
+			if !s.be.sync(t.File, !t.Dir, tag) {
 				break
 			}
 			s.syncs[tag] = job

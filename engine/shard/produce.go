@@ -199,8 +199,6 @@ func producerError(err error) ProduceResult {
 		return produceFailed(kerr.OutOfOrderSequenceNumber, err.Error())
 	case errors.Is(err, log.ErrInvalidProducerEpoch):
 		return produceFailed(kerr.InvalidProducerEpoch, err.Error())
-	case errors.Is(err, log.ErrUnknownProducerID):
-		return produceFailed(kerr.UnknownProducerID, err.Error())
 	}
 	return produceFailed(kerr.UnknownServerError, err.Error())
 }

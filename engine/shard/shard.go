@@ -249,16 +249,14 @@ func (s *Shard) writeCheckpoint(clean bool) {
 func (s *Shard) writeCheckpointEntries(clean bool) error {
 	entries := make(map[string]log.Checkpoint, len(s.parts))
 	for k, p := range s.parts {
-		var cp log.Checkpoint
-		if clean {
-			cp = log.Checkpoint{RecoveryPoint: p.Log.SyncedOffset(), LogStartOffset: p.Log.LogStartOffset(), Clean: true}
-		} else {
-			var err error
-			cp, err = p.Log.Checkpoint()
-			if err != nil {
-				return fmt.Errorf("%s: %w", k.Dir(), err)
-			}
-			cp.Clean = false
+		// After Close, Checkpoint reports the clean state without I/O;
+		// before, it syncs what is needed for the recovery point it returns.
+		cp, err := p.Log.Checkpoint()
+		if err != nil {
+			return fmt.Errorf("%s: %w", k.Dir(), err)
+		}
+		if cp.Clean != clean {
+			return fmt.Errorf("%s: checkpoint clean=%v, want %v", k.Dir(), cp.Clean, clean)
 		}
 		entries[k.Dir()] = cp
 	}
