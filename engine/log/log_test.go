@@ -726,7 +726,7 @@ func TestProducerState(t *testing.T) {
 		append  bool
 	}
 	steps := []step{
-		{pid: 9, epoch: 0, seq: 5, records: 1, wantDup: -1}, // unknown producer: any sequence (KIP-360)
+		{pid: 9, epoch: 0, seq: 5, records: 1, wantDup: -1},               // unknown producer: any sequence (KIP-360)
 		{pid: 1, epoch: 0, seq: 0, records: 3, wantDup: -1, append: true}, // offsets 0-2
 		{pid: 1, epoch: 0, seq: 3, records: 2, wantDup: -1, append: true}, // 3-4
 		{pid: 2, epoch: 4, seq: 0, records: 1, wantDup: -1, append: true}, // 5
