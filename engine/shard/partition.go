@@ -163,6 +163,7 @@ func (s *Shard) submitSyncs() {
 			s.synced(p, p.Log.LogEndOffset())
 			continue
 		}
+		s.syncRounds.Add(1)
 		job := &syncJob{p: p, remaining: len(targets)}
 		for _, t := range targets {
 			if t.UpTo > job.upTo {

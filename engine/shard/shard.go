@@ -71,6 +71,7 @@ type Shard struct {
 	checkpoint  bool // write the checkpoint file once in-flight syncs finish
 	stopping    bool
 	stopped     chan error
+	syncRounds  atomic.Int64 // datasync rounds started (one covers many appends)
 	busyNanos   atomic.Int64
 	wakeups     atomic.Int64
 	partitionsN atomic.Int64
@@ -290,20 +291,25 @@ func (s *Shard) Tick(now time.Time, retention, flush bool) {
 
 // Stats is a snapshot of the shard's counters for metrics.
 type Stats struct {
-	InboxDepth           int64
-	BusyNanos            int64
-	Wakeups              int64
-	Partitions           int64
-	Submitted, Completed uint64
+	InboxDepth int64
+	BusyNanos  int64
+	Wakeups    int64
+	Partitions int64
+	SyncRounds int64
 }
 
 // Stats reads the shard's counters; callable from any goroutine.
 func (s *Shard) Stats() Stats {
-	st := Stats{InboxDepth: s.in.depth.Load(), BusyNanos: s.busyNanos.Load(), Wakeups: s.wakeups.Load(), Partitions: s.partitionsN.Load()}
-	return st
+	return Stats{
+		InboxDepth: s.in.depth.Load(),
+		BusyNanos:  s.busyNanos.Load(),
+		Wakeups:    s.wakeups.Load(),
+		Partitions: s.partitionsN.Load(),
+		SyncRounds: s.syncRounds.Load(),
+	}
 }
 
-// uringAvailable reports whether io_uring can be used here, and why not.
+// URingAvailable reports whether io_uring can be used here, and why not.
 func URingAvailable() error { return uring.Available() }
 
 // logConfig maps a topic's configuration onto the log's.

@@ -1,0 +1,242 @@
+package shard
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-broker/sluice/engine/config"
+	"github.com/sluice-broker/sluice/engine/storage"
+	"github.com/sluice-broker/sluice/wire/compress"
+	"github.com/sluice-broker/sluice/wire/kerr"
+	"github.com/sluice-broker/sluice/wire/records"
+)
+
+// backends runs a test body on both shard backends.
+func backends(t *testing.T, body func(t *testing.T, uring bool)) {
+	t.Run("io_uring", func(t *testing.T) {
+		if err := URingAvailable(); err != nil {
+			t.Skipf("io_uring unavailable: %v", err)
+		}
+		body(t, true)
+	})
+	t.Run("plain", func(t *testing.T) { body(t, false) })
+}
+
+func startShard(t *testing.T, fs storage.FS, uring bool) *Shard {
+	t.Helper()
+	s, err := Start(Config{ID: 0, DataDir: "data", FS: fs, PinCPU: -1, URing: uring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+var testKey = Key{Topic: "t", Partition: 0}
+
+func openTestPartition(t *testing.T, s *Shard, overrides map[string]string) {
+	t.Helper()
+	var err error
+	s.Call(func(s *Shard) { _, err = s.OpenPartition(testKey, [16]byte{1}, config.NewTopic(config.Defaults(), overrides)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func batch(t testing.TB, n int, codec compress.Codec) []byte {
+	t.Helper()
+	recs := make([]records.Record, n)
+	for i := range recs {
+		recs[i] = records.Record{OffsetDelta: int32(i), Key: []byte(fmt.Sprint(i)), Value: make([]byte, 1024)}
+	}
+	h := records.Header{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: time.Now().UnixMilli(), Magic: 2}
+	b, err := records.AppendBatch(nil, h, recs, codec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func produce(s *Shard, set []byte, acks int16) ProduceResult {
+	ch := make(chan ProduceResult, 1)
+	s.Do(func(s *Shard) { s.Produce(testKey, set, acks, func(r ProduceResult) { ch <- r }) })
+	return <-ch
+}
+
+func TestProduceAcksAndHighWatermark(t *testing.T) {
+	backends(t, func(t *testing.T, uring bool) {
+		s := startShard(t, storage.NewMem(), uring)
+		defer s.Stop()
+		openTestPartition(t, s, nil)
+		for i, acks := range []int16{1, -1, 0, -1} {
+			r := produce(s, batch(t, 4, compress.None), acks)
+			if r.Err != kerr.None || r.BaseOffset != int64(i*4) {
+				t.Fatalf("append %d (acks=%d): %+v", i, acks, r)
+			}
+			var off Offsets
+			s.Call(func(s *Shard) { off = s.PartitionOffsets(testKey) })
+			if off.HighWatermark != int64(i*4+4) {
+				t.Fatalf("after an acknowledged append the high watermark is %d, want %d", off.HighWatermark, i*4+4)
+			}
+		}
+	})
+}
+
+// TestGroupCommit: many concurrent acks=all appends share datasyncs.
+func TestGroupCommit(t *testing.T) {
+	backends(t, func(t *testing.T, uring bool) {
+		dir := t.TempDir()
+		s, err := Start(Config{ID: 0, DataDir: dir, FS: storage.OS(), PinCPU: -1, URing: uring})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Stop()
+		openTestPartition(t, s, nil)
+		const producers, each = 16, 25
+		var wg sync.WaitGroup
+		errs := make(chan error, producers*each)
+		for p := 0; p < producers; p++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < each; i++ {
+					if r := produce(s, batch(t, 1, compress.None), -1); r.Err != kerr.None {
+						errs <- fmt.Errorf("%v %s", r.Err, r.ErrMessage)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		rounds := s.Stats().SyncRounds
+		t.Logf("%d acks=all appends, %d datasync rounds", producers*each, rounds)
+		if rounds >= producers*each {
+			t.Fatalf("no group commit: %d datasync rounds for %d appends", rounds, producers*each)
+		}
+	})
+}
+
+func TestDatasyncFailureIsSticky(t *testing.T) {
+	backends(t, func(t *testing.T, uring bool) {
+		fs := storage.NewFaulty(storage.NewMem(), storage.EIO(storage.OpDatasync, "*.log", 0))
+		s := startShard(t, fs, uring)
+		defer s.Stop()
+		openTestPartition(t, s, nil)
+		if r := produce(s, batch(t, 1, compress.None), -1); r.Err != kerr.KafkaStorageError {
+			t.Fatalf("acks=all over a failing datasync answered %v, want KAFKA_STORAGE_ERROR", r.Err)
+		}
+		if r := produce(s, batch(t, 1, compress.None), 1); r.Err != kerr.KafkaStorageError {
+			t.Fatalf("the partition accepted a write after a failed datasync: %v", r.Err)
+		}
+	})
+}
+
+func TestProduceValidation(t *testing.T) {
+	s := startShard(t, storage.NewMem(), false)
+	defer s.Stop()
+	openTestPartition(t, s, map[string]string{"max.message.bytes": "2000"})
+	corrupt := batch(t, 1, compress.None)
+	corrupt[len(corrupt)-1] ^= 0xff
+	old := batch(t, 1, compress.None)
+	old[16] = 1 // magic 1
+	cases := []struct {
+		name string
+		set  []byte
+		want kerr.Code
+	}{
+		{"crc", corrupt, kerr.CorruptMessage},
+		{"magic 1", old, kerr.UnsupportedForMessageFormat},
+		{"too large", batch(t, 3, compress.None), kerr.MessageTooLarge},
+		{"truncated", batch(t, 1, compress.None)[:40], kerr.CorruptMessage},
+		{"empty", []byte{}, kerr.InvalidRecord},
+	}
+	for _, c := range cases {
+		if r := produce(s, c.set, 1); r.Err != c.want {
+			t.Errorf("%s: %v, want %v", c.name, r.Err, c.want)
+		}
+	}
+}
+
+func TestLongPollWokenByAppend(t *testing.T) {
+	s := startShard(t, storage.NewMem(), false)
+	defer s.Stop()
+	openTestPartition(t, s, nil)
+	ch := make(chan struct{}, 1)
+	s.Call(func(s *Shard) { s.Park(testKey, 0, ch) })
+	select {
+	case <-ch:
+		t.Fatal("woken before any append")
+	default:
+	}
+	produce(s, batch(t, 1, compress.None), 1)
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an append did not wake the parked fetch")
+	}
+}
+
+func TestRecompressToTopicCodec(t *testing.T) {
+	s := startShard(t, storage.NewMem(), false)
+	defer s.Stop()
+	openTestPartition(t, s, map[string]string{"compression.type": "zstd"})
+	if r := produce(s, batch(t, 5, compress.Gzip), 1); r.Err != kerr.None {
+		t.Fatal(r.Err, r.ErrMessage)
+	}
+	var res ReadResult
+	s.Call(func(s *Shard) { res = s.Read(testKey, 0, 1<<20, true) })
+	defer res.Data.Seg.Release()
+	buf := make([]byte, res.Data.Len)
+	if _, err := res.Data.File.ReadAt(buf, int64(res.Data.Pos)); err != nil {
+		t.Fatal(err)
+	}
+	h, err := records.Validate(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Codec() != compress.Zstd || h.NumRecords != 5 {
+		t.Fatalf("stored batch has codec %v and %d records, want zstd and 5", h.Codec(), h.NumRecords)
+	}
+}
+
+// BenchmarkProduce measures the shard's produce path for one 16-record,
+// 1 KiB-per-record batch (acks=1, page cache), allocations included: the
+// goal is none per record.
+func BenchmarkProduce(b *testing.B) {
+	for _, uring := range []bool{false, true} {
+		name := "plain"
+		if uring {
+			name = "io_uring"
+		}
+		b.Run(name, func(b *testing.B) {
+			dir := b.TempDir()
+			s, err := Start(Config{ID: 0, DataDir: dir, FS: storage.OS(), PinCPU: -1, URing: uring})
+			if err != nil {
+				b.Skip(err)
+			}
+			defer s.Stop()
+			var openErr error
+			s.Call(func(s *Shard) { _, openErr = s.OpenPartition(testKey, [16]byte{1}, config.NewTopic(config.Defaults(), nil)) })
+			if openErr != nil {
+				b.Fatal(openErr)
+			}
+			set := batch(b, 16, compress.None)
+			done := make(chan ProduceResult, 1)
+			callback := func(r ProduceResult) { done <- r }
+			op := func(s *Shard) { s.Produce(testKey, set, 1, callback) }
+			b.SetBytes(int64(len(set)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				s.Do(op)
+				if r := <-done; r.Err != kerr.None {
+					b.Fatal(r.Err)
+				}
+			}
+		})
+	}
+}
