@@ -38,7 +38,9 @@ var testKey = Key{Topic: "t", Partition: 0}
 func openTestPartition(t *testing.T, s *Shard, overrides map[string]string) {
 	t.Helper()
 	var err error
-	s.Call(func(s *Shard) { _, err = s.OpenPartition(testKey, [16]byte{1}, config.NewTopic(config.Defaults(), overrides)) })
+	s.Call(func(s *Shard) {
+		_, err = s.OpenPartition(testKey, [16]byte{1}, config.NewTopic(config.Defaults(), overrides))
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +222,9 @@ func BenchmarkProduce(b *testing.B) {
 			}
 			defer s.Stop()
 			var openErr error
-			s.Call(func(s *Shard) { _, openErr = s.OpenPartition(testKey, [16]byte{1}, config.NewTopic(config.Defaults(), nil)) })
+			s.Call(func(s *Shard) {
+				_, openErr = s.OpenPartition(testKey, [16]byte{1}, config.NewTopic(config.Defaults(), nil))
+			})
 			if openErr != nil {
 				b.Fatal(openErr)
 			}
