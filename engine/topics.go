@@ -15,6 +15,26 @@ import (
 // maxTopicNameLength is Kafka's limit.
 const maxTopicNameLength = 249
 
+// maxPartitions bounds the partitions of one broker: each is a directory,
+// open files and memory, and one request must not be able to ask for
+// billions of them.
+const maxPartitions = 100_000
+
+func (b *Broker) partitionCount() int {
+	n := 0
+	for _, t := range b.Meta.Snapshot().Topics {
+		n += len(t.Partitions)
+	}
+	return n
+}
+
+func (b *Broker) checkPartitionBudget(more int32) error {
+	if have := b.partitionCount(); have+int(more) > maxPartitions {
+		return kerr.New(kerr.InvalidPartitions, fmt.Sprintf("this broker holds %d partitions; %d more would exceed its limit of %d", have, more, maxPartitions))
+	}
+	return nil
+}
+
 var legalTopicName = regexp.MustCompile(`^[a-zA-Z0-9._-]+$`)
 
 // ValidateTopicName applies Kafka's topic naming rules.
@@ -56,6 +76,9 @@ func (b *Broker) CreateTopic(name string, partitions int32, replicationFactor in
 	defer b.topicMu.Unlock()
 	if _, ok := b.Meta.Topic(name); ok {
 		return nil, kerr.New(kerr.TopicAlreadyExists, fmt.Sprintf("topic %q already exists", name))
+	}
+	if err := b.checkPartitionBudget(partitions); err != nil {
+		return nil, err
 	}
 	if validateOnly {
 		return &meta.Topic{Name: name, Partitions: make([]meta.Partition, partitions), Configs: configs}, nil
@@ -130,6 +153,9 @@ func (b *Broker) AddPartitions(name string, total int32, validateOnly bool) erro
 	}
 	if total == have {
 		return kerr.New(kerr.InvalidPartitions, fmt.Sprintf("topic already has %d partitions", have))
+	}
+	if err := b.checkPartitionBudget(total - have); err != nil {
+		return err
 	}
 	if validateOnly {
 		return nil
