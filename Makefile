@@ -52,3 +52,6 @@ check-generated: ## fail if regenerating the codecs changes them
 
 clean: ## remove build output
 	rm -rf bin
+
+bench-restart: build ## restart time after SIGKILL with 10 MB versus 10 GB stored
+	SLUICE_RESTART_BENCH=1 $(GO) test -count=1 -v -timeout 30m -run TestRestartTimeAfterSIGKILL ./internal/restartbench/
