@@ -6,14 +6,21 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 )
 
 const usage = `sluice: a Kafka-compatible broker appliance
 
 usage:
   sluice serve [flags]      run the broker (sluice serve -h lists the flags)
+  sluice bench ...          benchmark any Kafka-compatible broker (sluice bench help)
   sluice version            print the version
 `
+
+// init keeps the main goroutine on the process's main thread, so that no
+// shard locks itself to it: shard threads rename themselves (shard-N), and
+// the main thread's name is the process name tools like pgrep look for.
+func init() { runtime.LockOSThread() }
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
@@ -27,6 +34,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = serve(os.Args[2:])
+	case "bench":
+		err = benchMain(os.Args[2:])
 	case "version":
 		fmt.Println("sluice", version)
 	case "-h", "--help", "help":

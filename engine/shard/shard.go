@@ -20,6 +20,7 @@ import (
 	"sort"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -123,6 +124,9 @@ func (s *Shard) Call(fn func(s *Shard)) {
 
 func (s *Shard) run(ready chan<- error) {
 	runtime.LockOSThread() // never unlocked: the ring belongs to this thread
+	// Name the thread so top -H, perf and /proc show which one is a shard.
+	name, _ := unix.BytePtrFromString(fmt.Sprintf("shard-%d", s.cfg.ID))
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(name)), 0, 0, 0)
 	if s.cfg.PinCPU >= 0 {
 		var set unix.CPUSet
 		set.Set(s.cfg.PinCPU)
