@@ -19,6 +19,7 @@ import (
 	"github.com/sluice-broker/sluice/engine/config"
 	"github.com/sluice-broker/sluice/engine/log"
 	"github.com/sluice-broker/sluice/engine/meta"
+	"github.com/sluice-broker/sluice/engine/metrics"
 	"github.com/sluice-broker/sluice/engine/shard"
 	"github.com/sluice-broker/sluice/engine/storage"
 )
@@ -29,6 +30,9 @@ type Broker struct {
 	Meta   *meta.Store
 	Shards []*shard.Shard
 	Logger *slog.Logger
+	// Metrics is where the broker records; it also collects the engine's
+	// scrape-time metrics (the Broker is a prometheus.Collector).
+	Metrics *metrics.Metrics
 	// IOBackend says what the shards use for I/O: "io_uring" or "plain
 	// syscalls".
 	IOBackend string
@@ -56,7 +60,7 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, err
 	}
-	b := &Broker{Cfg: cfg, Logger: logger, fs: storage.OS(), stopTick: make(chan struct{})}
+	b := &Broker{Cfg: cfg, Logger: logger, Metrics: metrics.New(), fs: storage.OS(), stopTick: make(chan struct{})}
 	useURing := true
 	if err := shard.URingAvailable(); err != nil {
 		if cfg.RequireURing {
@@ -82,7 +86,7 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 		}
 		sh, err := shard.Start(shard.Config{
 			ID: i, DataDir: cfg.DataDir, FS: b.fs, PinCPU: pin, URing: useURing,
-			Logger: logger, Checkpoints: checkpoints,
+			Logger: logger, Metrics: b.Metrics, Checkpoints: checkpoints,
 		})
 		if err != nil {
 			b.stopShards()
@@ -95,6 +99,7 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 		b.stopShards()
 		return nil, err
 	}
+	b.Metrics.Registry.MustRegister(b)
 	b.tickWG.Add(1)
 	go b.tick()
 	return b, nil

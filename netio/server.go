@@ -35,6 +35,14 @@ type Config struct {
 	IdleTimeout     time.Duration // connections.max.idle.ms
 	MaxInFlight     int           // pipelined requests per connection before reading pauses
 	Logger          *slog.Logger
+	// Observe, if set, is told each request's API key and the time from
+	// reading its frame to writing its response.
+	Observe func(apiKey int16, d time.Duration)
+	// Connections, if set, counts open connections.
+	Connections interface {
+		Inc()
+		Dec()
+	}
 }
 
 // Server accepts Kafka connections.
@@ -87,7 +95,10 @@ func (s *Server) Serve() error {
 		if tc, ok := nc.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
 		}
-		c := &Conn{srv: s, nc: nc, queue: make(chan *api.Response, s.cfg.MaxInFlight)}
+		c := &Conn{srv: s, nc: nc, queue: make(chan queued, s.cfg.MaxInFlight)}
+		if s.cfg.Connections != nil {
+			s.cfg.Connections.Inc()
+		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -124,8 +135,15 @@ func (s *Server) Close() error {
 type Conn struct {
 	srv   *Server
 	nc    net.Conn
-	queue chan *api.Response
+	queue chan queued
 	once  sync.Once
+}
+
+// queued is a response with what the latency metric needs.
+type queued struct {
+	resp   *api.Response
+	apiKey int16
+	start  time.Time
 }
 
 // RemoteAddr is the client's address.
@@ -134,6 +152,9 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 func (c *Conn) close() {
 	c.once.Do(func() {
 		c.nc.Close()
+		if c.srv.cfg.Connections != nil {
+			c.srv.cfg.Connections.Dec()
+		}
 		c.srv.mu.Lock()
 		delete(c.srv.conns, c)
 		c.srv.mu.Unlock()
@@ -163,11 +184,16 @@ func (c *Conn) readLoop() {
 			c.close()
 			return
 		}
+		start := time.Now()
 		resp := c.srv.handler.Handle(frame)
 		if resp == nil {
 			continue
 		}
-		c.queue <- resp
+		key := int16(-1)
+		if len(frame) >= 2 {
+			key = int16(binary.BigEndian.Uint16(frame))
+		}
+		c.queue <- queued{resp, key, start}
 		if resp.Close {
 			return
 		}
@@ -177,7 +203,8 @@ func (c *Conn) readLoop() {
 func (c *Conn) writeLoop() {
 	defer c.srv.wg.Done()
 	broken := false
-	for resp := range c.queue {
+	for q := range c.queue {
+		resp := q.resp
 		resp.Wait()
 		if resp.Close {
 			broken = true
@@ -191,6 +218,9 @@ func (c *Conn) writeLoop() {
 		}
 		if resp.Release != nil {
 			resp.Release()
+		}
+		if !broken && !resp.Close && c.srv.cfg.Observe != nil {
+			c.srv.cfg.Observe(q.apiKey, time.Since(q.start))
 		}
 	}
 	c.close()

@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/sluice-broker/sluice/engine"
 	"github.com/sluice-broker/sluice/engine/api"
 	"github.com/sluice-broker/sluice/engine/config"
@@ -83,6 +85,8 @@ func serve(args []string) error {
 		MaxRequestBytes: cfg.SocketRequestMaxBytes,
 		IdleTimeout:     cfg.ConnectionsMaxIdle,
 		Logger:          logger,
+		Observe:         broker.ObserveRequest,
+		Connections:     broker.Metrics.Connections,
 	})
 	if err != nil {
 		broker.Close()
@@ -124,6 +128,7 @@ func serve(args []string) error {
 // adminMux serves health endpoints on the --http listener.
 func adminMux(b *engine.Broker) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(b.Metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ready") })
 	return mux

@@ -265,6 +265,9 @@ func (c *fetchCall) encode() *Response {
 			if fp.keep && fp.res.HasData {
 				d := fp.res.Data
 				recs[ti][pi] = fetchwire.Records{File: d.File.Fd(), Off: int64(d.Pos), Len: d.Len}
+				c.h.b.Metrics.BytesOut.WithLabelValues(fp.key.Topic).Add(float64(d.Len))
+				from := max(fp.offset, int64(d.FirstOffset))
+				c.h.b.Metrics.RecordsOut.WithLabelValues(fp.key.Topic).Add(float64(int64(d.NextOffset) - from))
 			}
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluice-broker/sluice/engine/config"
 	"github.com/sluice-broker/sluice/engine/log"
 )
@@ -23,14 +25,17 @@ type Partition struct {
 	syncing bool            // a datasync of this partition is in flight
 	queued  bool            // in the shard's toSync list
 	failed  error           // sticky storage error: the partition refuses writes
+
+	bytesIn, recordsIn prometheus.Counter // this topic's counters, resolved once
 }
 
 // waiter is an acknowledgement held back until the data up to upTo is on
 // disk.
 type waiter struct {
-	base log.Offset // first offset of the append: the high watermark stays below it until synced
-	upTo log.Offset // one past the append's last offset
-	done func(err error)
+	base  log.Offset // first offset of the append: the high watermark stays below it until synced
+	upTo  log.Offset // one past the append's last offset
+	since time.Time  // when it was appended, for the produce-to-durable latency
+	done  func(err error)
 }
 
 func (p *Partition) failWaiters(err error) {
@@ -89,7 +94,8 @@ func (s *Shard) OpenPartition(k Key, topicID [16]byte, cfg config.Topic) (*Parti
 	if err != nil {
 		return nil, err
 	}
-	p := &Partition{Key: k, TopicID: topicID, Log: l, Cfg: cfg}
+	p := &Partition{Key: k, TopicID: topicID, Log: l, Cfg: cfg,
+		bytesIn: s.cfg.Metrics.BytesIn.WithLabelValues(k.Topic), recordsIn: s.cfg.Metrics.RecordsIn.WithLabelValues(k.Topic)}
 	p.hw = l.LogEndOffset()
 	l.SetHighWatermark(p.hw)
 	s.parts[k] = p
@@ -131,6 +137,7 @@ func (s *Shard) MarkStarted() error { return s.writeCheckpointEntries(false) }
 // leaves the previous segment to sync too), one completion each.
 type syncJob struct {
 	p         *Partition
+	started   time.Time
 	upTo      log.Offset
 	remaining int
 	err       error
@@ -164,7 +171,7 @@ func (s *Shard) submitSyncs() {
 			continue
 		}
 		s.syncRounds.Add(1)
-		job := &syncJob{p: p, remaining: len(targets)}
+		job := &syncJob{p: p, remaining: len(targets), started: time.Now()}
 		for _, t := range targets {
 			if t.UpTo > job.upTo {
 				job.upTo = t.UpTo
@@ -214,6 +221,7 @@ func (s *Shard) complete(comps []completion) {
 		}
 		p := job.p
 		p.syncing = false
+		s.cfg.Metrics.FsyncLatency.Observe(time.Since(job.started).Seconds())
 		if job.err != nil {
 			// A failed fdatasync leaves the page cache in an unknown state:
 			// the partition refuses further writes (sticky), as Kafka takes
@@ -239,10 +247,12 @@ func (s *Shard) synced(p *Partition, upTo log.Offset) {
 		p.Log.MarkSynced(upTo)
 	}
 	n := 0
+	now := time.Now()
 	for _, w := range p.waiters {
 		if w.upTo > upTo {
 			break
 		}
+		s.cfg.Metrics.ProduceDurableLatency.Observe(now.Sub(w.since).Seconds())
 		w.done(nil)
 		n++
 	}

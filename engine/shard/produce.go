@@ -53,7 +53,7 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		return
 	}
 	now := time.Now()
-	set, res, ok := s.validate(p, set, now)
+	set, records, res, ok := s.validate(p, set, now)
 	if !ok {
 		done(res)
 		return
@@ -70,14 +70,17 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		done(produceFailed(kerr.KafkaStorageError, err.Error()))
 		return
 	}
+	p.bytesIn.Add(float64(len(set)))
+	p.recordsIn.Add(float64(records))
 	res = ProduceResult{BaseOffset: int64(appended.BaseOffset), LogAppendTime: -1, LogStartOffset: int64(p.Log.LogStartOffset())}
 	if p.Cfg.LogAppendTime() {
 		res.LogAppendTime = now.UnixMilli()
 	}
 	if acks == -1 || p.Cfg.FlushMessages() == 1 {
 		p.waiters = append(p.waiters, waiter{
-			base: appended.BaseOffset,
-			upTo: appended.LastOffset + 1,
+			base:  appended.BaseOffset,
+			upTo:  appended.LastOffset + 1,
+			since: now,
 			done: func(err error) {
 				if err != nil {
 					done(produceFailed(kerr.KafkaStorageError, err.Error()))
@@ -97,9 +100,9 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 // validate checks every batch as Kafka's LogValidator does for the parts
 // sluice needs: magic 2 only, CRC32C, size limit, idempotent sequence rules,
 // LogAppendTime stamping and recompression to the topic's codec. It returns
-// the (possibly rebuilt) record set. A result with BaseOffset >= 0 and ok
-// means the set is a duplicate of an appended batch.
-func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, ProduceResult, bool) {
+// the (possibly rebuilt) record set and its record count. A result with
+// BaseOffset >= 0 and ok means the set is a duplicate of an appended batch.
+func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64, ProduceResult, bool) {
 	maxBytes := p.Cfg.MaxMessageBytes()
 	target := compress.None
 	recompress := false
@@ -111,6 +114,7 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, Produ
 	}
 	it := records.NewIter(set)
 	n := int32(0)
+	count := int64(0)
 	needRebuild := false
 	for {
 		batch, h, ok := it.Next()
@@ -118,18 +122,18 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, Produ
 			break
 		}
 		if len(batch) > maxBytes {
-			return nil, produceFailed(kerr.MessageTooLarge, fmt.Sprintf("batch of %d bytes exceeds max.message.bytes %d", len(batch), maxBytes)), false
+			return nil, 0, produceFailed(kerr.MessageTooLarge, fmt.Sprintf("batch of %d bytes exceeds max.message.bytes %d", len(batch), maxBytes)), false
 		}
 		if _, err := records.Validate(batch); err != nil {
-			return nil, batchError(n, err), false
+			return nil, 0, batchError(n, err), false
 		}
 		if h.Idempotent() {
 			dup, err := p.Log.CheckProducer(h.ProducerID, h.ProducerEpoch, h.BaseSequence, h.LastSequence())
 			if err != nil {
-				return nil, producerError(err), false
+				return nil, 0, producerError(err), false
 			}
 			if dup != nil {
-				return set, ProduceResult{BaseOffset: int64(dup.FirstOffset), LogAppendTime: -1, LogStartOffset: int64(p.Log.LogStartOffset())}, true
+				return set, 0, ProduceResult{BaseOffset: int64(dup.FirstOffset), LogAppendTime: -1, LogStartOffset: int64(p.Log.LogStartOffset())}, true
 			}
 		}
 		if p.Cfg.LogAppendTime() {
@@ -138,22 +142,23 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, Produ
 		if recompress && h.Codec() != target {
 			needRebuild = true
 		}
+		count += int64(h.NumRecords)
 		n++
 	}
 	if err := it.Err(); err != nil {
-		return nil, batchError(n, err), false
+		return nil, 0, batchError(n, err), false
 	}
 	if n == 0 {
-		return nil, produceFailed(kerr.InvalidRecord, "record set holds no batch"), false
+		return nil, 0, produceFailed(kerr.InvalidRecord, "record set holds no batch"), false
 	}
 	if needRebuild {
 		rebuilt, err := rebuild(set, target)
 		if err != nil {
-			return nil, produceFailed(kerr.CorruptMessage, err.Error()), false
+			return nil, 0, produceFailed(kerr.CorruptMessage, err.Error()), false
 		}
 		set = rebuilt
 	}
-	return set, ProduceResult{BaseOffset: -1}, true
+	return set, count, ProduceResult{BaseOffset: -1}, true
 }
 
 // rebuild recompresses every batch of set to codec.

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sluice-broker/sluice/engine/config"
 	"github.com/sluice-broker/sluice/engine/log"
+	"github.com/sluice-broker/sluice/engine/metrics"
 	"github.com/sluice-broker/sluice/engine/storage"
 	"github.com/sluice-broker/sluice/engine/uring"
 )
@@ -48,6 +49,7 @@ type Config struct {
 	URing         bool // use io_uring; false runs on plain syscalls
 	InboxCapacity int
 	Logger        *slog.Logger
+	Metrics       *metrics.Metrics // nil: a private, unexported set
 	// Checkpoints is what the previous run recorded, by partition directory.
 	Checkpoints map[string]log.Checkpoint
 }
@@ -85,6 +87,9 @@ func Start(cfg Config) (*Shard, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New()
 	}
 	s := &Shard{
 		cfg:     cfg,
@@ -300,6 +305,39 @@ type Stats struct {
 	Wakeups    int64
 	Partitions int64
 	SyncRounds int64
+	// Submitted and Completed count io_uring submissions and completions
+	// (datasyncs on the plain backend); filled only by Snapshot, on the
+	// shard thread.
+	Submitted, Completed uint64
+}
+
+// PartitionStats describes one partition for metrics.
+type PartitionStats struct {
+	Key                                         Key
+	Segments                                    int
+	SizeBytes                                   int64
+	LogStartOffset, HighWatermark, LogEndOffset int64
+}
+
+// Snapshot reads the shard's counters and every partition's state on the
+// shard thread.
+func (s *Shard) Snapshot() (Stats, []PartitionStats) {
+	var st Stats
+	var parts []PartitionStats
+	depth := s.in.depth.Load() // before our own op joins the queue
+	s.Call(func(s *Shard) {
+		st = s.Stats()
+		st.InboxDepth = depth
+		st.Submitted, st.Completed = s.be.stats()
+		for _, k := range s.sortedKeys() {
+			p := s.parts[k]
+			parts = append(parts, PartitionStats{
+				Key: k, Segments: p.Log.SegmentCount(), SizeBytes: p.Log.Size(),
+				LogStartOffset: int64(p.Log.LogStartOffset()), HighWatermark: int64(p.hw), LogEndOffset: int64(p.Log.LogEndOffset()),
+			})
+		}
+	})
+	return st, parts
 }
 
 // Stats reads the shard's counters; callable from any goroutine.
