@@ -21,6 +21,8 @@ run: build ## build and serve Kafka on 127.0.0.1:9092 with data in ./data
 
 test: build lint check-generated ## the whole suite, as CI runs it
 	$(GO) test -count=1 -timeout 25m ./...
+	@# kernel.io_uring_disabled is global: this check runs alone, last.
+	SLUICE_URING_SYSCTL_TEST=1 $(GO) test -count=1 -v ./test/uringoff/
 
 unit: ## unit tests only (no real binary, no external clients)
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
