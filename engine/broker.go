@@ -43,12 +43,6 @@ type Broker struct {
 	tickWG   sync.WaitGroup
 }
 
-// Intervals of the periodic shard work.
-const (
-	retentionCheckInterval = 5 * time.Minute // log.retention.check.interval.ms
-	flushCheckpointEvery   = 10 * time.Second
-)
-
 // Open recovers the data directory and starts the shards.
 func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 	if logger == nil {
@@ -163,8 +157,8 @@ func (b *Broker) openPartitions() error {
 
 func (b *Broker) tick() {
 	defer b.tickWG.Done()
-	flush := time.NewTicker(flushCheckpointEvery)
-	retention := time.NewTicker(retentionCheckInterval)
+	flush := time.NewTicker(b.Cfg.CheckpointInterval)
+	retention := time.NewTicker(b.Cfg.RetentionCheckInterval)
 	defer flush.Stop()
 	defer retention.Stop()
 	for {

@@ -27,6 +27,13 @@ type Broker struct {
 
 	SocketRequestMaxBytes int32
 	ConnectionsMaxIdle    time.Duration
+	// RetentionCheckInterval is log.retention.check.interval.ms.
+	RetentionCheckInterval time.Duration
+	// CheckpointInterval is log.flush.offset.checkpoint.interval.ms: how
+	// often every partition is synced and its recovery point recorded,
+	// which bounds what a crash recovery scans. Kafka's default is 60 s;
+	// sluice's is 10 s.
+	CheckpointInterval time.Duration
 
 	// Props holds every key read from server.properties (and broker-level
 	// topic defaults set by flags), so topic configs can report their broker
@@ -37,16 +44,18 @@ type Broker struct {
 // Defaults returns Kafka's defaults adapted to one node.
 func Defaults() *Broker {
 	return &Broker{
-		DataDir:               "./data",
-		Listen:                "127.0.0.1:9092",
-		HTTP:                  "127.0.0.1:9645",
-		Shards:                runtime.NumCPU(),
-		NodeID:                1,
-		NumPartitions:         1,
-		AutoCreate:            true,
-		SocketRequestMaxBytes: 104857600,
-		ConnectionsMaxIdle:    10 * time.Minute,
-		Props:                 map[string]string{},
+		DataDir:                "./data",
+		Listen:                 "127.0.0.1:9092",
+		HTTP:                   "127.0.0.1:9645",
+		Shards:                 runtime.NumCPU(),
+		NodeID:                 1,
+		NumPartitions:          1,
+		AutoCreate:             true,
+		SocketRequestMaxBytes:  104857600,
+		ConnectionsMaxIdle:     10 * time.Minute,
+		RetentionCheckInterval: 5 * time.Minute,
+		CheckpointInterval:     10 * time.Second,
+		Props:                  map[string]string{},
 	}
 }
 
@@ -148,7 +157,20 @@ func (b *Broker) set(k, v string) error {
 		b.ConnectionsMaxIdle = time.Duration(n) * time.Millisecond
 	case "cluster.id":
 		b.ClusterID = v
+	case "log.retention.check.interval.ms":
+		return setMillis(&b.RetentionCheckInterval, v)
+	case "log.flush.offset.checkpoint.interval.ms":
+		return setMillis(&b.CheckpointInterval, v)
 	}
+	return nil
+}
+
+func setMillis(d *time.Duration, v string) error {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("must be a positive number of milliseconds")
+	}
+	*d = time.Duration(n) * time.Millisecond
 	return nil
 }
 
