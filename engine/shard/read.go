@@ -5,6 +5,7 @@ import (
 
 	"github.com/sluice-broker/sluice/engine/log"
 	"github.com/sluice-broker/sluice/wire/kerr"
+	"github.com/sluice-broker/sluice/wire/records"
 )
 
 // ReadResult is one partition's part of a fetch: offsets, and the pinned
@@ -114,16 +115,62 @@ func (s *Shard) ListOffset(k Key, timestamp int64) (offset, ts int64, code kerr.
 		if off < 0 || off >= p.hw {
 			return -1, -1, kerr.None
 		}
-		return int64(off), t, kerr.None
+		// The log knows the batch; Kafka answers the record.
+		return s.recordAt(p, off, func(ts int64) bool { return ts == t })
 	}
 	if timestamp < 0 {
 		return -1, -1, kerr.InvalidRequest
 	}
-	off, found, ok := p.Log.OffsetForTimestamp(timestamp)
+	off, _, ok := p.Log.OffsetForTimestamp(timestamp)
 	if !ok || off >= p.hw {
 		return -1, -1, kerr.None
 	}
-	return int64(off), found, kerr.None
+	return s.recordAt(p, off, func(ts int64) bool { return ts >= timestamp })
+}
+
+// recordAt finds, in the batch starting at batchOffset, the first record
+// whose timestamp satisfies match, and answers its offset and timestamp.
+// ListOffsets is rare, so reading (and, if need be, decompressing) one batch
+// here is fine.
+func (s *Shard) recordAt(p *Partition, batchOffset log.Offset, match func(ts int64) bool) (int64, int64, kerr.Code) {
+	data, err := p.Log.Read(batchOffset, 1, true, p.hw)
+	if err != nil || data.Len == 0 {
+		data.Seg.Release()
+		return -1, -1, kerr.KafkaStorageError
+	}
+	defer data.Seg.Release()
+	buf := make([]byte, data.Len)
+	if _, err := data.File.ReadAt(buf, int64(data.Pos)); err != nil {
+		return -1, -1, kerr.KafkaStorageError
+	}
+	it := records.NewIter(buf)
+	batch, h, ok := it.Next()
+	if !ok {
+		return -1, -1, kerr.KafkaStorageError
+	}
+	if h.LogAppendTime() {
+		// Every record of the batch carries the append time.
+		return h.BaseOffset, h.MaxTimestamp, kerr.None
+	}
+	off, ts := int64(-1), int64(-1)
+	errFound := errors.New("found")
+	err = records.ForEachRecord(batch, nil, func(r *records.Record) error {
+		t := h.BaseTimestamp + r.TimestampDelta
+		if match(t) {
+			off, ts = h.BaseOffset+int64(r.OffsetDelta), t
+			return errFound
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return -1, -1, kerr.KafkaStorageError
+	}
+	if off < 0 {
+		// The batch's max timestamp matched, so a record must have; fall
+		// back to the batch rather than answer nothing.
+		return h.BaseOffset, h.MaxTimestamp, kerr.None
+	}
+	return off, ts, kerr.None
 }
 
 // DeleteRecords raises the log start offset to offset (-1 means the high

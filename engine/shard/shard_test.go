@@ -244,3 +244,43 @@ func BenchmarkProduce(b *testing.B) {
 		})
 	}
 }
+
+// TestListOffsetByTimestampFindsTheRecord: within a batch, ListOffsets
+// answers the first record at or after the timestamp, as Kafka does, and
+// MAX_TIMESTAMP the record that holds it.
+func TestListOffsetByTimestampFindsTheRecord(t *testing.T) {
+	for _, codec := range []compress.Codec{compress.None, compress.Zstd} {
+		s := startShard(t, storage.NewMem(), false)
+		openTestPartition(t, s, nil)
+		base := int64(1_700_000_000_000)
+		recs := make([]records.Record, 5)
+		for i := range recs {
+			recs[i] = records.Record{OffsetDelta: int32(i), TimestampDelta: int64(i * 10), Value: []byte("v")}
+		}
+		recs[2].TimestampDelta = 100 // the max sits in the middle
+		h := records.Header{Magic: 2, ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: base}
+		b, err := records.AppendBatch(nil, h, recs, codec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := produce(s, b, 1); r.Err != kerr.None {
+			t.Fatal(r.Err)
+		}
+		cases := []struct{ ts, wantOff, wantTs int64 }{
+			{base, 0, base},
+			{base + 25, 2, base + 100},
+			{base + 31, 2, base + 100},
+			{MaxTimestamp, 2, base + 100},
+			{base + 101, -1, -1},
+		}
+		for _, c := range cases {
+			var off, ts int64
+			var code kerr.Code
+			s.Call(func(s *Shard) { off, ts, code = s.ListOffset(testKey, c.ts) })
+			if code != kerr.None || off != c.wantOff || ts != c.wantTs {
+				t.Errorf("%v: timestamp %d: offset %d ts %d (%v), want %d ts %d", codec, c.ts, off, ts, code, c.wantOff, c.wantTs)
+			}
+		}
+		s.Stop()
+	}
+}
