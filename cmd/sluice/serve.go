@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -72,6 +73,9 @@ func serve(args []string) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
 
+	if limit := config.DefaultMemoryLimit(); limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
 	broker, err := engine.Open(cfg, logger)
 	if err != nil {
 		return err
