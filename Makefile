@@ -57,3 +57,30 @@ clean: ## remove build output
 
 bench-restart: build ## restart time after SIGKILL with 10 MB versus 10 GB stored
 	SLUICE_RESTART_BENCH=1 $(GO) test -count=1 -v -timeout 30m -run TestRestartTimeAfterSIGKILL ./internal/restartbench/
+
+# --- benchmark harness (sluice bench; see bench/ and bench/workloads/) ---
+BENCH_DIR  ?= $(if $(TMPDIR),$(TMPDIR),/tmp)/sluice-bench
+KAFKA_PORT ?= 29092
+BENCH_FLAGS ?=
+
+bench-smoke: build ## a 5-second end-to-end run of the harness against a fresh bin/sluice
+	./$(BIN) bench compare --start sluice --limits=false --producer-performance=false --reps 1 \
+	  --work-dir $(BENCH_DIR)/smoke --out $(BENCH_DIR) --name smoke-report bench/workloads/smoke.yaml
+
+bench-kafka: build ## start a fresh Apache Kafka 4.x peer on 127.0.0.1:$(KAFKA_PORT) (left running) and smoke-test it
+	scripts/kafka-peer start $(KAFKA_PORT) $(BENCH_DIR)/kafka-peer
+	@echo "== settings ($(BENCH_DIR)/kafka-peer/server.properties)"; cat $(BENCH_DIR)/kafka-peer/server.properties
+	./$(BIN) bench run bench/workloads/smoke.yaml --bootstrap 127.0.0.1:$(KAFKA_PORT) --broker-name kafka --quiet
+	@echo "Kafka runs on 127.0.0.1:$(KAFKA_PORT); stop it with: scripts/kafka-peer stop $(BENCH_DIR)/kafka-peer"
+
+bench-compare: build ## the standard set against fresh sluice and Kafka → bench/results/DATE-HOST.md (+ .html, plots)
+	@command -v fio >/dev/null || echo "note: fio is not installed (apt-get install -y fio); disk limits will be missing"
+	BENCH_COMMAND="make bench-compare" ./$(BIN) bench compare --suite bench/workloads/standard.yaml --start sluice,kafka \
+	  --work-dir $(BENCH_DIR)/compare --out bench/results $(BENCH_FLAGS)
+
+.PHONY: generate-bpf test-tune
+generate-bpf: ## recompile the eBPF probes in tuning/probe/bpf (needs clang, llvm, libbpf-dev) and their Go wrappers
+	$(GO) generate ./tuning/probe
+
+test-tune: build ## sluice tune: fake-tree tuners, eBPF probes (root), and the real binary
+	$(GO) test -count=1 -v ./tuning/... ./test/tune/

@@ -14,6 +14,7 @@ const usage = `sluice: a Kafka-compatible broker appliance
 usage:
   sluice serve [flags]      run the broker (sluice serve -h lists the flags)
   sluice bench ...          benchmark any Kafka-compatible broker (sluice bench help)
+  sluice tune ...           check, apply and revert host tuning; trace with eBPF (sluice tune help)
   sluice version            print the version
 `
 
@@ -36,6 +37,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "bench":
 		err = benchMain(os.Args[2:])
+	case "tune":
+		err = tuneMain(os.Args[2:])
 	case "version":
 		fmt.Println("sluice", version)
 	case "-h", "--help", "help":

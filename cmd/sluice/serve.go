@@ -17,6 +17,8 @@ import (
 	"github.com/sluice-broker/sluice/engine/api"
 	"github.com/sluice-broker/sluice/engine/config"
 	"github.com/sluice-broker/sluice/netio"
+	"github.com/sluice-broker/sluice/tuning"
+	"github.com/sluice-broker/sluice/tuning/probe"
 )
 
 func serve(args []string) error {
@@ -32,6 +34,7 @@ func serve(args []string) error {
 	pinCPUs := fs.Bool("pin-cpus", false, "pin each shard thread to its own CPU")
 	requireURing := fs.Bool("require-io-uring", false, "refuse to start when io_uring is unavailable instead of running on plain syscalls")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	ebpf := fs.Bool("ebpf", false, "attach the eBPF probes (block I/O, io_uring and page-cache latency) and export them as metrics")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -73,12 +76,29 @@ func serve(args []string) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
 
+	// Report host settings that are off, one line each; never change them
+	// (that is `sluice tune apply`).
+	for _, f := range tuning.CheckSummary(cfg.DataDir, cfg.Shards) {
+		logger.Warn("host setting is off (see sluice tune check)", "tuner", f.Name, "target", f.Target, "current", f.Current, "recommended", f.Recommended, "why", f.Reason)
+	}
 	if limit := config.DefaultMemoryLimit(); limit > 0 {
 		debug.SetMemoryLimit(limit)
 	}
 	broker, err := engine.Open(cfg, logger)
 	if err != nil {
 		return err
+	}
+	if *ebpf {
+		p, err := probe.Start(probe.Config{DataDir: cfg.DataDir, PID: os.Getpid()})
+		if err != nil {
+			logger.Warn("eBPF probes off", "err", err)
+		} else {
+			defer p.Close()
+			for _, m := range p.Missing {
+				logger.Warn("eBPF probe not attached", "why", m)
+			}
+			broker.Metrics.Registry.MustRegister(p)
+		}
 	}
 	handler, err := api.New(broker)
 	if err != nil {
