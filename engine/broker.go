@@ -41,6 +41,17 @@ type Broker struct {
 	topicMu  sync.Mutex // serialises topic creation, deletion and config changes
 	stopTick chan struct{}
 	tickWG   sync.WaitGroup
+
+	closeMu sync.Mutex
+	closers []func() // run first by Close, newest first (see OnClose)
+}
+
+// OnClose registers fn to run at the start of Close, while the shards still
+// run: services built on the broker (the group coordinator) stop there.
+func (b *Broker) OnClose(fn func()) {
+	b.closeMu.Lock()
+	defer b.closeMu.Unlock()
+	b.closers = append(b.closers, fn)
 }
 
 // Open recovers the data directory and starts the shards.
@@ -187,6 +198,13 @@ func (b *Broker) EnforceRetentionNow() {
 
 // Close flushes and checkpoints every partition and stops the shards.
 func (b *Broker) Close() error {
+	b.closeMu.Lock()
+	closers := b.closers
+	b.closers = nil
+	b.closeMu.Unlock()
+	for i := len(closers) - 1; i >= 0; i-- {
+		closers[i]()
+	}
 	close(b.stopTick)
 	b.tickWG.Wait()
 	return b.stopShards()

@@ -93,6 +93,29 @@ func (b *Broker) CreateTopic(name string, partitions int32, replicationFactor in
 	return t, nil
 }
 
+// EnsureInternalTopic returns the internal topic name (one the broker itself
+// writes, such as the group coordinator's __consumer_offsets), creating it
+// with partitions and configs if it does not exist. Metadata reports it as
+// internal.
+func (b *Broker) EnsureInternalTopic(name string, partitions int32, configs map[string]string) (*meta.Topic, error) {
+	b.topicMu.Lock()
+	defer b.topicMu.Unlock()
+	if t, ok := b.Meta.Topic(name); ok {
+		return t, nil
+	}
+	if err := b.checkPartitionBudget(partitions); err != nil {
+		return nil, err
+	}
+	t, err := b.Meta.Create(name, partitions, configs, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.openTopicPartitions(t, 0); err != nil {
+		return nil, kerr.New(kerr.KafkaStorageError, err.Error())
+	}
+	return t, nil
+}
+
 // openTopicPartitions opens partitions from index first on their shards and
 // waits.
 func (b *Broker) openTopicPartitions(t *meta.Topic, first int32) error {

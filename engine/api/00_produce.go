@@ -9,8 +9,9 @@ import (
 )
 
 // Produce v3 is Kafka 4's minimum (RecordBatch v2 only); v11 is the newest in
-// the shared definitions.
-var _ = register(&handler{key: 0, min: 3, max: 11, serve: func(h *Handler, rc *request, body msg.Request) *Response {
+// the shared definitions. Like Kafka 4, v0-v2 are listed in ApiVersions but
+// refused (the connection closes): librdkafka needs them listed to compress.
+var _ = register(&handler{key: 0, min: 3, max: 11, advertiseMin: new(int16), serve: func(h *Handler, rc *request, body msg.Request) *Response {
 	return h.produce(rc, body.(*msg.ProduceRequest))
 }})
 

@@ -26,7 +26,11 @@ func supportedVersions() msg.ApiVersionsResponse {
 	sorted := append([]*handler(nil), handlers...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].key < sorted[j].key })
 	for _, e := range sorted {
-		resp.ApiKeys = append(resp.ApiKeys, msg.ApiVersionsResponseApiVersion{ApiKey: e.key, MinVersion: e.min, MaxVersion: e.max})
+		lowest := e.min
+		if e.advertiseMin != nil {
+			lowest = *e.advertiseMin
+		}
+		resp.ApiKeys = append(resp.ApiKeys, msg.ApiVersionsResponseApiVersion{ApiKey: e.key, MinVersion: lowest, MaxVersion: e.max})
 	}
 	return resp
 }

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 
 	"github.com/sluice-broker/sluice/engine"
+	"github.com/sluice-broker/sluice/engine/group/service"
 	"github.com/sluice-broker/sluice/wire"
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
@@ -26,7 +27,11 @@ import (
 type handler struct {
 	key      int16
 	min, max int16 // supported versions, advertised in ApiVersions
-	serve    func(h *Handler, rc *request, body msg.Request) *Response
+	// advertiseMin, when set below min, widens only what ApiVersions lists:
+	// Kafka 4 lists Produce v0-v2 that it refuses, because librdkafka turns
+	// compression off unless they are listed (KAFKA-18659).
+	advertiseMin *int16
+	serve        func(h *Handler, rc *request, body msg.Request) *Response
 }
 
 // request is the per-request context handlers see.
@@ -42,6 +47,7 @@ type Handler struct {
 	table    [maxAPIKey + 1]*handler
 	versions msg.ApiVersionsResponse // the supported list, computed once
 	pids     *producerIDs
+	groups   *service.Service // the group coordinator (08-16, 42, 47, 68, 69)
 }
 
 const maxAPIKey = 127
@@ -60,7 +66,11 @@ func New(b *engine.Broker) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{b: b, log: b.Logger, pids: pids}
+	groups, err := service.Start(b)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{b: b, log: b.Logger, pids: pids, groups: groups}
 	for _, e := range handlers {
 		h.table[e.key] = e
 	}

@@ -189,7 +189,7 @@ func batchError(index int32, err error) ProduceResult {
 	switch {
 	case errors.Is(err, records.ErrUnsupportedMagic):
 		res = produceFailed(kerr.UnsupportedForMessageFormat, "sluice stores record batch v2 only (magic 2)")
-	case errors.Is(err, records.ErrCorrupt), errors.Is(err, records.ErrTruncated):
+	case errors.Is(err, records.ErrCorrupt):
 		res = produceFailed(kerr.CorruptMessage, err.Error())
 	default:
 		res = produceFailed(kerr.InvalidRecord, err.Error())

@@ -153,7 +153,7 @@ func TestProduceValidation(t *testing.T) {
 		{"crc", corrupt, kerr.CorruptMessage},
 		{"magic 1", old, kerr.UnsupportedForMessageFormat},
 		{"too large", batch(t, 3, compress.None), kerr.MessageTooLarge},
-		{"truncated", batch(t, 1, compress.None)[:40], kerr.CorruptMessage},
+		{"truncated", batch(t, 1, compress.None)[:40], kerr.InvalidRecord},
 		{"empty", []byte{}, kerr.InvalidRecord},
 	}
 	for _, c := range cases {
