@@ -143,6 +143,9 @@ func (b *Broker) openTopicPartitions(t *meta.Topic, first int32) error {
 func (b *Broker) DeleteTopic(name string) (*meta.Topic, error) {
 	b.topicMu.Lock()
 	defer b.topicMu.Unlock()
+	if t, ok := b.Meta.Topic(name); ok && t.Internal {
+		return nil, kerr.New(kerr.InvalidRequest, "cannot delete internal topic "+name)
+	}
 	t, err := b.Meta.Delete(name)
 	if err != nil {
 		return nil, kerr.New(kerr.UnknownTopicOrPartition, "unknown topic "+name)
@@ -169,6 +172,9 @@ func (b *Broker) AddPartitions(name string, total int32, validateOnly bool) erro
 	t, ok := b.Meta.Topic(name)
 	if !ok {
 		return kerr.New(kerr.UnknownTopicOrPartition, "unknown topic "+name)
+	}
+	if t.Internal {
+		return kerr.New(kerr.InvalidRequest, "cannot add partitions to internal topic "+name)
 	}
 	have := int32(len(t.Partitions))
 	if total < have {

@@ -54,6 +54,11 @@ func (h *Handler) produce(rc *request, req *msg.ProduceRequest) *Response {
 				slot.ErrorCode = int16(kerr.InvalidRequiredAcks)
 			case !known || pd.Index < 0 || int(pd.Index) >= len(t.Partitions):
 				slot.ErrorCode = int16(kerr.UnknownTopicOrPartition)
+			case t.Internal:
+				// Only the broker writes its internal topics (Kafka:
+				// "Cannot append to internal topic").
+				slot.ErrorCode = int16(kerr.InvalidTopicException)
+				slot.ErrorMessage = strPtr("cannot append to internal topic " + td.Name)
 			case pd.Records == nil:
 				slot.ErrorCode = int16(kerr.CorruptMessage)
 			default:

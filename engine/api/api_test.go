@@ -212,3 +212,33 @@ func TestApiVersionsRejectsBadSoftwareName(t *testing.T) {
 		t.Fatalf("error %d, want INVALID_REQUEST (42)", resp.ErrorCode)
 	}
 }
+
+// TestInternalTopicsRefuseClients: clients cannot write to, grow or delete
+// the broker's internal topics.
+func TestInternalTopicsRefuseClients(t *testing.T) {
+	h, b := newTestHandler(t)
+	if _, err := b.EnsureInternalTopic("__internal_test", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	produce := kmsg.NewPtrProduceResponse()
+	decodeResponse(t, written(t, h.Handle(produceFrame(t, "__internal_test", 1))), produce, 11, true)
+	if code := produce.Topics[0].Partitions[0].ErrorCode; code != 17 {
+		t.Errorf("produce to an internal topic: error %d, want INVALID_TOPIC_EXCEPTION (17)", code)
+	}
+	del := kmsg.NewPtrDeleteTopicsRequest()
+	del.TopicNames = []string{"__internal_test"}
+	delResp := kmsg.NewPtrDeleteTopicsResponse()
+	decodeResponse(t, written(t, h.Handle(requestFrame(del, 5))), delResp, 5, true)
+	if code := delResp.Topics[0].ErrorCode; code != 42 {
+		t.Errorf("deleting an internal topic: error %d, want INVALID_REQUEST (42)", code)
+	}
+	grow := kmsg.NewPtrCreatePartitionsRequest()
+	gt := kmsg.NewCreatePartitionsRequestTopic()
+	gt.Topic, gt.Count = "__internal_test", 3
+	grow.Topics = append(grow.Topics, gt)
+	growResp := kmsg.NewPtrCreatePartitionsResponse()
+	decodeResponse(t, written(t, h.Handle(requestFrame(grow, 3))), growResp, 3, true)
+	if code := growResp.Topics[0].ErrorCode; code != 42 {
+		t.Errorf("growing an internal topic: error %d, want INVALID_REQUEST (42)", code)
+	}
+}
