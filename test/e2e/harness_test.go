@@ -102,6 +102,8 @@ type BrokerOptions struct {
 	Config map[string]string
 	// Shards is passed as --shards when positive.
 	Shards int
+	// Flags are extra command-line flags for serve.
+	Flags []string
 }
 
 // defaultBrokerConfig is Kafka's default for the keys the suite relies on,
@@ -303,7 +305,7 @@ func (b *Broker) args() []string {
 	if b.opts.Shards > 0 {
 		args = append(args, "--shards", strconv.Itoa(b.opts.Shards))
 	}
-	return args
+	return append(args, b.opts.Flags...)
 }
 
 // start launches the process and waits until it answers ApiVersions.
