@@ -44,7 +44,7 @@ type Options struct {
 const (
 	recordersPerSide = 8
 	flushTimeout     = 45 * time.Second
-	topicReadyWait   = 30 * time.Second
+	topicReadyWait   = 60 * time.Second
 )
 
 // Run executes one workload against one broker. It returns a result
@@ -172,29 +172,49 @@ func (r *run) createTopic() error {
 	if resp.Err != nil {
 		return resp.Err
 	}
-	// Wait until every partition has a leader, so topic creation is not part
-	// of the warm-up (or, without warm-up, of the measurement).
+	// Wait until every partition is served, so topic creation is not part
+	// of the warm-up (or, without warm-up, of the measurement). Metadata
+	// naming a leader is not enough: Apache Kafka announces leaders before
+	// its replica manager has created the logs (1,000 partitions took it
+	// 10-30 s here), and until then produce is refused and retried. A
+	// partition answers ListOffsets only once its log exists.
 	for {
-		td, err := r.admin.ListTopics(ctx, r.topic)
-		if err == nil {
-			if t, ok := td[r.topic]; ok && t.Err == nil && len(t.Partitions) == r.w.Partitions {
-				ready := true
-				for _, p := range t.Partitions {
-					if p.Err != nil || p.Leader < 0 {
-						ready = false
-					}
-				}
-				if ready {
-					return nil
-				}
-			}
+		if r.topicServed(ctx) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("partitions did not get leaders within %s", topicReadyWait)
+			return fmt.Errorf("partitions were not all served (leader known, offsets listable) within %s", topicReadyWait)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+func (r *run) topicServed(ctx context.Context) bool {
+	td, err := r.admin.ListTopics(ctx, r.topic)
+	if err != nil {
+		return false
+	}
+	t, ok := td[r.topic]
+	if !ok || t.Err != nil || len(t.Partitions) != r.w.Partitions {
+		return false
+	}
+	for _, p := range t.Partitions {
+		if p.Err != nil || p.Leader < 0 {
+			return false
+		}
+	}
+	ends, err := r.admin.ListEndOffsets(ctx, r.topic)
+	if err != nil {
+		return false
+	}
+	served := 0
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			served++
+		}
+	})
+	return served == r.w.Partitions
 }
 
 func (r *run) deleteTopic() {
@@ -227,14 +247,9 @@ func (r *run) produceRun() error {
 	r.res.Produce = &Throughput{}
 	r.res.ProduceLatency = r.produceTotal
 
-	// Clients are created before the clock starts; they connect lazily, so
-	// the first records of the warm-up pay for connection setup.
-	start := time.Now().Add(200 * time.Millisecond)
-	measured := start.Add(warmup)
-	end := measured.Add(measure)
-
 	var consumers []*consumer
 	var consumerWG sync.WaitGroup
+	var measuredNanos atomic.Int64
 	consumeCtx, stopConsumers := context.WithCancel(r.ctx)
 	defer stopConsumers()
 	if w.Mode == ModeE2E {
@@ -243,8 +258,9 @@ func (r *run) produceRun() error {
 		r.res.Consume = &Throughput{}
 		r.res.EndToEndLatency = r.e2eTotal
 		group := "sluice-bench-" + runID()
-		var assigned, measuredNanos atomic.Int64
-		measuredNanos.Store(measured.UnixNano())
+		var assigned atomic.Int64
+		// Nothing is measured until the clock starts, below.
+		measuredNanos.Store(time.Now().Add(24 * time.Hour).UnixNano())
 		for i := 0; i < w.Consumers; i++ {
 			cl, err := kgo.NewClient(consumerOptions(w, r.target.Bootstrap, r.topic, group, i, w.Consumers, &assigned)...)
 			if err != nil {
@@ -266,10 +282,6 @@ func (r *run) produceRun() error {
 			if err := r.waitForGroup(&assigned); err != nil {
 				return err
 			}
-			start = time.Now().Add(200 * time.Millisecond)
-			measured = start.Add(warmup)
-			end = measured.Add(measure)
-			measuredNanos.Store(measured.UnixNano())
 		}
 	}
 
@@ -285,7 +297,7 @@ func (r *run) produceRun() error {
 		}
 		p := &producer{
 			id: i, client: cl, rate: w.Rate / float64(w.Producers), topic: r.topic, size: int(w.RecordSize),
-			keys: newKeySource(w, uint64(i)+1), rec: r.produced.pick(i), measured: measured,
+			keys: newKeySource(w, uint64(i)+1), rec: r.produced.pick(i),
 			acked: &r.acked, errs: r.recordError("produce"),
 		}
 		producers = append(producers, p)
@@ -295,6 +307,17 @@ func (r *run) produceRun() error {
 			p.client.Close()
 		}
 	}()
+
+	// The clock starts once every client exists (a hundred take a while).
+	// Clients connect lazily, so the first records of the warm-up pay for
+	// connection setup.
+	start := time.Now().Add(200 * time.Millisecond)
+	measured := start.Add(warmup)
+	end := measured.Add(measure)
+	measuredNanos.Store(measured.UnixNano())
+	for _, p := range producers {
+		p.measured = measured
+	}
 
 	stop := make(chan struct{})
 	var stopOnce sync.Once

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -223,6 +224,14 @@ func (s *Sluice) exitError() error {
 // LogTail is the end of the broker's log, for failure reports.
 func (s *Sluice) LogTail(lines int) string { return tail(s.settings.Log, lines) }
 
+// LogSize is the log's current length, to mark where a run started.
+func (s *Sluice) LogSize() int64 { return fileSize(s.settings.Log) }
+
+// LogSince is the log's warnings and errors written since offset.
+func (s *Sluice) LogSince(offset int64, lines int) string {
+	return logExcerpt(s.settings.Log, offset, lines)
+}
+
 // KafkaConfig is how to start Apache Kafka.
 type KafkaConfig struct {
 	Script  string // scripts/kafka-peer
@@ -341,6 +350,14 @@ func (k *Kafka) Alive() bool { return pidAlive(k.pid) }
 
 // LogTail is the end of the broker's log.
 func (k *Kafka) LogTail(lines int) string { return tail(k.settings.Log, lines) }
+
+// LogSize is the log's current length, to mark where a run started.
+func (k *Kafka) LogSize() int64 { return fileSize(k.settings.Log) }
+
+// LogSince is the log's warnings and errors written since offset.
+func (k *Kafka) LogSince(offset int64, lines int) string {
+	return logExcerpt(k.settings.Log, offset, lines)
+}
 
 // Stop runs kafka-peer stop on this peer's data directory.
 func (k *Kafka) Stop() error {
@@ -469,4 +486,47 @@ func privateCopy(script string) (string, error) {
 		return "", err
 	}
 	return f.Name(), f.Chmod(0o755)
+}
+
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// logExcerpt returns the last n warning or error lines written to a log
+// since offset (sluice's level=WARN/ERROR, Kafka's WARN/ERROR), or, if there
+// are none, the last few lines since offset.
+func logExcerpt(path string, offset int64, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, 0); err != nil {
+		return ""
+	}
+	// Bounded: a chatty broker's log since a run can be large.
+	const readMax = 8 << 20
+	if size := fileSize(path); size-offset > readMax {
+		f.Seek(size-readMax, 0)
+	}
+	data, _ := io.ReadAll(f)
+	all := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	var picked []string
+	for _, line := range all {
+		if strings.Contains(line, "ERROR") || strings.Contains(line, "WARN") || strings.Contains(line, "panic") || strings.Contains(line, "FATAL") {
+			picked = append(picked, line)
+		}
+	}
+	if len(picked) == 0 {
+		picked = all
+		n = min(n, 5)
+	}
+	if len(picked) > n {
+		picked = picked[len(picked)-n:]
+	}
+	return strings.TrimSpace(strings.Join(picked, "\n"))
 }

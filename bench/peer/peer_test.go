@@ -48,3 +48,19 @@ func TestFreePort(t *testing.T) {
 		t.Fatalf("%d %v", p, err)
 	}
 }
+
+func TestLogExcerpt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	os.WriteFile(path, []byte("level=WARN old warning\n"), 0o644)
+	mark := fileSize(path)
+	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("level=INFO a\nlevel=ERROR datasync failed\nlevel=INFO b\n")
+	f.Close()
+	if got := logExcerpt(path, mark, 10); got != "level=ERROR datasync failed" {
+		t.Fatalf("excerpt %q", got)
+	}
+	os.WriteFile(path, []byte("one\ntwo\n"), 0o644)
+	if got := logExcerpt(path, 0, 10); got != "one\ntwo" {
+		t.Fatalf("no warnings: %q", got)
+	}
+}

@@ -83,6 +83,24 @@ type Failure struct {
 	LogTail  string `json:"log_tail,omitempty"`
 }
 
+// DisturbedCPU is how much CPU (in cores) neither the broker nor the client
+// may use during a run's measured phase before the report calls the run
+// disturbed. Some of it is kernel work on the broker's behalf (writeback,
+// softirqs), hence the margin.
+const DisturbedCPU = 0.75
+
+func (c *Comparison) disturbedRuns() (n, total int) {
+	for _, s := range c.Scenarios {
+		for _, r := range s.Runs {
+			total++
+			if r.Resources.OtherCPUAvg >= DisturbedCPU {
+				n++
+			}
+		}
+	}
+	return n, total
+}
+
 // aggregate is one broker's runs of one scenario, combined: medians of the
 // per-run rates, latencies from the runs' histograms merged.
 type aggregate struct {
@@ -98,6 +116,7 @@ type aggregate struct {
 	p99Step          []float64
 	retentionDeleted []bool
 	failures         []string
+	clientErrors     int64 // failed records and fetch errors, all runs
 }
 
 func (s *Scenario) aggregate(broker string) *aggregate {
@@ -107,6 +126,9 @@ func (s *Scenario) aggregate(broker string) *aggregate {
 			continue
 		}
 		a.runs++
+		for _, e := range r.Errors {
+			a.clientErrors += e.Count
+		}
 		if r.Failed != "" {
 			a.failed++
 			a.failures = append(a.failures, r.Failed)
@@ -342,6 +364,17 @@ func (c *Comparison) rows(s *Scenario) []metricRow {
 			rows = append(rows, deleted)
 		}
 	}
+	anyErrors := false
+	for _, a := range aggs {
+		anyErrors = anyErrors || a.clientErrors > 0
+	}
+	if anyErrors {
+		errs := metricRow{metric: "client errors (failed records, fetch errors), all runs", noRatio: true, values: make([]float64, len(aggs)), format: fmtRate}
+		for i, a := range aggs {
+			errs.values[i] = float64(a.clientErrors)
+		}
+		rows = append(rows, errs)
+	}
 	for i, a := range aggs {
 		if !a.ok() && a.runs > 0 {
 			for j := range rows {
@@ -440,10 +473,13 @@ func (c *Comparison) Doc() *Doc {
 	d.add(Para{intro})
 	d.add(Heading{2, "Summary"})
 	d.add(c.SummaryTable())
-	d.add(Para{"Throughput is the median over the repetitions; latencies are percentiles of all repetitions' HDR histograms merged. " +
+	d.add(Para{"Throughput is the median over the repetitions (interleaved, so drift in the machine falls on every broker alike); latencies are percentiles of all repetitions' HDR histograms merged. " +
 		"CPU figures are cores (1.00 = one CPU busy), averaged over the measured phase; \"other CPU\" is what neither the broker nor the benchmark client used (other processes on a shared machine, and kernel work charged to neither). " +
 		"Produce latency is acknowledgement time minus the record's intended send time; at max rate that includes time queued in the client, " +
 		"so compare it between brokers, not with the end-to-end figures. Ratios are the first broker ÷ the second: above 1 is better for throughput, below 1 for latency."})
+	if n, total := c.disturbedRuns(); n > 0 {
+		d.add(Para{fmt.Sprintf("**%d of %d runs were disturbed**: processes other than the broker and the client (this machine is shared), or kernel threads, used %.2f CPUs or more on average during their measured phase (marked in the per-run tables). Medians over repetitions damp this; single figures may not.", n, total, DisturbedCPU)})
+	}
 	if len(c.Notes) > 0 {
 		d.add(List{c.Notes})
 	}
@@ -593,6 +629,9 @@ func (c *Comparison) scenarioSection(d *Doc, s *Scenario) {
 		var notes []string
 		if r.Failed != "" {
 			notes = append(notes, "FAILED: "+r.Failed)
+		}
+		if rs.OtherCPUAvg >= DisturbedCPU {
+			notes = append(notes, fmt.Sprintf("**disturbed**: %.2f CPUs used by other processes or kernel threads", rs.OtherCPUAvg))
 		}
 		if r.ClientBound {
 			notes = append(notes, "client-bound")

@@ -64,6 +64,10 @@ func (s *suiteRun) perf(sc *report.Scenario, spec *Spec) {
 			continue
 		}
 		s.opt.Logf("scenario %s: ProducerPerformance against %s, %d records", sc.ID, b.Name(), records)
+		s.logMark = -1
+		if l, ok := b.(brokerLog); ok {
+			s.logMark = l.LogSize()
+		}
 		// A generous bound: a broker that stalls must not stall the suite.
 		ctx, cancel := context.WithTimeout(s.ctx, time.Duration(seconds*6+60)*time.Second)
 		res := peer.RunProducerPerformance(ctx, peer.PerfConfig{

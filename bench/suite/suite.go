@@ -198,7 +198,7 @@ func Run(ctx context.Context, f *File, opt Options) *report.Comparison {
 		opt.Logf("measuring machine limits in %s", opt.LimitsDir)
 		c.Limits = limits.Measure(ctx, opt.LimitsDir, opt.LimitsOpts)
 	}
-	s := &suiteRun{ctx: ctx, opt: opt, c: c, reps: reps, byID: map[string]*report.Scenario{}, kept: map[string][]string{}, readLater: map[string]bool{}}
+	s := &suiteRun{ctx: ctx, opt: opt, c: c, reps: reps, byID: map[string]*report.Scenario{}, kept: map[string][]string{}, readLater: map[string]bool{}, logMark: -1}
 	for _, spec := range f.Scenarios {
 		if spec.ConsumeFrom != "" {
 			s.readLater[spec.ConsumeFrom] = true
@@ -228,6 +228,16 @@ type suiteRun struct {
 	kept map[string][]string
 	// readLater marks scenarios a consume_from refers to.
 	readLater map[string]bool
+	// logMark is the broker log's length when the current run started (-1:
+	// no run, or no log).
+	logMark int64
+}
+
+// brokerLog is implemented by brokers whose log the suite can quote.
+type brokerLog interface {
+	LogTail(lines int) string
+	LogSize() int64
+	LogSince(offset int64, lines int) string
 }
 
 func (s *suiteRun) scale(w *bench.Workload) {
@@ -313,6 +323,10 @@ func (s *suiteRun) runOne(sc *report.Scenario, b peer.Broker, w bench.Workload, 
 		return
 	}
 	s.opt.Logf("scenario %s (%s), %s, run %d of %d", sc.ID, sc.Title, b.Name(), rep+1, s.reps)
+	s.logMark = -1
+	if l, ok := b.(brokerLog); ok {
+		s.logMark = l.LogSize()
+	}
 	target := bench.Target{Name: b.Name(), Bootstrap: b.Bootstrap(), PID: b.PID()}
 	res, err := bench.Run(s.ctx, target, w, bench.Options{Progress: s.opt.Progress, ProgressEvery: 5 * time.Second})
 	if res == nil {
@@ -352,8 +366,12 @@ func (s *suiteRun) fail(sc *report.Scenario, broker, msg string) {
 	f := report.Failure{Scenario: sc.ID + ". " + sc.Title, Broker: broker, Error: msg}
 	for _, b := range s.opt.Brokers {
 		if b.Name() == broker {
-			if t, ok := b.(interface{ LogTail(int) string }); ok {
-				f.LogTail = t.LogTail(15)
+			if l, ok := b.(brokerLog); ok {
+				if s.logMark >= 0 {
+					f.LogTail = l.LogSince(s.logMark, 15)
+				} else {
+					f.LogTail = l.LogTail(15)
+				}
 			}
 			if !alive(b) {
 				f.Error += " — the broker process has exited"

@@ -19,7 +19,7 @@ func TestLoadStandardSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(f.Scenarios) != 8 || f.Reps != 2 {
+	if len(f.Scenarios) != 8 || f.Reps != 3 {
 		t.Fatalf("%d scenarios, %d reps", len(f.Scenarios), f.Reps)
 	}
 	byID := map[string]*suite.Spec{}
