@@ -26,7 +26,9 @@ import (
 // (Produce with acks=0). It may keep references into frame until its
 // response is released.
 type Handler interface {
-	Handle(frame []byte) *api.Response
+	// Handle serves one frame; closed is closed when the connection goes
+	// away, so waiting work (a long-poll fetch) can end early.
+	Handle(frame []byte, closed <-chan struct{}) *api.Response
 }
 
 // Config bounds what a connection may do.
@@ -95,7 +97,7 @@ func (s *Server) Serve() error {
 		if tc, ok := nc.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
 		}
-		c := &Conn{srv: s, nc: nc, queue: make(chan queued, s.cfg.MaxInFlight)}
+		c := &Conn{srv: s, nc: nc, queue: make(chan queued, s.cfg.MaxInFlight), closed: make(chan struct{})}
 		if s.cfg.Connections != nil {
 			s.cfg.Connections.Inc()
 		}
@@ -135,8 +137,9 @@ func (s *Server) Close() error {
 type Conn struct {
 	srv   *Server
 	nc    net.Conn
-	queue chan queued
-	once  sync.Once
+	queue  chan queued
+	once   sync.Once
+	closed chan struct{} // closed by close()
 }
 
 // queued is a response with what the latency metric needs.
@@ -151,6 +154,7 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
 func (c *Conn) close() {
 	c.once.Do(func() {
+		close(c.closed)
 		c.nc.Close()
 		if c.srv.cfg.Connections != nil {
 			c.srv.cfg.Connections.Dec()
@@ -185,7 +189,7 @@ func (c *Conn) readLoop() {
 			return
 		}
 		start := time.Now()
-		resp := c.srv.handler.Handle(frame)
+		resp := c.srv.handler.Handle(frame, c.closed)
 		if resp == nil {
 			continue
 		}

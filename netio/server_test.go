@@ -29,7 +29,7 @@ func frameOf(b []byte) []byte {
 	return append(out, b...)
 }
 
-func (h *echoHandler) Handle(frame []byte) *api.Response {
+func (h *echoHandler) Handle(frame []byte, _ <-chan struct{}) *api.Response {
 	h.mu.Lock()
 	h.seen++
 	h.mu.Unlock()

@@ -202,6 +202,12 @@ func (c *fetchCall) longPoll(out *Response) {
 			c.read()
 			c.finish(out)
 			return
+		case <-c.rc.closed:
+			// Nobody will read the answer; give the partitions back now so
+			// a closing connection (or a shutdown) does not wait out max_wait.
+			c.unpark(woken)
+			c.finish(out)
+			return
 		}
 	}
 }

@@ -38,6 +38,9 @@ type handler struct {
 type request struct {
 	header  wire.RequestHeader
 	version int16
+	// closed is closed when the client's connection goes away, so work
+	// that waits (a long-poll fetch) can stop early; nil never closes.
+	closed <-chan struct{}
 }
 
 // Handler serves Kafka requests against a broker.
@@ -79,8 +82,8 @@ func New(b *engine.Broker) (*Handler, error) {
 }
 
 // Handle serves one request frame. It returns nil when the request takes no
-// response.
-func (h *Handler) Handle(frame []byte) *Response {
+// response. closed, if not nil, is closed when the connection goes away.
+func (h *Handler) Handle(frame []byte, closed <-chan struct{}) *Response {
 	key, version, corr, ok := wire.PeekAPIKeyVersion(frame)
 	if !ok || key < 0 || key > maxAPIKey || h.table[key] == nil {
 		return closeConnection()
@@ -101,7 +104,7 @@ func (h *Handler) Handle(frame []byte) *Response {
 		h.log.Debug("closing connection: request does not decode", "api", msg.APIName(key), "version", version, "err", err)
 		return closeConnection()
 	}
-	return e.serve(h, &request{header: hdr, version: version}, req)
+	return e.serve(h, &request{header: hdr, version: version, closed: closed}, req)
 }
 
 func closeConnection() *Response { return &Response{Close: true} }

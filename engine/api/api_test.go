@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -85,7 +86,7 @@ func TestUnknownAPIKeyClosesConnection(t *testing.T) {
 	h, _ := newTestHandler(t)
 	frame := requestFrame(kmsg.NewPtrMetadataRequest(), 4)
 	binary.BigEndian.PutUint16(frame, 99)
-	if r := h.Handle(frame); r == nil || !r.Close {
+	if r := h.Handle(frame, nil); r == nil || !r.Close {
 		t.Fatal("an unknown API key must close the connection, as Kafka does")
 	}
 }
@@ -94,7 +95,7 @@ func TestUnsupportedVersionClosesConnection(t *testing.T) {
 	h, _ := newTestHandler(t)
 	frame := requestFrame(kmsg.NewPtrProduceRequest(), 3)
 	binary.BigEndian.PutUint16(frame[2:], 2) // Produce v2: below Kafka 4's minimum
-	if r := h.Handle(frame); r == nil || !r.Close {
+	if r := h.Handle(frame, nil); r == nil || !r.Close {
 		t.Fatal("an unsupported Produce version must close the connection")
 	}
 }
@@ -105,7 +106,7 @@ func TestApiVersionsUnsupported(t *testing.T) {
 	h, _ := newTestHandler(t)
 	frame := requestFrame(kmsg.NewPtrApiVersionsRequest(), 3)
 	binary.BigEndian.PutUint16(frame[2:], 99)
-	out := written(t, h.Handle(frame))
+	out := written(t, h.Handle(frame, nil))
 	resp := kmsg.NewPtrApiVersionsResponse()
 	decodeResponse(t, out, resp, 0, false)
 	if resp.ErrorCode != 35 || len(resp.ApiKeys) == 0 {
@@ -120,7 +121,7 @@ func TestAdvertisedVersionsAreImplemented(t *testing.T) {
 	for v := int16(0); v <= 4; v++ {
 		req := kmsg.NewPtrApiVersionsRequest()
 		req.ClientSoftwareName, req.ClientSoftwareVersion = "sluice-test", "1.0"
-		out := written(t, h.Handle(requestFrame(req, v)))
+		out := written(t, h.Handle(requestFrame(req, v), nil))
 		resp := kmsg.NewPtrApiVersionsResponse()
 		decodeResponse(t, out, resp, v, false)
 		if resp.ErrorCode != 0 {
@@ -159,7 +160,7 @@ func TestEveryVersionAnswers(t *testing.T) {
 			if e.key == 0 { // an acks=0 produce takes no answer
 				req.(*kmsg.ProduceRequest).Acks = 1
 			}
-			r := h.Handle(requestFrame(req, v))
+			r := h.Handle(requestFrame(req, v), nil)
 			if r == nil || r.Close {
 				t.Fatalf("%s v%d: no answer to a valid request", msg.APIName(e.key), v)
 			}
@@ -183,7 +184,7 @@ func FuzzHandle(f *testing.F) {
 	h, _ := newTestHandler(f)
 	ping := requestFrame(kmsg.NewPtrApiVersionsRequest(), 2)
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		if r := h.Handle(frame); r != nil {
+		if r := h.Handle(frame, nil); r != nil {
 			// A long-poll fetch may legitimately wait up to its max_wait.
 			go func() {
 				r.Wait()
@@ -192,7 +193,7 @@ func FuzzHandle(f *testing.F) {
 				}
 			}()
 		}
-		if r := h.Handle(ping); r == nil || r.Close {
+		if r := h.Handle(ping, nil); r == nil || r.Close {
 			t.Fatal("broker stopped answering ApiVersions")
 		} else {
 			written(t, r)
@@ -207,7 +208,7 @@ func TestApiVersionsRejectsBadSoftwareName(t *testing.T) {
 	req := kmsg.NewPtrApiVersionsRequest()
 	req.ClientSoftwareName, req.ClientSoftwareVersion = "bad name!", "1"
 	resp := kmsg.NewPtrApiVersionsResponse()
-	decodeResponse(t, written(t, h.Handle(requestFrame(req, 3))), resp, 3, false)
+	decodeResponse(t, written(t, h.Handle(requestFrame(req, 3), nil)), resp, 3, false)
 	if resp.ErrorCode != 42 {
 		t.Fatalf("error %d, want INVALID_REQUEST (42)", resp.ErrorCode)
 	}
@@ -221,14 +222,14 @@ func TestInternalTopicsRefuseClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	produce := kmsg.NewPtrProduceResponse()
-	decodeResponse(t, written(t, h.Handle(produceFrame(t, "__internal_test", 1))), produce, 11, true)
+	decodeResponse(t, written(t, h.Handle(produceFrame(t, "__internal_test", 1), nil)), produce, 11, true)
 	if code := produce.Topics[0].Partitions[0].ErrorCode; code != 17 {
 		t.Errorf("produce to an internal topic: error %d, want INVALID_TOPIC_EXCEPTION (17)", code)
 	}
 	del := kmsg.NewPtrDeleteTopicsRequest()
 	del.TopicNames = []string{"__internal_test"}
 	delResp := kmsg.NewPtrDeleteTopicsResponse()
-	decodeResponse(t, written(t, h.Handle(requestFrame(del, 5))), delResp, 5, true)
+	decodeResponse(t, written(t, h.Handle(requestFrame(del, 5), nil)), delResp, 5, true)
 	if code := delResp.Topics[0].ErrorCode; code != 42 {
 		t.Errorf("deleting an internal topic: error %d, want INVALID_REQUEST (42)", code)
 	}
@@ -237,8 +238,47 @@ func TestInternalTopicsRefuseClients(t *testing.T) {
 	gt.Topic, gt.Count = "__internal_test", 3
 	grow.Topics = append(grow.Topics, gt)
 	growResp := kmsg.NewPtrCreatePartitionsResponse()
-	decodeResponse(t, written(t, h.Handle(requestFrame(grow, 3))), growResp, 3, true)
+	decodeResponse(t, written(t, h.Handle(requestFrame(grow, 3), nil)), growResp, 3, true)
 	if code := growResp.Topics[0].ErrorCode; code != 42 {
 		t.Errorf("growing an internal topic: error %d, want INVALID_REQUEST (42)", code)
+	}
+}
+
+// TestLongPollEndsWhenConnectionCloses: a fetch parked for its max_wait
+// completes as soon as its connection goes away, so shutdown and closing
+// clients never wait it out.
+func TestLongPollEndsWhenConnectionCloses(t *testing.T) {
+	h, b := newTestHandler(t)
+	topic, err := b.CreateTopic("longpoll", 1, 1, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrFetchRequest()
+	req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 20000, 1, 1<<20
+	rt := kmsg.NewFetchRequestTopic()
+	rt.TopicID = topic.ID
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.PartitionMaxBytes = 1 << 20
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	closed := make(chan struct{})
+	r := h.Handle(requestFrame(req, 13), closed)
+	done := make(chan struct{})
+	go func() { r.Wait(); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("a fetch with nothing to read answered before its max_wait")
+	case <-time.After(100 * time.Millisecond):
+	}
+	start := time.Now()
+	close(closed)
+	select {
+	case <-done:
+		t.Logf("parked fetch ended %v after its connection closed", time.Since(start))
+	case <-time.After(5 * time.Second):
+		t.Fatal("a parked fetch outlived its connection")
+	}
+	if r.Release != nil {
+		r.Release()
 	}
 }

@@ -52,7 +52,7 @@ func openBroker(t *testing.T, dir string, props map[string]string) (*Handler, *e
 // with kmsg.
 func call[R kmsg.Response](t *testing.T, h *Handler, req kmsg.Request, version int16) R {
 	t.Helper()
-	r := h.Handle(requestFrame(req, version))
+	r := h.Handle(requestFrame(req, version), nil)
 	if r == nil || r.Close {
 		t.Fatalf("%T v%d: no answer", req, version)
 	}

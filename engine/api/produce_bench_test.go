@@ -53,7 +53,7 @@ func BenchmarkProduceRequest(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				copy(work, frame) // the shard rewrites base offsets in place
-				r := h.Handle(work)
+				r := h.Handle(work, nil)
 				r.Wait()
 			}
 		})
@@ -71,7 +71,7 @@ func TestProduceAllocationsIndependentOfRecords(t *testing.T) {
 		work := make([]byte, len(frame))
 		return testing.AllocsPerRun(200, func() {
 			copy(work, frame)
-			h.Handle(work).Wait()
+			h.Handle(work, nil).Wait()
 		})
 	}
 	one, many := allocs(1), allocs(256)
