@@ -135,8 +135,8 @@ func (s *Server) Close() error {
 
 // Conn is one client connection.
 type Conn struct {
-	srv   *Server
-	nc    net.Conn
+	srv    *Server
+	nc     net.Conn
 	queue  chan queued
 	once   sync.Once
 	closed chan struct{} // closed by close()

@@ -6,8 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
