@@ -153,6 +153,14 @@ type Log struct {
 	// closedClean is set by a successful Close.
 	closedClean bool
 
+	// changes counts what a checkpoint must capture (appends, deleted
+	// segments, a moved log start, expired producers); checkpointed is its
+	// value at the last successful Checkpoint, which is skipped, with no
+	// I/O, while the two are equal.
+	changes, checkpointed uint64
+	checkpointedPoint     Checkpoint
+	haveCheckpoint        bool
+
 	header  [batchHeaderSize]byte // scratch for header reads on the read path
 	targets []SyncTarget          // PendingSync's reused result
 	// syncRound counts PendingSync calls; MarkSynced answers the latest.
@@ -225,6 +233,7 @@ func (l *Log) Append(batches []byte, now time.Time) (AppendResult, error) {
 	if err := l.writable(); err != nil {
 		return AppendResult{}, err
 	}
+	l.changes++
 	// Pass 1: framing and the offset span.
 	var span int64
 	for pos := 0; pos < len(batches); {
@@ -514,10 +523,16 @@ func (l *Log) Checkpoint() (Checkpoint, error) {
 	if err := l.writable(); err != nil {
 		return Checkpoint{}, err
 	}
+	if l.haveCheckpoint && l.checkpointed == l.changes && l.checkpointedPoint.RecoveryPoint == l.recoveryPoint {
+		return l.checkpointedPoint, nil // nothing happened since: no I/O
+	}
+	changes := l.changes
 	if err := l.persistTail(); err != nil {
 		return Checkpoint{}, err
 	}
-	return Checkpoint{RecoveryPoint: l.recoveryPoint, LogStartOffset: l.logStart}, nil
+	cp := Checkpoint{RecoveryPoint: l.recoveryPoint, LogStartOffset: l.logStart}
+	l.checkpointed, l.checkpointedPoint, l.haveCheckpoint = changes, cp, true
+	return cp, nil
 }
 
 // persistTail syncs the data, the active segment's indexes and the snapshot.

@@ -888,3 +888,31 @@ func TestReleaseFromOtherGoroutines(t *testing.T) {
 	<-done
 	l.Close()
 }
+
+// TestCheckpointWithoutChangesDoesNoIO: the shard checkpoints every
+// partition periodically; an idle partition must cost no writes or syncs.
+func TestCheckpointWithoutChangesDoesNoIO(t *testing.T) {
+	fs := storage.NewFaulty(storage.NewMem())
+	l := mustOpen(t, fs, "d", Config{}, Checkpoint{})
+	io := func() int { return fs.Count(storage.OpWrite) + fs.Count(storage.OpDatasync) + fs.Count(storage.OpRename) }
+	mustAppend(t, l, makeBatch(batchSpec{records: 3, maxTs: 1}, 1))
+	if _, err := l.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	before := io()
+	cp, err := l.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if io() != before {
+		t.Fatalf("a checkpoint with nothing new did %d I/O operations", io()-before)
+	}
+	if cp.RecoveryPoint != 3 {
+		t.Fatalf("cached checkpoint recovery point %d, want 3", cp.RecoveryPoint)
+	}
+	mustAppend(t, l, makeBatch(batchSpec{records: 2, maxTs: 2}, 2))
+	cp, err = l.Checkpoint()
+	if err != nil || cp.RecoveryPoint != 5 || io() == before {
+		t.Fatalf("after an append the checkpoint must persist again: %+v %v (I/O %d)", cp, err, io()-before)
+	}
+}

@@ -126,12 +126,17 @@ func (p *producerState) record(h *batchHeader) {
 
 // expire forgets producers whose last batch is older than the expiration
 // (Kafka's producer.id.expiration.ms), keeping the map bounded.
-func (p *producerState) expire(nowMs int64, expiration time.Duration) {
+// expire forgets producers idle for longer than expiration and returns
+// how many it forgot.
+func (p *producerState) expire(nowMs int64, expiration time.Duration) int {
+	n := 0
 	for pid, e := range p.producers {
 		if nowMs-e.lastTimestamp >= expiration.Milliseconds() {
 			delete(p.producers, pid)
+			n++
 		}
 	}
+	return n
 }
 
 // ProducerCount is the number of producers with state.

@@ -40,12 +40,15 @@ func (l *Log) EnforceRetention(now time.Time) (deletedSegments int, err error) {
 			deletedSegments++
 		}
 	}
-	l.producers.expire(nowMs, l.cfg.ProducerIDExpiration)
+	if l.producers.expire(nowMs, l.cfg.ProducerIDExpiration) > 0 {
+		l.changes++
+	}
 	return deletedSegments, nil
 }
 
 // deleteOldestSegment drops the first segment and raises the log start.
 func (l *Log) deleteOldestSegment() error {
+	l.changes++
 	seg := l.segs[0]
 	copy(l.segs, l.segs[1:])
 	l.segs[len(l.segs)-1] = nil
@@ -64,6 +67,7 @@ func (l *Log) DeleteRecordsBefore(off Offset) error {
 	if err := l.writable(); err != nil {
 		return err
 	}
+	l.changes++
 	if off > l.hw {
 		return ErrOffsetOutOfRange
 	}
@@ -91,6 +95,7 @@ func (l *Log) TruncateTo(off Offset) error {
 	if err := l.writable(); err != nil {
 		return err
 	}
+	l.changes++
 	if off >= l.logEnd {
 		return nil
 	}
