@@ -894,7 +894,9 @@ func TestReleaseFromOtherGoroutines(t *testing.T) {
 func TestCheckpointWithoutChangesDoesNoIO(t *testing.T) {
 	fs := storage.NewFaulty(storage.NewMem())
 	l := mustOpen(t, fs, "d", Config{}, Checkpoint{})
-	io := func() int { return fs.Count(storage.OpWrite) + fs.Count(storage.OpDatasync) + fs.Count(storage.OpRename) }
+	io := func() int {
+		return fs.Count(storage.OpWrite) + fs.Count(storage.OpDatasync) + fs.Count(storage.OpRename)
+	}
 	mustAppend(t, l, makeBatch(batchSpec{records: 3, maxTs: 1}, 1))
 	if _, err := l.Checkpoint(); err != nil {
 		t.Fatal(err)
