@@ -155,10 +155,12 @@ func (b *Broker) DeleteTopic(name string) (*meta.Topic, error) {
 		wg.Add(1)
 		k := shard.Key{Topic: t.Name, Partition: p.Index}
 		b.Shards[p.Shard].Do(func(s *shard.Shard) {
-			defer wg.Done()
-			if err := s.DeletePartition(k); err != nil {
-				b.Logger.Error("delete partition", "partition", k.Dir(), "err", err)
-			}
+			s.DeletePartition(k, func(err error) {
+				if err != nil {
+					b.Logger.Error("delete partition", "partition", k.Dir(), "err", err)
+				}
+				wg.Done()
+			})
 		})
 	}
 	wg.Wait()

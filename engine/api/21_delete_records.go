@@ -23,10 +23,14 @@ func (h *Handler) deleteRecords(req *msg.DeleteRecordsRequest) *msg.DeleteRecord
 				p.ErrorCode = int16(kerr.UnknownTopicOrPartition)
 			} else {
 				k := shard.Key{Topic: t.Name, Partition: rp.PartitionIndex}
-				h.b.ShardOf(t, rp.PartitionIndex).Call(func(s *shard.Shard) {
-					low, code := s.DeleteRecords(k, rp.Offset)
-					p.LowWatermark, p.ErrorCode = low, int16(code)
+				answered := make(chan struct{})
+				h.b.ShardOf(t, rp.PartitionIndex).Do(func(s *shard.Shard) {
+					s.DeleteRecords(k, rp.Offset, func(low int64, code kerr.Code) {
+						p.LowWatermark, p.ErrorCode = low, int16(code)
+						close(answered)
+					})
 				})
+				<-answered
 			}
 			out.Partitions = append(out.Partitions, p)
 		}

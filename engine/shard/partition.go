@@ -25,6 +25,11 @@ type Partition struct {
 	syncing bool            // a datasync of this partition is in flight
 	queued  bool            // in the shard's toSync list
 	failed  error           // sticky storage error: the partition refuses writes
+	// afterSync holds work that deletes or closes segment files (retention,
+	// DeleteRecords, deletion): it must not run while a datasync of this
+	// partition is in flight, or the ring would fsync a closed (or reused)
+	// file descriptor.
+	afterSync []func()
 
 	bytesIn, recordsIn prometheus.Counter // this topic's counters, resolved once
 }
@@ -106,17 +111,36 @@ func (s *Shard) OpenPartition(k Key, topicID [16]byte, cfg config.Topic) (*Parti
 // Partition returns an owned partition, or nil.
 func (s *Shard) Partition(k Key) *Partition { return s.parts[k] }
 
-// DeletePartition removes a partition and its data. Readers holding segments
-// keep reading what they pinned.
-func (s *Shard) DeletePartition(k Key) error {
+// whenSyncIdle runs fn at once if no datasync of p is in flight, else as
+// soon as the one in flight completes (before the next one starts).
+func (s *Shard) whenSyncIdle(p *Partition, fn func()) {
+	if !p.syncing {
+		fn()
+		return
+	}
+	p.afterSync = append(p.afterSync, fn)
+}
+
+func (s *Shard) runAfterSync(p *Partition) {
+	for len(p.afterSync) > 0 && !p.syncing {
+		fn := p.afterSync[0]
+		p.afterSync = p.afterSync[1:]
+		fn()
+	}
+}
+
+// DeletePartition removes a partition and its data, then calls done (on the
+// shard thread). Readers holding segments keep reading what they pinned.
+func (s *Shard) DeletePartition(k Key, done func(error)) {
 	p, ok := s.parts[k]
 	if !ok {
-		return ErrUnknownPartition
+		done(ErrUnknownPartition)
+		return
 	}
 	delete(s.parts, k)
 	s.partitionsN.Add(-1)
 	p.failWaiters(ErrUnknownPartition)
-	return p.Log.Delete()
+	s.whenSyncIdle(p, func() { done(p.Log.Delete()) })
 }
 
 // SetTopicConfig applies a topic's changed configuration to a partition.
@@ -206,6 +230,14 @@ func (s *Shard) submitSyncs() {
 
 // complete handles finished datasyncs.
 func (s *Shard) complete(comps []completion) {
+	var idle []*Partition // partitions whose sync round just ended
+	defer func() {
+		// Work held back while the round was in flight runs now, before
+		// the next round can start (submitSyncs runs after complete).
+		for _, p := range idle {
+			s.runAfterSync(p)
+		}
+	}()
 	for _, c := range comps {
 		job, ok := s.syncs[c.tag]
 		if !ok {
@@ -222,6 +254,7 @@ func (s *Shard) complete(comps []completion) {
 		p := job.p
 		p.syncing = false
 		s.cfg.Metrics.FsyncLatency.Observe(time.Since(job.started).Seconds())
+		idle = append(idle, p)
 		if job.err != nil {
 			// A failed fdatasync leaves the page cache in an unknown state:
 			// the partition refuses further writes (sticky), as Kafka takes

@@ -174,29 +174,35 @@ func (s *Shard) recordAt(p *Partition, batchOffset log.Offset, match func(ts int
 }
 
 // DeleteRecords raises the log start offset to offset (-1 means the high
-// watermark) and deletes the segments wholly below it. It answers the new
-// low watermark.
-func (s *Shard) DeleteRecords(k Key, offset int64) (int64, kerr.Code) {
+// watermark), deletes the segments wholly below it, and calls done (on the
+// shard thread) with the new low watermark.
+func (s *Shard) DeleteRecords(k Key, offset int64, done func(low int64, code kerr.Code)) {
 	p, ok := s.parts[k]
 	if !ok {
-		return -1, kerr.NotLeaderOrFollower
+		done(-1, kerr.NotLeaderOrFollower)
+		return
 	}
-	if offset == -1 {
-		offset = int64(p.hw)
-	}
-	if offset < 0 || offset > int64(p.hw) {
-		return -1, kerr.OffsetOutOfRange
-	}
-	if offset > int64(p.Log.LogStartOffset()) {
-		if err := p.Log.DeleteRecordsBefore(log.Offset(offset)); err != nil {
-			return -1, kerr.KafkaStorageError
+	s.whenSyncIdle(p, func() {
+		if offset == -1 {
+			offset = int64(p.hw)
 		}
-		// The new log start must survive a crash: record it now.
-		if err := s.writeCheckpointEntries(false); err != nil {
-			return -1, kerr.KafkaStorageError
+		if offset < 0 || offset > int64(p.hw) {
+			done(-1, kerr.OffsetOutOfRange)
+			return
 		}
-	}
-	return int64(p.Log.LogStartOffset()), kerr.None
+		if offset > int64(p.Log.LogStartOffset()) {
+			if err := p.Log.DeleteRecordsBefore(log.Offset(offset)); err != nil {
+				done(-1, kerr.KafkaStorageError)
+				return
+			}
+			// The new log start must survive a crash: record it now.
+			if err := s.writeCheckpointEntries(false); err != nil {
+				done(-1, kerr.KafkaStorageError)
+				return
+			}
+		}
+		done(int64(p.Log.LogStartOffset()), kerr.None)
+	})
 }
 
 // Unpark removes a long-poll wait registered with Park.

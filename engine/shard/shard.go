@@ -280,11 +280,13 @@ func (s *Shard) Tick(now time.Time, retention, flush bool) {
 		if retention {
 			for _, k := range s.sortedKeys() {
 				p := s.parts[k]
-				if n, err := p.Log.EnforceRetention(now); err != nil {
-					s.cfg.Logger.Error("retention failed", "partition", k.Dir(), "err", err)
-				} else if n > 0 {
-					s.cfg.Logger.Debug("retention deleted segments", "partition", k.Dir(), "segments", n)
-				}
+				s.whenSyncIdle(p, func() {
+					if n, err := p.Log.EnforceRetention(now); err != nil {
+						s.cfg.Logger.Error("retention failed", "partition", k.Dir(), "err", err)
+					} else if n > 0 {
+						s.cfg.Logger.Debug("retention deleted segments", "partition", k.Dir(), "segments", n)
+					}
+				})
 			}
 		}
 		if flush {

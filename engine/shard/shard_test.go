@@ -3,6 +3,7 @@ package shard
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -283,4 +284,71 @@ func TestListOffsetByTimestampFindsTheRecord(t *testing.T) {
 		}
 		s.Stop()
 	}
+}
+
+// TestRetentionDuringDatasyncs: retention deleting segments while datasyncs
+// are in flight must not close a file under the ring (which made the fsync
+// fail with EBADF and the partition refuse all writes). Appends with acks=1
+// roll segments fast while periodic flushes sync them and retention deletes
+// them.
+func TestRetentionDuringDatasyncs(t *testing.T) {
+	backends(t, func(t *testing.T, uring bool) {
+		s, err := Start(Config{ID: 0, DataDir: t.TempDir(), FS: storage.OS(), PinCPU: -1, URing: uring})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Stop()
+		openTestPartition(t, s, map[string]string{"segment.bytes": "65536", "retention.bytes": "131072"})
+		stop := make(chan struct{})
+		ticked := make(chan int)
+		go func() {
+			n := 0
+			for {
+				select {
+				case <-stop:
+					ticked <- n
+					return
+				default:
+					s.Tick(time.Now(), true, true)
+					n++
+					time.Sleep(100 * time.Microsecond)
+				}
+			}
+		}()
+		set := batch(t, 16, compress.None) // ~16 KiB: a roll every 4 appends
+		deadline := time.Now().Add(2 * time.Second)
+		var appends atomic.Int64
+		failures := make(chan string, 4)
+		var wg sync.WaitGroup
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(deadline) {
+					acks := int16(1)
+					if appends.Add(1)%8 == 0 {
+						acks = -1
+					}
+					if r := produce(s, append([]byte(nil), set...), acks); r.Err != kerr.None {
+						failures <- fmt.Sprintf("append failed while retention ran: %v %s", r.Err, r.ErrMessage)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(stop)
+		ticks := <-ticked
+		select {
+		case f := <-failures:
+			t.Fatal(f)
+		default:
+		}
+		var off Offsets
+		s.Call(func(s *Shard) { off = s.PartitionOffsets(testKey) })
+		t.Logf("%d appends, %d flush and retention runs, log start %d", appends.Load(), ticks, off.LogStartOffset)
+		if off.LogStartOffset == 0 {
+			t.Fatal("retention never deleted a segment: the test did not exercise the race")
+		}
+	})
 }

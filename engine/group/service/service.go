@@ -5,7 +5,8 @@
 // shards, appended with acks=all so a commit is answered only after its
 // datasync. At start-up every partition is read back from its log start
 // (the latest snapshot, see engine/group) while requests for its groups
-// are answered COORDINATOR_LOAD_IN_PROGRESS.
+// are answered COORDINATOR_LOAD_IN_PROGRESS. Consumer-group lag is
+// exported to the broker's Prometheus registry (metrics.go).
 package service
 
 import (
@@ -59,6 +60,8 @@ type Service struct {
 	catMu   sync.Mutex
 	catSnap *meta.Snapshot
 	cat     *group.Catalog
+
+	unregisterMetrics func()
 }
 
 // Start creates __consumer_offsets if needed and starts the coordinator;
@@ -86,6 +89,7 @@ func Start(b *engine.Broker) (*Service, error) {
 	s.wg.Add(2)
 	go s.runCompletions()
 	go s.load()
+	s.unregisterMetrics = s.registerMetrics()
 	b.OnClose(s.Close)
 	return s, nil
 }
@@ -211,6 +215,7 @@ func (s *Service) fire() {
 // Close stops the timer and the completion goroutine. Appends still in
 // flight complete into nothing; the shards stop after this.
 func (s *Service) Close() {
+	s.unregisterMetrics()
 	s.mu.Lock()
 	s.closed = true
 	s.timer.Stop()
@@ -245,9 +250,11 @@ func (s *Service) Append(p int32, recs []group.Record, done func(base int64, err
 func (s *Service) Trim(p int32, offset int64) {
 	k := shard.Key{Topic: Topic, Partition: p}
 	s.b.ShardOf(s.topic, p).Do(func(sh *shard.Shard) {
-		if _, code := sh.DeleteRecords(k, offset); code != kerr.None {
-			s.logger.Warn("trimming __consumer_offsets failed", "partition", p, "offset", offset, "err", code)
-		}
+		sh.DeleteRecords(k, offset, func(_ int64, code kerr.Code) {
+			if code != kerr.None {
+				s.logger.Warn("trimming __consumer_offsets failed", "partition", p, "offset", offset, "err", code)
+			}
+		})
 	})
 }
 
