@@ -664,7 +664,8 @@ func (c *Comparison) scenarioSection(d *Doc, s *Scenario) {
 }
 
 // ScenarioFigures are a scenario's plots: throughput and p99 latency over
-// time (every run; repetitions after the first dashed), the latency
+// time (every run; a broker's repetitions share its colour and differ in
+// dash), the latency
 // percentile spectrum per broker (runs merged), and broker CPU over time.
 func ScenarioFigures(s *Scenario, order []string) []Figure {
 	slug := "s" + anchor(s.ID)
@@ -702,17 +703,18 @@ func ScenarioFigures(s *Scenario, order []string) []Figure {
 			if w.Mode == bench.ModeE2E {
 				l = iv.E2EP99
 			}
-			if l > 0 {
+			// A warm-up interval's histogram holds only the few measured
+			// records that completed before its end: not a fair point.
+			if l > 0 && !iv.Warmup {
 				lp = append(lp, Point{iv.T, l})
 			}
 			cp = append(cp, Point{iv.T, iv.BrokerCPU})
 		}
-		dashed := rep > 0
-		tput.Series = append(tput.Series, Series{Name: name, Color: color, Dashed: dashed, Points: tp})
+		tput.Series = append(tput.Series, Series{Name: name, Color: color, Dash: rep, Points: tp})
 		if len(lp) > 0 {
-			lat.Series = append(lat.Series, Series{Name: name, Color: color, Dashed: dashed, Points: lp})
+			lat.Series = append(lat.Series, Series{Name: name, Color: color, Dash: rep, Points: lp})
 		}
-		cpu.Series = append(cpu.Series, Series{Name: name, Color: color, Dashed: dashed, Points: cp})
+		cpu.Series = append(cpu.Series, Series{Name: name, Color: color, Dash: rep, Points: cp})
 	}
 	if warmupFrom < 0 {
 		for _, c := range []*Chart{tput, lat, cpu} {

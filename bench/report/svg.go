@@ -12,10 +12,21 @@ type Point struct{ X, Y float64 }
 
 // Series is one line of a chart.
 type Series struct {
-	Name   string
-	Color  string
-	Dashed bool
+	Name  string
+	Color string
+	// Dash picks the line style: 0 solid, then dashed, dotted, dash-dot
+	// (repetitions of one broker share a colour and differ in dash).
+	Dash   int
 	Points []Point
+}
+
+var dashes = []string{"", "7 4", "2 3", "9 3 2 3"}
+
+func dashAttr(i int) string {
+	if i <= 0 {
+		return ""
+	}
+	return ` stroke-dasharray="` + dashes[1+(i-1)%(len(dashes)-1)] + `"`
 }
 
 // Band shades an x range (the warm-up, say).
@@ -217,11 +228,7 @@ func (c *Chart) SVG() string {
 			}
 			fmt.Fprintf(&d, "%s%.1f %.1f ", cmd, sx(p.X), sy(p.Y))
 		}
-		dash := ""
-		if l.s.Dashed {
-			dash = ` stroke-dasharray="6 4"`
-		}
-		fmt.Fprintf(&b, `<path d="%s" fill="none" stroke="%s" stroke-width="1.8"%s/>`, strings.TrimSpace(d.String()), l.s.Color, dash)
+		fmt.Fprintf(&b, `<path d="%s" fill="none" stroke="%s" stroke-width="1.8"%s/>`, strings.TrimSpace(d.String()), l.s.Color, dashAttr(l.s.Dash))
 		if len(l.pts) == 1 {
 			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`, sx(l.pts[0].X), sy(l.pts[0].Y), l.s.Color)
 		}
@@ -230,11 +237,7 @@ func (c *Chart) SVG() string {
 	lx := float64(marginLeft)
 	ly := float64(h) - 10
 	for _, l := range lines {
-		dash := ""
-		if l.s.Dashed {
-			dash = ` stroke-dasharray="6 4"`
-		}
-		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="2"%s/>`, lx, lx+22, ly-4, ly-4, l.s.Color, dash)
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="2"%s/>`, lx, lx+22, ly-4, ly-4, l.s.Color, dashAttr(l.s.Dash))
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f">%s</text>`, lx+27, ly, esc(l.s.Name))
 		lx += 27 + 7*float64(len(l.s.Name)) + 18
 	}

@@ -141,6 +141,9 @@ func benchReport(args []string) error {
 			if *out == "" {
 				return errors.New("bench report: a comparison needs --out")
 			}
+			if rel, err := filepath.Rel(filepath.Dir(*out), path); err == nil {
+				c.DataFile = rel
+			}
 			return writeReport(c, *out, *png)
 		}
 		r, err := bench.ReadResult(path)
