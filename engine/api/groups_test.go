@@ -3,6 +3,8 @@ package api
 import (
 	"io"
 	"log/slog"
+	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +14,9 @@ import (
 	"github.com/sluice-broker/sluice/engine/config"
 	"github.com/sluice-broker/sluice/engine/group/service"
 	"github.com/sluice-broker/sluice/engine/shard"
+	"github.com/sluice-broker/sluice/wire/compress"
 	"github.com/sluice-broker/sluice/wire/msg"
+	"github.com/sluice-broker/sluice/wire/records"
 )
 
 // openBroker opens a broker on dir with its request handler; the test
@@ -229,5 +233,88 @@ func TestFindCoordinatorIsThisBroker(t *testing.T) {
 	req.CoordinatorKey = "txn"
 	if resp := call[*kmsg.FindCoordinatorResponse](t, h, req, 3); resp.ErrorCode != 15 {
 		t.Fatalf("transaction coordinator: %+v, want COORDINATOR_NOT_AVAILABLE", resp)
+	}
+}
+
+// appendRecords appends n records to partition p of topic with acks=all.
+func appendRecords(t *testing.T, b *engine.Broker, topic string, p int32, n int) {
+	t.Helper()
+	recs := make([]records.Record, n)
+	for i := range recs {
+		recs[i] = records.Record{OffsetDelta: int32(i), Value: []byte("v")}
+	}
+	set, err := records.AppendBatch(nil, records.Header{PartitionLeaderEpoch: -1, BaseTimestamp: time.Now().UnixMilli(), ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1}, recs, compress.None)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, _ := b.Meta.Topic(topic)
+	done := make(chan shard.ProduceResult, 1)
+	b.ShardOf(tm, p).Do(func(sh *shard.Shard) {
+		sh.Produce(shard.Key{Topic: topic, Partition: p}, set, -1, func(r shard.ProduceResult) { done <- r })
+	})
+	if r := <-done; r.Err != 0 {
+		t.Fatalf("append to %s/%d: %v", topic, p, r.Err)
+	}
+}
+
+// groupGauges gathers the broker's registry: name -> "group/topic/partition" -> value.
+func groupGauges(t *testing.T, b *engine.Broker) map[string]map[string]float64 {
+	t.Helper()
+	mfs, err := b.Metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]float64{}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "sluice_consumer_group_") {
+			continue
+		}
+		out[mf.GetName()] = map[string]float64{}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			out[mf.GetName()][l["group"]+"/"+l["topic"]+"/"+l["partition"]] = m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
+// TestGroupLagMetrics: per group and partition, the committed offset, the
+// high watermark and their difference are read at scrape time; a deleted
+// topic's offsets keep only the committed offset.
+func TestGroupLagMetrics(t *testing.T) {
+	h, b, _ := openBroker(t, t.TempDir(), nil)
+	for _, name := range []string{"t", "gone"} {
+		if _, err := b.CreateTopic(name, 4, -1, nil, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitLoaded(t, h)
+	appendRecords(t, b, "t", 0, 10)
+	appendRecords(t, b, "t", 3, 50)
+	member, gen := joinAndSync(t, h, "g")
+	commit(t, h, "g", member, gen, map[int32]int64{0: 4, 3: 50})
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group, req.Generation = "simple", -1
+	req.Topics = []kmsg.OffsetCommitRequestTopic{{Topic: "gone", Partitions: []kmsg.OffsetCommitRequestTopicPartition{{Partition: 1, Offset: 0}}}}
+	if r := call[*kmsg.OffsetCommitResponse](t, h, req, 9); r.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("simple commit: %+v", r)
+	}
+	appendRecords(t, b, "t", 3, 7)
+	if _, err := b.DeleteTopic("gone"); err != nil {
+		t.Fatal(err)
+	}
+	got := groupGauges(t, b)
+	want := map[string]map[string]float64{
+		"sluice_consumer_group_committed_offset": {"g/t/0": 4, "g/t/3": 50, "simple/gone/1": 0},
+		"sluice_consumer_group_log_end_offset":   {"g/t/0": 10, "g/t/3": 57},
+		"sluice_consumer_group_lag":              {"g/t/0": 6, "g/t/3": 7},
+	}
+	for name, series := range want {
+		if !maps.Equal(got[name], series) {
+			t.Errorf("%s = %v, want %v", name, got[name], series)
+		}
 	}
 }

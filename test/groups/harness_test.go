@@ -86,12 +86,26 @@ func prepareJava(t testing.TB) string {
 		t.Fatalf("javac failed on java/GroupConsumer.java: %s", javaProblem)
 	}
 	if javaProblem != "" {
-		if ci := strings.ToLower(os.Getenv("CI")); ci != "" && ci != "false" && ci != "0" {
-			t.Fatalf("the Kafka Java client is missing (%s); CI=true, so .ci/install-deps should have installed it", javaProblem)
-		}
-		t.Skipf("the Kafka Java client is missing (%s)", javaProblem)
+		missingTool(t, "the Kafka Java client", javaProblem)
 	}
 	return javaCP
+}
+
+// inCI reports whether the suite runs in CI (CI=true), where a missing
+// client or tool is a failure rather than a skip.
+func inCI() bool {
+	ci := strings.ToLower(os.Getenv("CI"))
+	return ci != "" && ci != "false" && ci != "0"
+}
+
+// missingTool skips the test for a client or tool that is not installed,
+// or fails it in CI, where .ci/install-deps should have installed it.
+func missingTool(t testing.TB, what, why string) {
+	t.Helper()
+	if inCI() {
+		t.Fatalf("%s is missing (%s); CI=true, so .ci/install-deps should have installed it", what, why)
+	}
+	t.Skipf("%s is missing (%s)", what, why)
 }
 
 // brokerConfig is the server.properties of the brokers the suite starts:
@@ -111,6 +125,7 @@ func brokerConfig() map[string]string {
 type broker struct {
 	t       testing.TB
 	addr    string
+	http    string // the --http listener (metrics), "" when off
 	dataDir string
 	cfgPath string
 	logPath string
@@ -148,17 +163,34 @@ func sluiceBinary(t testing.TB) string {
 // it is killed when the test ends.
 func startBroker(t testing.TB, extra map[string]string) *broker {
 	t.Helper()
+	return startBrokerWith(t, extra, false)
+}
+
+// startBrokerHTTP is startBroker with the --http listener (/metrics) on
+// another free port, b.http.
+func startBrokerHTTP(t testing.TB, extra map[string]string) *broker {
+	t.Helper()
+	return startBrokerWith(t, extra, true)
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startBrokerWith(t testing.TB, extra map[string]string, withHTTP bool) *broker {
+	t.Helper()
 	bin := sluiceBinary(t)
 	if st, err := os.Stat(bin); err != nil || st.Mode()&0o111 == 0 {
 		t.Fatalf("the sluice binary %s is missing: run `make build` first (make test does), or set SLUICE_BIN", bin)
 	}
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	b := &broker{t: t, addr: addr, dataDir: filepath.Join(dir, "data"), cfgPath: filepath.Join(dir, "server.properties"), logPath: filepath.Join(dir, "sluice.log")}
 	cfg := brokerConfig()
 	for k, v := range extra {
@@ -175,6 +207,9 @@ func startBroker(t testing.TB, extra map[string]string) *broker {
 	}
 	if err := os.WriteFile(b.cfgPath, props.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if withHTTP {
+		b.http = freeAddr(t)
 	}
 	b.start()
 	t.Cleanup(func() {
@@ -195,7 +230,7 @@ func (b *broker) start() {
 		b.t.Fatal(err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(sluiceBinary(b.t), "serve", "--data-dir", b.dataDir, "--listen", b.addr, "--http", "", "--config", b.cfgPath, "--shards", "2", "--log-level", logLevel())
+	cmd := exec.Command(sluiceBinary(b.t), "serve", "--data-dir", b.dataDir, "--listen", b.addr, "--http", b.http, "--config", b.cfgPath, "--shards", "2", "--log-level", logLevel())
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
