@@ -27,6 +27,10 @@ type RecordError struct {
 	Message    string
 }
 
+// leaderEpoch is this node's leader epoch for every partition; promotion of
+// a standby will raise it.
+const leaderEpoch = 0
+
 func produceFailed(code kerr.Code, msg string) ProduceResult {
 	return ProduceResult{Err: code, ErrMessage: msg, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1}
 }
@@ -139,6 +143,9 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64
 		if p.Cfg.LogAppendTime() {
 			records.SetLogAppendTime(batch, now.UnixMilli())
 		}
+		// Stamp the leader epoch the batch was appended under, as Kafka
+		// does (outside the CRC); clients commit it with their offsets.
+		records.SetPartitionLeaderEpoch(batch, leaderEpoch)
 		if recompress && h.Codec() != target {
 			needRebuild = true
 		}

@@ -352,3 +352,30 @@ func TestRetentionDuringDatasyncs(t *testing.T) {
 		}
 	})
 }
+
+// TestAppendStampsLeaderEpoch: stored batches carry the leader epoch, not
+// the producer's -1, as Kafka's do.
+func TestAppendStampsLeaderEpoch(t *testing.T) {
+	s := startShard(t, storage.NewMem(), false)
+	defer s.Stop()
+	openTestPartition(t, s, nil)
+	b := batch(t, 2, compress.None)
+	records.SetPartitionLeaderEpoch(b, -1)
+	if r := produce(s, b, 1); r.Err != kerr.None {
+		t.Fatal(r.Err)
+	}
+	var res ReadResult
+	s.Call(func(s *Shard) { res = s.Read(testKey, 0, 1<<20, true) })
+	defer res.Data.Seg.Release()
+	buf := make([]byte, res.Data.Len)
+	if _, err := res.Data.File.ReadAt(buf, int64(res.Data.Pos)); err != nil {
+		t.Fatal(err)
+	}
+	h, err := records.Validate(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.PartitionLeaderEpoch != leaderEpoch {
+		t.Fatalf("stored batch has leader epoch %d, want %d", h.PartitionLeaderEpoch, leaderEpoch)
+	}
+}
