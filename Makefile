@@ -44,8 +44,9 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-generate: ## regenerate wire/msg from ../shared/kafka-messages
+generate: ## regenerate wire/msg from ../shared/kafka-messages, and the eBPF objects when clang is installed
 	$(GO) generate ./wire/msg
+	@if command -v clang >/dev/null; then $(MAKE) generate-bpf; else echo "clang not installed: keeping the checked-in eBPF objects (apt-get install clang llvm libbpf-dev, then make generate-bpf)"; fi
 
 check-generated: ## fail if regenerating the codecs changes them
 	$(GO) generate ./wire/msg
