@@ -153,7 +153,7 @@ func TestLibrdkafkaGroup(t *testing.T) {
 	adm := b.admin(t)
 	for _, strategy := range []string{"range", "cooperative-sticky"} {
 		t.Run(strategy, func(t *testing.T) {
-			const partitions, perPartition, first = 4, 100, 150
+			const partitions, perPartition, first = 4, 300, 150
 			topic, group := "rd-"+strategy, "rd-group-"+strategy
 			createTopic(t, adm, topic, partitions)
 			counts := map[int32]int{}
