@@ -167,25 +167,16 @@ func leastLoaded(load []int) int {
 	return best
 }
 
-// Create adds a topic with n partitions placed on the least-loaded shards.
-func (s *Store) Create(name string, partitions int32, configs map[string]string, internal bool) (*Topic, error) {
+// change applies one catalogue change under the store's lock: fn builds the
+// next snapshot from the current one, which is persisted before it is
+// published, so readers never see a change that a crash could undo.
+func (s *Store) change(fn func(old *Snapshot) (*Snapshot, *Topic, error)) (*Topic, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.current.Load()
-	if _, ok := old.Topics[name]; ok {
-		return nil, ErrTopicExists
-	}
-	t := &Topic{Name: name, Configs: configs, Internal: internal}
-	if _, err := rand.Read(t.ID[:]); err != nil {
+	next, t, err := fn(s.current.Load())
+	if err != nil {
 		return nil, err
 	}
-	load := loadOf(old, s.shards)
-	for i := int32(0); i < partitions; i++ {
-		sh := leastLoaded(load)
-		load[sh]++
-		t.Partitions = append(t.Partitions, Partition{Index: i, Shard: sh})
-	}
-	next := old.with(t)
 	if err := s.persist(next); err != nil {
 		return nil, err
 	}
@@ -193,71 +184,75 @@ func (s *Store) Create(name string, partitions int32, configs map[string]string,
 	return t, nil
 }
 
-// AddPartitions grows a topic to total partitions.
-func (s *Store) AddPartitions(name string, total int32) (*Topic, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old := s.current.Load()
-	cur, ok := old.Topics[name]
-	if !ok {
-		return nil, ErrUnknownTopic
-	}
-	t := *cur
-	t.Partitions = append([]Partition(nil), cur.Partitions...)
+// place appends partitions first..total-1 to t, each on the least-loaded
+// shard.
+func (s *Store) place(old *Snapshot, t *Topic, first, total int32) {
 	load := loadOf(old, s.shards)
-	for i := int32(len(cur.Partitions)); i < total; i++ {
+	for i := first; i < total; i++ {
 		sh := leastLoaded(load)
 		load[sh]++
 		t.Partitions = append(t.Partitions, Partition{Index: i, Shard: sh})
 	}
-	next := old.with(&t)
-	if err := s.persist(next); err != nil {
-		return nil, err
-	}
-	s.current.Store(next)
-	return &t, nil
+}
+
+// Create adds a topic with n partitions placed on the least-loaded shards.
+func (s *Store) Create(name string, partitions int32, configs map[string]string, internal bool) (*Topic, error) {
+	return s.change(func(old *Snapshot) (*Snapshot, *Topic, error) {
+		if _, ok := old.Topics[name]; ok {
+			return nil, nil, ErrTopicExists
+		}
+		t := &Topic{Name: name, Configs: configs, Internal: internal}
+		if _, err := rand.Read(t.ID[:]); err != nil {
+			return nil, nil, err
+		}
+		s.place(old, t, 0, partitions)
+		return old.with(t), t, nil
+	})
+}
+
+// AddPartitions grows a topic to total partitions.
+func (s *Store) AddPartitions(name string, total int32) (*Topic, error) {
+	return s.change(func(old *Snapshot) (*Snapshot, *Topic, error) {
+		cur, ok := old.Topics[name]
+		if !ok {
+			return nil, nil, ErrUnknownTopic
+		}
+		t := *cur
+		t.Partitions = append([]Partition(nil), cur.Partitions...)
+		s.place(old, &t, int32(len(cur.Partitions)), total)
+		return old.with(&t), &t, nil
+	})
 }
 
 // SetConfigs replaces a topic's config overrides.
 func (s *Store) SetConfigs(name string, configs map[string]string) (*Topic, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old := s.current.Load()
-	cur, ok := old.Topics[name]
-	if !ok {
-		return nil, ErrUnknownTopic
-	}
-	t := *cur
-	t.Configs = configs
-	next := old.with(&t)
-	if err := s.persist(next); err != nil {
-		return nil, err
-	}
-	s.current.Store(next)
-	return &t, nil
+	return s.change(func(old *Snapshot) (*Snapshot, *Topic, error) {
+		cur, ok := old.Topics[name]
+		if !ok {
+			return nil, nil, ErrUnknownTopic
+		}
+		t := *cur
+		t.Configs = configs
+		return old.with(&t), &t, nil
+	})
 }
 
 // Delete removes a topic from the catalogue.
 func (s *Store) Delete(name string) (*Topic, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old := s.current.Load()
-	cur, ok := old.Topics[name]
-	if !ok {
-		return nil, ErrUnknownTopic
-	}
-	next := &Snapshot{Topics: make(map[string]*Topic, len(old.Topics)), ByID: make(map[TopicID]*Topic, len(old.ByID))}
-	for n, t := range old.Topics {
-		if n != name {
-			next.Topics[n] = t
-			next.ByID[t.ID] = t
+	return s.change(func(old *Snapshot) (*Snapshot, *Topic, error) {
+		cur, ok := old.Topics[name]
+		if !ok {
+			return nil, nil, ErrUnknownTopic
 		}
-	}
-	if err := s.persist(next); err != nil {
-		return nil, err
-	}
-	s.current.Store(next)
-	return cur, nil
+		next := &Snapshot{Topics: make(map[string]*Topic, len(old.Topics)), ByID: make(map[TopicID]*Topic, len(old.ByID))}
+		for n, t := range old.Topics {
+			if n != name {
+				next.Topics[n] = t
+				next.ByID[t.ID] = t
+			}
+		}
+		return next, cur, nil
+	})
 }
 
 func (old *Snapshot) with(t *Topic) *Snapshot {
