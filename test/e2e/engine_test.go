@@ -158,7 +158,15 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		}
 		got += fs.NumRecords()
 	}
-	m := scrape(t, ctx, b)
+	// A request's latency is observed just after its response is written,
+	// so the last fetch's may land a moment after the client has it.
+	var m map[string]float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		m = scrape(t, ctx, b)
+		if m[`sluice_request_duration_seconds_count{api="Fetch"}`] >= 1 || time.Now().After(deadline) {
+			break
+		}
+	}
 	label := fmt.Sprintf(`{topic="%s"}`, topic)
 	for name, want := range map[string]float64{
 		"sluice_topic_records_in_total" + label:  n,
