@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/valyala/bytebufferpool"
+
 	"github.com/sluice-broker/sluice/engine/api"
 )
 
@@ -142,12 +144,23 @@ type Conn struct {
 	closed chan struct{} // closed by close()
 }
 
-// queued is a response with what the latency metric needs.
+// queued is a response with what the latency metric needs, and the pooled
+// frame buffer to give back once the response is done.
 type queued struct {
 	resp   *api.Response
 	apiKey int16
 	start  time.Time
+	frame  *bytebufferpool.ByteBuffer
 }
+
+// framePool recycles Produce request frames, the large ones: a Produce
+// handler is done with its frame once its response completes (record bytes
+// are written to the log by then, and nothing else keeps them), so the
+// buffer returns to the pool after the response. This spares the garbage
+// collector a megabyte-sized allocation, and its zeroing, per request.
+var framePool bytebufferpool.Pool
+
+const produceKey = 0
 
 // RemoteAddr is the client's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
@@ -183,21 +196,36 @@ func (c *Conn) readLoop() {
 			c.close()
 			return
 		}
-		frame := make([]byte, n)
-		if _, err := io.ReadFull(c.nc, frame); err != nil {
+		buf := framePool.Get()
+		if cap(buf.B) < int(n) {
+			buf.B = make([]byte, n)
+		}
+		buf.B = buf.B[:n]
+		if _, err := io.ReadFull(c.nc, buf.B); err != nil {
+			framePool.Put(buf)
 			c.close()
 			return
+		}
+		key := int16(-1)
+		if n >= 2 {
+			key = int16(binary.BigEndian.Uint16(buf.B))
+		}
+		frame := buf.B
+		if key != produceKey {
+			// Other requests may keep slices of their frame (group
+			// metadata, for one): they get a buffer of their own.
+			frame = append([]byte(nil), buf.B...)
+			framePool.Put(buf)
+			buf = nil
 		}
 		start := time.Now()
 		resp := c.srv.handler.Handle(frame, c.closed)
 		if resp == nil {
+			// Nothing tells when the handler is done with the frame:
+			// leave it to the garbage collector.
 			continue
 		}
-		key := int16(-1)
-		if len(frame) >= 2 {
-			key = int16(binary.BigEndian.Uint16(frame))
-		}
-		c.queue <- queued{resp, key, start}
+		c.queue <- queued{resp, key, start, buf}
 		if resp.Close {
 			return
 		}
@@ -222,6 +250,9 @@ func (c *Conn) writeLoop() {
 		}
 		if resp.Release != nil {
 			resp.Release()
+		}
+		if q.frame != nil {
+			framePool.Put(q.frame)
 		}
 		if !broken && !resp.Close && c.srv.cfg.Observe != nil {
 			c.srv.cfg.Observe(q.apiKey, time.Since(q.start))
