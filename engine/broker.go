@@ -188,14 +188,6 @@ func (b *Broker) tick() {
 	}
 }
 
-// EnforceRetentionNow runs retention on every shard at once (tests and
-// admin use).
-func (b *Broker) EnforceRetentionNow() {
-	for _, sh := range b.Shards {
-		sh.Tick(time.Now(), true, false)
-	}
-}
-
 // Close flushes and checkpoints every partition and stops the shards.
 func (b *Broker) Close() error {
 	b.closeMu.Lock()

@@ -87,13 +87,6 @@ func (h *Handler) fetch(rc *request, req *msg.FetchRequest) *Response {
 		c.resp.Responses = append(c.resp.Responses, out)
 		c.byTopic = append(c.byTopic, row)
 	}
-	// Slots point into resp.Responses; appending topics may have moved
-	// them, so point them again now that the slice is final.
-	for ti := range c.resp.Responses {
-		for pi := range c.resp.Responses[ti].Partitions {
-			c.byTopic[ti][pi].slot = &c.resp.Responses[ti].Partitions[pi]
-		}
-	}
 	c.read()
 	if c.satisfied() || req.MaxWaitMs <= 0 {
 		return c.encode()
@@ -217,7 +210,6 @@ func (c *fetchCall) park(ch chan struct{}) {
 		if !fp.readable {
 			continue
 		}
-		fp := fp
 		hw := fp.res.HighWatermark
 		if fp.offset > hw {
 			hw = fp.offset
@@ -229,7 +221,6 @@ func (c *fetchCall) park(ch chan struct{}) {
 func (c *fetchCall) unpark(ch chan struct{}) {
 	for _, fp := range c.parts {
 		if fp.readable {
-			fp := fp
 			c.h.b.Shards[fp.shard].Do(func(s *shard.Shard) { s.Unpark(fp.key, ch) })
 		}
 	}

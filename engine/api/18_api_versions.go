@@ -1,11 +1,9 @@
 package api
 
 import (
-	"encoding/binary"
 	"regexp"
 	"sort"
 
-	"github.com/sluice-broker/sluice/wire"
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
 )
@@ -49,9 +47,5 @@ func (h *Handler) apiVersions(rc *request, req *msg.ApiVersionsRequest) *Respons
 func (h *Handler) unsupportedAPIVersions(corr int32) *Response {
 	resp := h.versions
 	resp.ErrorCode = int16(kerr.UnsupportedVersion)
-	b := make([]byte, 4, 256)
-	b = wire.AppendResponseHeader(b, corr, false)
-	b = resp.Append(b, 0)
-	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
-	return Ready(Part{Bytes: b})
+	return Ready(Part{Bytes: encodeFrame(corr, false, &resp, 0)})
 }

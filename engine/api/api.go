@@ -111,9 +111,13 @@ func closeConnection() *Response { return &Response{Close: true} }
 
 // frame encodes a whole response frame: size, response header, body.
 func frame(rc *request, m msg.Response) []byte {
+	return encodeFrame(rc.header.CorrelationID, msg.ResponseHeaderFlexible(rc.header.APIKey, rc.version), m, rc.version)
+}
+
+func encodeFrame(corr int32, headerFlexible bool, m msg.Response, version int16) []byte {
 	b := make([]byte, 4, 256)
-	b = wire.AppendResponseHeader(b, rc.header.CorrelationID, msg.ResponseHeaderFlexible(rc.header.APIKey, rc.version))
-	b = m.Append(b, rc.version)
+	b = wire.AppendResponseHeader(b, corr, headerFlexible)
+	b = m.Append(b, version)
 	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
 	return b
 }

@@ -7,7 +7,6 @@ package config
 import (
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -277,13 +276,3 @@ func (t Topic) MinInsyncReplicas() int { return int(t.int64("min.insync.replicas
 // acknowledged, whatever the producer's acks (Kafka's
 // log.flush.interval.messages=1).
 func (t Topic) FlushMessages() int64 { return t.int64("flush.messages") }
-
-// SortedOverrideNames lists the overridden keys in order, for stable output.
-func (t Topic) SortedOverrideNames() []string {
-	names := make([]string, 0, len(t.Overrides))
-	for n := range t.Overrides {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}

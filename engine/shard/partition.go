@@ -61,9 +61,6 @@ func (p *Partition) wakeParked() {
 	p.parked = p.parked[:0]
 }
 
-// HighWatermark is the offset below which data is acknowledged and visible.
-func (p *Partition) HighWatermark() log.Offset { return p.hw }
-
 // advanceHighWatermark moves the high watermark to the end of what is
 // acknowledged: the log end, or the first append still waiting for its
 // datasync.
