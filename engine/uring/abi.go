@@ -44,6 +44,9 @@ const (
 // fsync flags (sqe.opFlags for opFsync).
 const fsyncDatasync = 1 << 0
 
+// rwfDsync is RWF_DSYNC, a per-write O_DSYNC (the rw_flags of a read/write SQE).
+const rwfDsync = 0x2
+
 // SQ ring flags (*Ring.sqFlags, written by the kernel).
 const (
 	sqNeedWakeup = 1 << 0 // SQPOLL only; unused here

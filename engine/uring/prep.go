@@ -51,6 +51,11 @@ func (r *Ring) next() *sqe {
 // failed or the SQE was already submitted.
 func (r *Ring) LinkLast() { r.lastSQE("LinkLast").flags |= sqeIOLink }
 
+// DsyncLast makes the last prepared read or write an RWF_DSYNC one: it
+// completes once the data (and any metadata needed to read it back) is
+// durable, as if followed by fdatasync. It panics like LinkLast.
+func (r *Ring) DsyncLast() { r.lastSQE("DsyncLast").opFlags |= rwfDsync }
+
 // FixedFileLast marks the SQE prepared last as addressing a slot of the
 // registered file table (IOSQE_FIXED_FILE): its fd argument was a slot.
 // Same rules as LinkLast.
