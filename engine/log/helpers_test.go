@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sluice-broker/sluice/engine/storage"
 )
 
@@ -58,18 +60,68 @@ type fsCase struct {
 	dir  string
 }
 
+// forEachFS runs body on the OS and in-memory file systems, each in both
+// write modes: a directFS makes mustOpen open the log in direct mode, and
+// mustAppend then drives its writes as the shard would.
 func forEachFS(t *testing.T, body func(t *testing.T, c fsCase)) {
 	t.Helper()
 	for _, c := range []fsCase{
 		{"os", storage.OS(), filepath.Join(t.TempDir(), "topic-0")},
 		{"mem", storage.NewMem(), "data/topic-0"},
+		{"os-direct", &directFS{storage.OS(), testZeroingCache(t, 64)}, filepath.Join(t.TempDir(), "topic-0")},
+		{"mem-direct", &directFS{storage.NewMem(), testZeroingCache(t, 64)}, "data/topic-0"},
 	} {
 		t.Run(c.name, func(t *testing.T) { body(t, c) })
 	}
 }
 
+// directFS marks a file system whose logs mustOpen opens in direct mode.
+type directFS struct {
+	storage.FS
+	cache *TailCache
+}
+
+// testCache maps a tail cache of chunks chunks (aligned, as O_DIRECT
+// wants), without pre-zeroing: the pieces PendingWrites returns are all data.
+func testCache(t testing.TB, chunks int) *TailCache { return newTestCache(t, chunks, false) }
+
+// testZeroingCache is a cache that pre-zeroes segment space, as the shard's.
+func testZeroingCache(t testing.TB, chunks int) *TailCache { return newTestCache(t, chunks, true) }
+
+func newTestCache(t testing.TB, chunks int, preZero bool) *TailCache {
+	t.Helper()
+	mem, err := unix.Mmap(-1, 0, chunks*ChunkSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(mem) })
+	c, err := NewTailCache(mem, preZero)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// drive submits and completes a direct log's due writes, in order.
+func drive(t testing.TB, l *Log) {
+	t.Helper()
+	for {
+		ws := l.PendingWrites(nil, false)
+		if len(ws) == 0 {
+			return
+		}
+		for _, w := range ws {
+			_, err := w.File.WriteAt(w.Buf, w.Off)
+			l.WriteDone(w.Seq, err)
+		}
+	}
+}
+
 func mustOpen(t testing.TB, fs storage.FS, dir string, cfg Config, cp Checkpoint) *Log {
 	t.Helper()
+	if d, ok := fs.(*directFS); ok {
+		cfg.Tail = d.cache
+	}
 	l, err := Open(fs, dir, cfg, cp, t0)
 	if err != nil {
 		t.Fatalf("open: %v", err)
@@ -80,9 +132,14 @@ func mustOpen(t testing.TB, fs storage.FS, dir string, cfg Config, cp Checkpoint
 func mustAppend(t testing.TB, l *Log, b []byte) AppendResult {
 	t.Helper()
 	res, err := l.Append(b, t0)
+	if err == ErrTailBusy {
+		drive(t, l)
+		res, err = l.Append(b, t0)
+	}
 	if err != nil {
 		t.Fatalf("append: %v", err)
 	}
+	drive(t, l)
 	return res
 }
 
@@ -100,11 +157,11 @@ func readAll(t testing.TB, l *Log) []byte {
 		if r.Len == 0 {
 			t.Fatalf("read %d: empty below the end %d", off, l.LogEndOffset())
 		}
-		buf := make([]byte, r.Len)
-		if _, err := r.File.ReadAt(buf, int64(r.Pos)); err != nil {
+		buf, err := r.Bytes()
+		if err != nil {
 			t.Fatalf("readat: %v", err)
 		}
-		r.Seg.Release()
+		r.Release()
 		out = append(out, buf...)
 		off = r.NextOffset
 	}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -34,6 +35,9 @@ type Config struct {
 	// ProducerIDExpiration is producer.id.expiration.ms (default 1 day):
 	// EnforceRetention forgets producers idle for longer.
 	ProducerIDExpiration time.Duration
+	// Tail, when set, puts the log in direct mode (tail.go), with its
+	// share of this shard cache. It is fixed when the log opens.
+	Tail *TailCache
 }
 
 // DefaultConfig returns Kafka's defaults.
@@ -161,6 +165,12 @@ type Log struct {
 	checkpointedPoint     Checkpoint
 	haveCheckpoint        bool
 
+	tail *tail // direct mode; nil in page-cache mode
+	// cuts are segments whose zero padding was truncated off (direct mode)
+	// and not yet synced: a datasync must make the shorter size durable
+	// even when their data already was.
+	cuts []*segment
+
 	header  [batchHeaderSize]byte // scratch for header reads on the read path
 	targets []SyncTarget          // PendingSync's reused result
 	// syncRound counts PendingSync calls; MarkSynced answers the latest.
@@ -179,6 +189,13 @@ func Open(fs storage.FS, dir string, cfg Config, cp Checkpoint, now time.Time) (
 	if err := l.open(cp, now); err != nil {
 		l.closeFiles()
 		return nil, err
+	}
+	if cfg.Tail != nil {
+		l.tail = &tail{cache: cfg.Tail, log: l}
+		if err := l.openDirect(); err != nil {
+			l.closeFiles()
+			return nil, err
+		}
 	}
 	return l, nil
 }
@@ -258,6 +275,9 @@ func (l *Log) Append(batches []byte, now time.Time) (AppendResult, error) {
 	if seg.size > 0 && (seg.size+int64(len(batches)) > l.cfg.SegmentBytes ||
 		now.UnixMilli()-l.rollStartMs >= l.cfg.SegmentMs.Milliseconds() ||
 		int64(l.logEnd)+span-int64(seg.base) > math.MaxUint32) {
+		if l.tail != nil && !l.tail.idle() {
+			return AppendResult{}, ErrTailBusy
+		}
 		if err := l.roll(); err != nil {
 			return AppendResult{}, err
 		}
@@ -273,8 +293,21 @@ func (l *Log) Append(batches []byte, now time.Time) (AppendResult, error) {
 		pos += int(h.size())
 	}
 
-	if _, err := seg.file.WriteAt(batches, seg.size); err != nil {
-		return AppendResult{}, l.fail(err)
+	buffered := l.tail == nil
+	if !buffered && l.tail.chunksFor(len(batches)) > l.tail.cache.totalChunks() {
+		// Larger than the whole cache: written through the page cache,
+		// once the direct writer is idle (never two writers of a block).
+		if !l.tail.idle() {
+			return AppendResult{}, ErrTailBusy
+		}
+		buffered = true
+	}
+	if buffered {
+		if _, err := seg.file.WriteAt(batches, seg.size); err != nil {
+			return AppendResult{}, l.fail(err)
+		}
+	} else if err := l.appendDirect(seg, batches); err != nil {
+		return AppendResult{}, err
 	}
 
 	// Pass 3: bookkeeping, now that the bytes are in the file.
@@ -304,6 +337,9 @@ func (l *Log) Append(batches []byte, now time.Time) (AppendResult, error) {
 	l.size += int64(len(batches))
 	l.logEnd = next
 	res.LastOffset = next - 1
+	if buffered && l.tail != nil {
+		l.tail.reset(seg.size, l.logEnd)
+	}
 	return res, nil
 }
 
@@ -312,6 +348,13 @@ func (l *Log) Append(batches []byte, now time.Time) (AppendResult, error) {
 // synced with its data (PendingSync).
 func (l *Log) roll() error {
 	old := l.active()
+	if l.tail != nil {
+		// The direct writer is idle: cut the zero padding off the old
+		// segment before the new one can be written.
+		if err := l.flushDirect(old); err != nil {
+			return err
+		}
+	}
 	old.sealTimeIndex()
 	if err := l.writeIndexFiles(old); err != nil {
 		return l.fail(err)
@@ -323,6 +366,11 @@ func (l *Log) roll() error {
 	old.rolled, old.next, old.indexDurable = true, l.logEnd, false
 	l.segs = append(l.segs, seg)
 	l.markDirChanged()
+	if l.tail != nil {
+		if err := l.openDirect(); err != nil {
+			return l.fail(err)
+		}
+	}
 	return nil
 }
 
@@ -396,8 +444,8 @@ func (l *Log) PendingSync() []SyncTarget {
 	l.syncRound++
 	for _, seg := range l.segs[first:] {
 		if !seg.rolled {
-			if l.logEnd > l.recoveryPoint {
-				l.targets = append(l.targets, SyncTarget{File: seg.file, UpTo: l.logEnd})
+			if w := l.WrittenOffset(); w > l.recoveryPoint {
+				l.targets = append(l.targets, SyncTarget{File: seg.file, UpTo: w})
 			}
 			continue
 		}
@@ -415,9 +463,19 @@ func (l *Log) PendingSync() []SyncTarget {
 			}
 		}
 	}
+	for _, seg := range l.cuts {
+		seg.cutListed = l.syncRound
+		listed := false
+		for _, t := range l.targets {
+			listed = listed || t.File == seg.file
+		}
+		if !listed {
+			l.targets = append(l.targets, SyncTarget{File: seg.file, UpTo: l.WrittenOffset()})
+		}
+	}
 	if l.dirDirty() {
-		l.targets = append(l.targets, SyncTarget{File: l.dirFile, UpTo: l.logEnd, Dir: true})
-		l.pendingDirGen, l.pendingDirUpTo = l.dirGen, l.logEnd
+		l.targets = append(l.targets, SyncTarget{File: l.dirFile, UpTo: l.WrittenOffset(), Dir: true})
+		l.pendingDirGen, l.pendingDirUpTo = l.dirGen, l.WrittenOffset()
 	}
 	return l.targets
 }
@@ -433,6 +491,9 @@ func (l *Log) MarkSynced(upTo Offset) {
 	}
 	upTo = min(upTo, l.logEnd)
 	l.recoveryPoint = max(l.recoveryPoint, upTo)
+	if len(l.cuts) > 0 {
+		l.cuts = slices.DeleteFunc(l.cuts, func(s *segment) bool { return s.cutListed == l.syncRound })
+	}
 	for i := len(l.segs) - 2; i >= 0; i-- {
 		seg := l.segs[i]
 		if seg.indexDurable {
@@ -476,7 +537,7 @@ func (l *Log) Sync() error {
 	if err := l.writable(); err != nil {
 		return err
 	}
-	upTo := l.logEnd
+	upTo := l.WrittenOffset()
 	for _, t := range l.PendingSync() {
 		var err error
 		if t.Dir {
@@ -565,6 +626,9 @@ func (l *Log) Close() error {
 		return ErrClosed
 	}
 	err := l.err
+	if err == nil && l.tail != nil {
+		err = l.flushDirect(l.active())
+	}
 	if err == nil {
 		err = l.persistTail()
 	}
@@ -580,6 +644,14 @@ func (l *Log) closeFiles() {
 		seg.ref.Release()
 	}
 	l.segs = nil
+	l.cuts = nil
+	if l.tail != nil {
+		if l.tail.dfile != nil {
+			l.tail.dfile.Close()
+			l.tail.dfile = nil
+		}
+		l.tail.releaseAll()
+	}
 	if l.dirFile != nil {
 		l.dirFile.Close()
 		l.dirFile = nil

@@ -106,10 +106,10 @@ func TestReadBounds(t *testing.T) {
 			if int(r.Pos) != tt.pos || r.Len != tt.len || r.FirstOffset != tt.first || r.NextOffset != tt.next {
 				t.Errorf("%d: got pos %d len %d first %d next %d", i, r.Pos, r.Len, r.FirstOffset, r.NextOffset)
 			}
-			if (r.Len == 0) != (r.Seg == nil) {
+			if (r.Len == 0) != (r.Seg == nil && r.Mem == nil) {
 				t.Errorf("%d: pinned %v with len %d", i, r.Seg != nil, r.Len)
 			}
-			r.Seg.Release()
+			r.Release()
 		}
 	})
 }
@@ -625,11 +625,10 @@ func TestDelete(t *testing.T) {
 		if _, err := c.fs.ReadDir(c.dir); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("dir still there: %v", err)
 		}
-		buf := make([]byte, r.Len)
-		if _, err := r.File.ReadAt(buf, int64(r.Pos)); err != nil {
+		if _, err := r.Bytes(); err != nil {
 			t.Fatalf("pinned reader after delete: %v", err)
 		}
-		r.Seg.Release()
+		r.Release()
 		if _, err := l.Append(makeBatch(batchSpec{}, 0), t0); err != ErrClosed {
 			t.Fatal(err)
 		}
@@ -851,7 +850,7 @@ func TestAppendAllocatesNothing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res.Seg.Release()
+			res.Release()
 		}
 		if allocs := testing.AllocsPerRun(1000, r); allocs != 0 {
 			t.Fatalf("%v allocations per read", allocs)

@@ -3,14 +3,19 @@ package log
 import (
 	"fmt"
 
+	"github.com/valyala/bytebufferpool"
+
 	"github.com/sluice-broker/sluice/engine/storage"
 )
 
 // ReadResult is a contiguous range of whole batches in one segment file, to
 // be sent with sendfile (or read) from File at Pos for Len bytes. Seg pins
 // the file: release it when done. Len 0 means nothing to send (Seg nil).
+// In direct mode a range the tail cache holds comes as Mem, a copy (File
+// and Seg nil); Release releases either.
 type ReadResult struct {
 	Seg  *SegmentRef
+	Mem  *bytebufferpool.ByteBuffer
 	File storage.File
 	Pos  Position
 	Len  int
@@ -66,7 +71,7 @@ func (l *Log) Read(from Offset, maxBytes int, minOneBatch bool, upTo Offset) (Re
 		}
 	}
 	for end < seg.size {
-		h, ok, err := l.readHeader(seg.file, end, seg.size)
+		h, ok, err := l.readHeader(l.reader(seg), end, seg.size)
 		if err != nil {
 			return ReadResult{}, err
 		}
@@ -85,11 +90,44 @@ func (l *Log) Read(from Offset, maxBytes int, minOneBatch bool, upTo Offset) (Re
 		}
 		end, next = start+first.size(), first.lastOffset()+1
 	}
+	if mem, ok := l.fromCache(seg, start, end); ok {
+		return ReadResult{
+			Mem: mem, Pos: Position(start), Len: int(end - start),
+			FirstOffset: first.baseOffset, NextOffset: next,
+		}, nil
+	}
 	seg.ref.acquire()
 	return ReadResult{
 		Seg: seg.ref, File: seg.file, Pos: Position(start), Len: int(end - start),
 		FirstOffset: first.baseOffset, NextOffset: next,
 	}, nil
+}
+
+// Release drops what pins the result (a segment, or a copy of cached
+// bytes); safe on an empty result, from any goroutine.
+func (r *ReadResult) Release() {
+	r.Seg.Release()
+	if r.Mem != nil {
+		readPool.Put(r.Mem)
+	}
+	r.Seg, r.Mem = nil, nil
+}
+
+// Bytes reads the result's bytes into a new slice (internal readers:
+// coordinators, ListOffsets).
+func (r *ReadResult) Bytes() ([]byte, error) {
+	buf := make([]byte, r.Len)
+	if r.Mem != nil {
+		copy(buf, r.Mem.B)
+		return buf, nil
+	}
+	if r.File == nil {
+		return buf[:0], nil
+	}
+	if n, err := r.File.ReadAt(buf, int64(r.Pos)); n < len(buf) {
+		return nil, err
+	}
+	return buf, nil
 }
 
 // findBatch returns the position and header of the batch of seg containing
@@ -100,7 +138,7 @@ func (l *Log) findBatch(seg *segment, off Offset) (int64, batchHeader, bool, err
 		pos = int64(e.position)
 	}
 	for pos < seg.size {
-		h, ok, err := l.readHeader(seg.file, pos, seg.size)
+		h, ok, err := l.readHeader(l.reader(seg), pos, seg.size)
 		if err != nil {
 			return 0, batchHeader{}, false, err
 		}
@@ -148,7 +186,7 @@ func (l *Log) OffsetForTimestamp(ts int64) (Offset, int64, bool) {
 			}
 			pos += h.size()
 			var ok bool
-			if h, ok, err = l.readHeader(seg.file, pos, seg.size); err != nil || !ok {
+			if h, ok, err = l.readHeader(l.reader(seg), pos, seg.size); err != nil || !ok {
 				break
 			}
 		}

@@ -7,10 +7,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
-
-	"github.com/sluice-broker/sluice/engine/storage"
 )
 
 // ErrCorruptSegment reports a segment below the recovery point whose batch
@@ -162,6 +161,20 @@ func (l *Log) recover(cp Checkpoint, snap *snapshot, now time.Time) error {
 			return err
 		}
 		expected = next
+		if end < s.size && i+1 < len(l.segs) && l.segs[i+1].base == expected {
+			// A direct-mode segment rolled just before a crash can keep the
+			// zero padding of its last block; the log goes on after it.
+			if pad, err := l.zeroPadding(s, end); err != nil {
+				return err
+			} else if pad {
+				if err := s.file.Truncate(end); err != nil {
+					return err
+				}
+				l.size -= s.size - end
+				s.size = end
+				continue
+			}
+		}
 		if end < s.size {
 			if err := s.file.Truncate(end); err != nil {
 				return err
@@ -206,6 +219,26 @@ func (l *Log) recover(cp Checkpoint, snap *snapshot, now time.Time) error {
 	return nil
 }
 
+// zeroPadding reports whether s holds only zeros from end to its size: the
+// padding and preallocated space of a direct-mode segment that rolled just
+// before a crash.
+func (l *Log) zeroPadding(s *segment, end int64) (bool, error) {
+	b := make([]byte, min(s.size-end, 1<<20))
+	for pos := end; pos < s.size; {
+		n := min(int64(len(b)), s.size-pos)
+		if k, err := s.file.ReadAt(b[:n], pos); int64(k) < n {
+			return false, err
+		}
+		for _, c := range b[:n] {
+			if c != 0 {
+				return false, nil
+			}
+		}
+		pos += n
+	}
+	return true, nil
+}
+
 // dropSegmentsFrom deletes the segments from index i on (a torn tail).
 func (l *Log) dropSegmentsFrom(i int) {
 	for len(l.segs) > i {
@@ -248,7 +281,7 @@ func (l *Log) positionBelow(seg *segment, rp Offset) (pos int64, at Offset, err 
 	// The last entry must name a batch boundary; one header read checks it.
 	if n := len(seg.index); n > 0 {
 		e := seg.index[n-1]
-		h, ok, err := l.readHeader(seg.file, int64(e.position), seg.size)
+		h, ok, err := l.readHeader(l.reader(seg), int64(e.position), seg.size)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -268,7 +301,7 @@ func (l *Log) positionBelow(seg *segment, rp Offset) (pos int64, at Offset, err 
 	}
 	interval := int64(l.cfg.IndexIntervalBytes)
 	for at < rp && pos < seg.size {
-		h, ok, err := l.readHeader(seg.file, pos, seg.size)
+		h, ok, err := l.readHeader(l.reader(seg), pos, seg.size)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -296,7 +329,7 @@ func (l *Log) positionBelow(seg *segment, rp Offset) (pos int64, at Offset, err 
 func (l *Log) scanSegment(s *segment, pos int64, expected, producersFrom Offset) (int64, Offset, error) {
 	interval := int64(l.cfg.IndexIntervalBytes)
 	for pos < s.size {
-		h, ok, err := l.readHeader(s.file, pos, s.size)
+		h, ok, err := l.readHeader(l.reader(s), pos, s.size)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -343,7 +376,7 @@ func (l *Log) walkHeaders(from, to Offset, fn func(*batchHeader)) error {
 	for i := max(l.segmentFor(from), 0); i < len(l.segs); i++ {
 		s := l.segs[i]
 		for pos := int64(0); pos < s.size; {
-			h, ok, err := l.readHeader(s.file, pos, s.size)
+			h, ok, err := l.readHeader(l.reader(s), pos, s.size)
 			if err != nil {
 				return err
 			}
@@ -404,7 +437,7 @@ func (l *Log) rebuildIndexes(seg *segment) error {
 	interval := int64(l.cfg.IndexIntervalBytes)
 	expected := seg.base
 	for pos := int64(0); pos < seg.size; {
-		h, ok, err := l.readHeader(seg.file, pos, seg.size)
+		h, ok, err := l.readHeader(l.reader(seg), pos, seg.size)
 		if err != nil {
 			return err
 		}
@@ -422,7 +455,7 @@ func (l *Log) rebuildIndexes(seg *segment) error {
 
 // readHeader reads the batch header at pos; ok is false when no well-framed
 // batch ends at or before limit there.
-func (l *Log) readHeader(f storage.File, pos, limit int64) (batchHeader, bool, error) {
+func (l *Log) readHeader(f io.ReaderAt, pos, limit int64) (batchHeader, bool, error) {
 	if limit-pos < batchHeaderSize {
 		return batchHeader{}, false, nil
 	}
@@ -462,6 +495,7 @@ func (l *Log) readWhole(name string) ([]byte, error) {
 // reference; a pinned reader keeps the .log open until it releases it.
 func (l *Log) removeSegmentFiles(s *segment) error {
 	closeIndexFiles(s)
+	l.cuts = slices.DeleteFunc(l.cuts, func(c *segment) bool { return c == s })
 	var first error
 	for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix} {
 		if err := l.fs.Remove(segmentName(l.dir, s.base, suffix)); err != nil && !errors.Is(err, os.ErrNotExist) && first == nil {

@@ -95,10 +95,14 @@ func (l *Log) TruncateTo(off Offset) error {
 	if err := l.writable(); err != nil {
 		return err
 	}
+	if l.tail != nil && !l.tail.idle() {
+		return ErrTailBusy
+	}
 	l.changes++
 	if off >= l.logEnd {
 		return nil
 	}
+	l.detachTail()
 	if off < l.logStart || off < l.segs[0].base {
 		return l.truncateFullyAndStartAt(off)
 	}
@@ -138,6 +142,11 @@ func (l *Log) TruncateTo(off Offset) error {
 	if err := l.rebuildProducers(); err != nil {
 		return err
 	}
+	if l.tail != nil {
+		if err := l.openDirect(); err != nil {
+			return l.fail(err)
+		}
+	}
 	return l.persistTail()
 }
 
@@ -152,6 +161,11 @@ func (l *Log) truncateFullyAndStartAt(off Offset) error {
 	l.maxTimestamp, l.maxTimestampKnown = noTimestamp, true
 	l.producers = newProducerState()
 	l.markDirChanged()
+	if l.tail != nil {
+		if err := l.openDirect(); err != nil {
+			return l.fail(err)
+		}
+	}
 	return l.persistTail()
 }
 

@@ -80,6 +80,9 @@ type segment struct {
 	// is the PendingSync round that last asked for them.
 	indexDurable bool
 	indexListed  uint64
+	// cutListed is the PendingSync round that last listed the segment for
+	// its truncated padding (Log.cuts).
+	cutListed uint64
 }
 
 const noTimestamp = -1

@@ -8,6 +8,7 @@ func (l *Log) SetConfig(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	c.Tail = l.cfg.Tail // the write mode is fixed when the log opens
 	l.cfg = c
 	return nil
 }
