@@ -163,7 +163,7 @@ func (c *fetchCall) satisfied() bool {
 func (c *fetchCall) releaseData() {
 	for _, fp := range c.parts {
 		if fp.res.HasData {
-			fp.res.Data.Seg.Release()
+			fp.res.Data.Release()
 		}
 		fp.res.HasData = false
 	}
@@ -256,12 +256,16 @@ func (c *fetchCall) encode() *Response {
 				slot.AbortedTransactions = []msg.FetchResponseAbortedTransaction{}
 			}
 			if fp.res.HasData && !fp.keep {
-				fp.res.Data.Seg.Release()
+				fp.res.Data.Release()
 				fp.res.HasData = false
 			}
 			if fp.keep && fp.res.HasData {
 				d := fp.res.Data
-				recs[ti][pi] = fetchwire.Records{File: d.File.Fd(), Off: int64(d.Pos), Len: d.Len}
+				if d.Mem != nil {
+					recs[ti][pi] = fetchwire.Records{Bytes: d.Mem.B} // from the tail cache
+				} else {
+					recs[ti][pi] = fetchwire.Records{File: d.File.Fd(), Off: int64(d.Pos), Len: d.Len}
+				}
 				c.h.b.Metrics.BytesOut.WithLabelValues(fp.key.Topic).Add(float64(d.Len))
 				from := max(fp.offset, int64(d.FirstOffset))
 				c.h.b.Metrics.RecordsOut.WithLabelValues(fp.key.Topic).Add(float64(int64(d.NextOffset) - from))

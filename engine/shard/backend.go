@@ -1,7 +1,10 @@
 package shard
 
 import (
+	"io"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sluice-broker/sluice/engine/storage"
 )
@@ -10,6 +13,7 @@ import (
 type completion struct {
 	tag uint64
 	err error
+	n   int // bytes written, for writes
 }
 
 // backend is how a shard sleeps, is woken, and runs datasyncs without
@@ -21,6 +25,10 @@ type backend interface {
 	// returns false when the backend cannot take more now; the shard
 	// retries on a later turn.
 	sync(f storage.File, datasync bool, tag uint64) bool
+	// write queues a write of buf (tail cache memory) to f at off, its
+	// completion coming back with tag like a sync's. False when full.
+	// With dsync the write is RWF_DSYNC: durable when it completes.
+	write(f storage.File, buf []byte, off int64, dsync bool, tag uint64) bool
 	// poll returns completions that are ready, appending to dst, without
 	// blocking.
 	poll(dst []completion) []completion
@@ -51,6 +59,9 @@ type plainBackend struct {
 type plainJob struct {
 	f   storage.File
 	tag uint64
+	buf   []byte // a write when not nil
+	off   int64
+	dsync bool
 }
 
 func newPlainBackend() *plainBackend {
@@ -65,10 +76,19 @@ func (b *plainBackend) syncer() {
 	for {
 		select {
 		case j := <-b.jobs:
-			// storage.File.Datasync is a full fsync for directories.
-			err := j.f.Datasync()
+			var err error
+			n := 0
+			if j.buf != nil {
+				n, err = writeDsync(j.f, j.buf, j.off, j.dsync)
+				if err == nil && n < len(j.buf) {
+					err = io.ErrShortWrite
+				}
+			} else {
+				// storage.File.Datasync is a full fsync for directories.
+				err = j.f.Datasync()
+			}
 			b.mu.Lock()
-			b.done = append(b.done, completion{tag: j.tag, err: err})
+			b.done = append(b.done, completion{tag: j.tag, err: err, n: n})
 			b.mu.Unlock()
 			b.wake()
 		case <-b.stop:
@@ -78,8 +98,37 @@ func (b *plainBackend) syncer() {
 }
 
 func (b *plainBackend) sync(f storage.File, _ bool, tag uint64) bool {
+	return b.queue(plainJob{f: f, tag: tag})
+}
+
+func (b *plainBackend) write(f storage.File, buf []byte, off int64, dsync bool, tag uint64) bool {
+	return b.queue(plainJob{f: f, tag: tag, buf: buf, off: off, dsync: dsync})
+}
+
+// writeDsync writes buf at off; with dsync it is durable on return
+// (pwritev2 with RWF_DSYNC on an OS file, a datasync after it otherwise).
+func writeDsync(f storage.File, buf []byte, off int64, dsync bool) (int, error) {
+	if !dsync {
+		return f.WriteAt(buf, off)
+	}
+	if fd := f.Fd(); fd >= 0 {
+		for {
+			n, err := unix.Pwritev2(fd, [][]byte{buf}, off, unix.RWF_DSYNC)
+			if err != unix.EINTR {
+				return n, err
+			}
+		}
+	}
+	n, err := f.WriteAt(buf, off)
+	if err == nil {
+		err = f.Datasync()
+	}
+	return n, err
+}
+
+func (b *plainBackend) queue(j plainJob) bool {
 	select {
-	case b.jobs <- plainJob{f, tag}:
+	case b.jobs <- j:
 		b.count.mu.Lock()
 		b.count.submitted++
 		b.count.mu.Unlock()

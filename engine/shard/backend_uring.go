@@ -23,6 +23,9 @@ type uringBackend struct {
 	armed    bool         // the doorbell read is queued or in flight
 	inline   []completion // datasyncs of files that have no OS descriptor
 	cqes     []uring.CQE
+	// fixed: the tail cache is registered as buffer 0, so writes from it
+	// are WRITE_FIXED; otherwise plain WRITE from the same memory.
+	fixed bool
 }
 
 func newURingBackend(entries uint32) (*uringBackend, error) {
@@ -95,6 +98,37 @@ func (b *uringBackend) sync(f storage.File, datasync bool, tag uint64) bool {
 	return b.r.PrepFsync(int32(fd), datasync, tag)
 }
 
+func (b *uringBackend) write(f storage.File, buf []byte, off int64, dsync bool, tag uint64) bool {
+	fd := f.Fd()
+	if fd < 0 {
+		n, err := writeDsync(f, buf, off, dsync)
+		b.inline = append(b.inline, completion{tag: tag, err: err, n: n})
+		return true
+	}
+	if b.r.SQSpace() < 2 {
+		return false
+	}
+	var ok bool
+	if b.fixed {
+		ok = b.r.PrepWriteFixed(int32(fd), buf, 0, uint64(off), tag)
+	} else {
+		ok = b.r.PrepWrite(int32(fd), buf, uint64(off), tag)
+	}
+	if ok && dsync {
+		b.r.DsyncLast()
+	}
+	return ok
+}
+
+// registerTail registers the tail cache's slab as buffer 0.
+func (b *uringBackend) registerTail(s *uring.Slab) error {
+	if err := b.r.RegisterBuffers(s); err != nil {
+		return err
+	}
+	b.fixed = true
+	return nil
+}
+
 func (b *uringBackend) collect(dst []completion) []completion {
 	dst = append(dst, b.inline...)
 	b.inline = b.inline[:0]
@@ -106,10 +140,13 @@ func (b *uringBackend) collect(dst []completion) []completion {
 			continue
 		}
 		var err error
+		n := 0
 		if c.Res < 0 {
 			err = syscall.Errno(-c.Res)
+		} else {
+			n = int(c.Res)
 		}
-		dst = append(dst, completion{tag: c.UserData, err: err})
+		dst = append(dst, completion{tag: c.UserData, err: err, n: n})
 	}
 	return dst
 }

@@ -24,12 +24,21 @@ type Partition struct {
 	parked  []chan struct{} // long-poll fetches waiting for the high watermark to move
 	syncing bool            // a datasync of this partition is in flight
 	queued  bool            // in the shard's toSync list
-	failed  error           // sticky storage error: the partition refuses writes
+	// Direct mode: writing counts write pieces in flight; wq holds pieces
+	// the ring had no room for, from wqi on; wqueued: in toWrite.
+	writing int
+	wq      []log.DirectWrite
+	wqi     int
+	wqueued bool
+	failed  error // sticky storage error: the partition refuses writes
 	// afterSync holds work that deletes or closes segment files (retention,
 	// DeleteRecords, deletion): it must not run while a datasync of this
 	// partition is in flight, or the ring would fsync a closed (or reused)
 	// file descriptor.
 	afterSync []func()
+	// afterWrites: work that closes the O_DIRECT descriptor (deletion)
+	// waits for the writes in flight on it.
+	afterWrites []func()
 
 	bytesIn, recordsIn prometheus.Counter // this topic's counters, resolved once
 }
@@ -37,10 +46,13 @@ type Partition struct {
 // waiter is an acknowledgement held back until the data up to upTo is on
 // disk.
 type waiter struct {
-	base  log.Offset // first offset of the append: the high watermark stays below it until synced
+	base  log.Offset // first offset of the append: the high watermark stays below it until released
 	upTo  log.Offset // one past the append's last offset
 	since time.Time  // when it was appended, for the produce-to-durable latency
-	done  func(err error)
+	// durable: released by the datasync covering upTo (acks=all); else by
+	// the completed direct write (acks 0 and 1 in direct mode).
+	durable bool
+	done    func(err error)
 }
 
 func (p *Partition) failWaiters(err error) {
@@ -92,7 +104,7 @@ func (s *Shard) OpenPartition(k Key, topicID [16]byte, cfg config.Topic) (*Parti
 	if err := s.cfg.FS.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	l, err := log.Open(s.cfg.FS, dir, logConfig(cfg), s.cfg.Checkpoints[k.Dir()], time.Now())
+	l, err := log.Open(s.cfg.FS, dir, s.logConfig(cfg), s.cfg.Checkpoints[k.Dir()], time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +149,8 @@ func (s *Shard) DeletePartition(k Key, done func(error)) {
 	delete(s.parts, k)
 	s.partitionsN.Add(-1)
 	p.failWaiters(ErrUnknownPartition)
-	s.whenSyncIdle(p, func() { done(p.Log.Delete()) })
+	// Deleting closes the O_DIRECT descriptor too: wait for its writes.
+	s.whenSyncIdle(p, func() { s.whenWritesIdle(p, func() { done(p.Log.Delete()) }) })
 }
 
 // SetTopicConfig applies a topic's changed configuration to a partition.
@@ -147,7 +160,7 @@ func (s *Shard) SetTopicConfig(k Key, cfg config.Topic) error {
 		return ErrUnknownPartition
 	}
 	p.Cfg = cfg
-	return p.Log.SetConfig(logConfig(cfg))
+	return p.Log.SetConfig(s.logConfig(cfg))
 }
 
 // MarkStarted records that this run has begun: a checkpoint written now
@@ -188,7 +201,7 @@ func (s *Shard) submitSyncs() {
 		targets := p.Log.PendingSync()
 		if len(targets) == 0 {
 			p.queued = false
-			s.synced(p, p.Log.LogEndOffset())
+			s.synced(p, p.Log.WrittenOffset())
 			continue
 		}
 		s.syncRounds.Add(1)
@@ -236,6 +249,11 @@ func (s *Shard) complete(comps []completion) {
 		}
 	}()
 	for _, c := range comps {
+		if ref, ok := s.writes[c.tag]; ok {
+			delete(s.writes, c.tag)
+			s.written(ref, c)
+			continue
+		}
 		job, ok := s.syncs[c.tag]
 		if !ok {
 			continue
@@ -264,7 +282,7 @@ func (s *Shard) complete(comps []completion) {
 		if job.upTo > 0 {
 			s.synced(p, job.upTo)
 		}
-		if len(p.waiters) > 0 {
+		if s.needSync(p) {
 			s.wantSync(p)
 		}
 	}
@@ -276,18 +294,44 @@ func (s *Shard) synced(p *Partition, upTo log.Offset) {
 	if upTo > p.Log.SyncedOffset() {
 		p.Log.MarkSynced(upTo)
 	}
-	n := 0
+	s.release(p)
+}
+
+// release answers the waiters whose rule is met: durable ones covered by
+// the recovery point, the others (direct mode) by the completed writes.
+// The rest keep their offset order; the high watermark stays below them.
+func (s *Shard) release(p *Partition) {
+	synced, written := p.Log.SyncedOffset(), p.Log.WrittenOffset()
+	ws := p.waiters
+	p.waiters = nil
+	kept := ws[:0]
 	now := time.Now()
-	for _, w := range p.waiters {
-		if w.upTo > upTo {
-			break
+	for _, w := range ws {
+		switch {
+		case w.durable && w.upTo <= synced:
+			s.cfg.Metrics.ProduceDurableLatency.Observe(now.Sub(w.since).Seconds())
+			w.done(nil)
+		case !w.durable && w.upTo <= written:
+			w.done(nil)
+		default:
+			kept = append(kept, w)
 		}
-		s.cfg.Metrics.ProduceDurableLatency.Observe(now.Sub(w.since).Seconds())
-		w.done(nil)
-		n++
 	}
-	if n > 0 {
-		p.waiters = append(p.waiters[:0], p.waiters[n:]...)
-	}
+	clear(ws[len(kept):])
+	p.waiters = append(kept, p.waiters...) // a done may have appended
 	p.advanceHighWatermark()
+}
+
+// needSync reports whether a durable waiter waits for written data that no
+// datasync has covered yet.
+func (s *Shard) needSync(p *Partition) bool {
+	if p.Log.WrittenOffset() <= p.Log.SyncedOffset() {
+		return false
+	}
+	for _, w := range p.waiters {
+		if w.durable {
+			return true
+		}
+	}
+	return false
 }

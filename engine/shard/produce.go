@@ -36,9 +36,9 @@ func produceFailed(code kerr.Code, msg string) ProduceResult {
 }
 
 // Produce validates and appends a partition's record set, then calls done
-// (on the shard thread) once the acks rule is met: at once for acks 0 and 1
-// (the write reached the page cache), after the covering datasync for
-// acks=all. records must stay untouched by the caller until done runs; the
+// (on the shard thread) once the acks rule is met: for acks 0 and 1 at once
+// in page-cache mode (the write reached the page cache), when the O_DIRECT
+// write completed in direct mode; after the covering datasync for acks=all. records must stay untouched by the caller until done runs; the
 // shard rewrites base offsets (and, for LogAppendTime topics, timestamps) in
 // place.
 func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult)) {
@@ -67,7 +67,12 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		done(res)
 		return
 	}
-	appended, err := p.Log.Append(set, now)
+	appended, err := s.append(p, set, now)
+	if errors.Is(err, log.ErrTailFull) || errors.Is(err, log.ErrTailBusy) {
+		// Nothing in flight could make room: not a storage failure.
+		done(produceFailed(kerr.KafkaStorageError, err.Error()))
+		return
+	}
 	if err != nil {
 		p.failed = err
 		s.cfg.Logger.Error("append failed; partition refuses writes", "partition", k.Dir(), "err", err)
@@ -80,11 +85,16 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 	if p.Cfg.LogAppendTime() {
 		res.LogAppendTime = now.UnixMilli()
 	}
-	if acks == -1 || p.Cfg.FlushMessages() == 1 {
+	durable := acks == -1 || p.Cfg.FlushMessages() == 1
+	if durable || p.Log.Direct() {
+		// acks=all waits for the datasync; in direct mode every append
+		// also waits for its O_DIRECT write (acks=1 is answered then, and
+		// the high watermark never passes unwritten data).
 		p.waiters = append(p.waiters, waiter{
-			base:  appended.BaseOffset,
-			upTo:  appended.LastOffset + 1,
-			since: now,
+			base:    appended.BaseOffset,
+			upTo:    appended.LastOffset + 1,
+			since:   now,
+			durable: durable,
 			done: func(err error) {
 				if err != nil {
 					done(produceFailed(kerr.KafkaStorageError, err.Error()))
@@ -93,7 +103,10 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 				done(res)
 			},
 		})
-		s.wantSync(p)
+		s.wantWrite(p)
+		if durable {
+			s.wantSync(p)
+		}
 		p.advanceHighWatermark()
 		return
 	}

@@ -48,8 +48,8 @@ func (s *Shard) Read(k Key, offset int64, maxBytes int, minOneBatch bool) ReadRe
 	default:
 		res.Data = data
 		res.HasData = data.Len > 0
-		if !res.HasData && data.Seg != nil {
-			data.Seg.Release()
+		if !res.HasData {
+			data.Release()
 			res.Data = log.ReadResult{}
 		}
 	}
@@ -134,13 +134,12 @@ func (s *Shard) ListOffset(k Key, timestamp int64) (offset, ts int64, code kerr.
 // here is fine.
 func (s *Shard) recordAt(p *Partition, batchOffset log.Offset, match func(ts int64) bool) (int64, int64, kerr.Code) {
 	data, err := p.Log.Read(batchOffset, 1, true, p.hw)
+	defer data.Release()
 	if err != nil || data.Len == 0 {
-		data.Seg.Release()
 		return -1, -1, kerr.KafkaStorageError
 	}
-	defer data.Seg.Release()
-	buf := make([]byte, data.Len)
-	if _, err := data.File.ReadAt(buf, int64(data.Pos)); err != nil {
+	buf, err := data.Bytes()
+	if err != nil {
 		return -1, -1, kerr.KafkaStorageError
 	}
 	it := records.NewIter(buf)

@@ -52,6 +52,13 @@ type Config struct {
 	Metrics       *metrics.Metrics // nil: a private, unexported set
 	// Checkpoints is what the previous run recorded, by partition directory.
 	Checkpoints map[string]log.Checkpoint
+	// Direct selects direct mode (O_DIRECT appends from a tail cache of
+	// TailCacheBytes); false is page-cache mode.
+	Direct         bool
+	TailCacheBytes int64
+	// DsyncWrites makes direct writes that acks=all appends wait on
+	// RWF_DSYNC writes instead of writes followed by a datasync.
+	DsyncWrites bool
 }
 
 // spinBeforeSleep is how long an idle shard keeps polling its inbox and
@@ -68,6 +75,10 @@ type Shard struct {
 
 	parts       map[Key]*Partition
 	syncs       map[uint64]*syncJob
+	writes      map[uint64]writeRef // direct writes in flight, by tag
+	toWrite     []*Partition
+	tail        *log.TailCache
+	tailSlab    *uring.Slab
 	nextTag     uint64
 	comps       []completion
 	toSync      []*Partition
@@ -96,6 +107,7 @@ func Start(cfg Config) (*Shard, error) {
 		in:      newInbox(cfg.InboxCapacity),
 		parts:   map[Key]*Partition{},
 		syncs:   map[uint64]*syncJob{},
+		writes:  map[uint64]writeRef{},
 		stopped: make(chan error, 1),
 	}
 	ready := make(chan error, 1)
@@ -150,6 +162,13 @@ func (s *Shard) run(ready chan<- error) {
 	} else {
 		s.be = newPlainBackend()
 	}
+	if s.cfg.Direct {
+		if err := s.setUpTail(); err != nil {
+			s.be.close()
+			ready <- fmt.Errorf("shard %d: tail cache: %w", s.cfg.ID, err)
+			return
+		}
+	}
 	ready <- nil
 	s.loop()
 }
@@ -163,6 +182,7 @@ func (s *Shard) loop() {
 			op(s)
 		}
 		s.in.release(ops)
+		s.submitWrites()
 		s.submitSyncs()
 		s.comps = s.be.poll(s.comps[:0])
 		s.complete(s.comps)
@@ -171,7 +191,7 @@ func (s *Shard) loop() {
 			s.checkpoint = false
 			s.writeCheckpoint(false)
 		}
-		if s.stopping && len(s.syncs) == 0 && s.in.empty() {
+		if s.stopping && len(s.syncs) == 0 && len(s.writes) == 0 && len(s.toWrite) == 0 && s.in.empty() {
 			s.stopped <- s.shutdown()
 			return
 		}
@@ -204,6 +224,7 @@ func (s *Shard) Stop() error {
 	s.Do(func(s *Shard) {
 		s.stopping = true
 		for _, p := range s.parts {
+			s.wantWrite(p)
 			s.wantSync(p)
 		}
 	})
@@ -224,6 +245,9 @@ func (s *Shard) shutdown() error {
 		errs = append(errs, err)
 	}
 	s.be.close()
+	if s.tailSlab != nil {
+		s.tailSlab.Close() // after the ring: nothing can write from it now
+	}
 	return errors.Join(errs...)
 }
 
@@ -357,8 +381,9 @@ func (s *Shard) Stats() Stats {
 func URingAvailable() error { return uring.Available() }
 
 // logConfig maps a topic's configuration onto the log's.
-func logConfig(t config.Topic) log.Config {
+func (s *Shard) logConfig(t config.Topic) log.Config {
 	return log.Config{
+		Tail:               s.tail,
 		SegmentBytes:       t.SegmentBytes(),
 		SegmentMs:          t.SegmentMs(),
 		RetentionMs:        t.RetentionMs(),

@@ -14,20 +14,44 @@ import (
 	"github.com/sluice-broker/sluice/wire/records"
 )
 
-// backends runs a test body on both shard backends.
-func backends(t *testing.T, body func(t *testing.T, uring bool)) {
-	t.Run("io_uring", func(t *testing.T) {
-		if err := URingAvailable(); err != nil {
-			t.Skipf("io_uring unavailable: %v", err)
-		}
-		body(t, true)
-	})
-	t.Run("plain", func(t *testing.T) { body(t, false) })
+// mode is a shard backend and write mode a test body runs with.
+type mode struct {
+	uring, direct bool
 }
 
-func startShard(t *testing.T, fs storage.FS, uring bool) *Shard {
+// config sets c's backend and write mode (a small tail cache in direct
+// mode, so that appends evict and wait).
+func (m mode) config(c Config) Config {
+	c.URing, c.Direct = m.uring, m.direct
+	if m.direct {
+		c.TailCacheBytes = 1 << 20
+		c.DsyncWrites = true
+	}
+	return c
+}
+
+// backends runs a test body on both shard backends, in both write modes.
+func backends(t *testing.T, body func(t *testing.T, m mode)) {
+	for _, m := range []mode{{true, false}, {false, false}, {true, true}, {false, true}} {
+		name := "plain"
+		if m.uring {
+			name = "io_uring"
+		}
+		if m.direct {
+			name += "-direct"
+		}
+		t.Run(name, func(t *testing.T) {
+			if err := URingAvailable(); m.uring && err != nil {
+				t.Skipf("io_uring unavailable: %v", err)
+			}
+			body(t, m)
+		})
+	}
+}
+
+func startShard(t *testing.T, fs storage.FS, m mode) *Shard {
 	t.Helper()
-	s, err := Start(Config{ID: 0, DataDir: "data", FS: fs, PinCPU: -1, URing: uring})
+	s, err := Start(m.config(Config{ID: 0, DataDir: "data", FS: fs, PinCPU: -1}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,8 +92,8 @@ func produce(s *Shard, set []byte, acks int16) ProduceResult {
 }
 
 func TestProduceAcksAndHighWatermark(t *testing.T) {
-	backends(t, func(t *testing.T, uring bool) {
-		s := startShard(t, storage.NewMem(), uring)
+	backends(t, func(t *testing.T, m mode) {
+		s := startShard(t, storage.NewMem(), m)
 		defer s.Stop()
 		openTestPartition(t, s, nil)
 		for i, acks := range []int16{1, -1, 0, -1} {
@@ -88,9 +112,9 @@ func TestProduceAcksAndHighWatermark(t *testing.T) {
 
 // TestGroupCommit: many concurrent acks=all appends share datasyncs.
 func TestGroupCommit(t *testing.T) {
-	backends(t, func(t *testing.T, uring bool) {
+	backends(t, func(t *testing.T, m mode) {
 		dir := t.TempDir()
-		s, err := Start(Config{ID: 0, DataDir: dir, FS: storage.OS(), PinCPU: -1, URing: uring})
+		s, err := Start(m.config(Config{ID: 0, DataDir: dir, FS: storage.OS(), PinCPU: -1}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,9 +148,9 @@ func TestGroupCommit(t *testing.T) {
 }
 
 func TestDatasyncFailureIsSticky(t *testing.T) {
-	backends(t, func(t *testing.T, uring bool) {
+	backends(t, func(t *testing.T, m mode) {
 		fs := storage.NewFaulty(storage.NewMem(), storage.EIO(storage.OpDatasync, "*.log", 0))
-		s := startShard(t, fs, uring)
+		s := startShard(t, fs, m)
 		defer s.Stop()
 		openTestPartition(t, s, nil)
 		if r := produce(s, batch(t, 1, compress.None), -1); r.Err != kerr.KafkaStorageError {
@@ -139,7 +163,7 @@ func TestDatasyncFailureIsSticky(t *testing.T) {
 }
 
 func TestProduceValidation(t *testing.T) {
-	s := startShard(t, storage.NewMem(), false)
+	s := startShard(t, storage.NewMem(), mode{})
 	defer s.Stop()
 	openTestPartition(t, s, map[string]string{"max.message.bytes": "2000"})
 	corrupt := batch(t, 1, compress.None)
@@ -165,7 +189,7 @@ func TestProduceValidation(t *testing.T) {
 }
 
 func TestLongPollWokenByAppend(t *testing.T) {
-	s := startShard(t, storage.NewMem(), false)
+	s := startShard(t, storage.NewMem(), mode{})
 	defer s.Stop()
 	openTestPartition(t, s, nil)
 	ch := make(chan struct{}, 1)
@@ -184,7 +208,7 @@ func TestLongPollWokenByAppend(t *testing.T) {
 }
 
 func TestRecompressToTopicCodec(t *testing.T) {
-	s := startShard(t, storage.NewMem(), false)
+	s := startShard(t, storage.NewMem(), mode{})
 	defer s.Stop()
 	openTestPartition(t, s, map[string]string{"compression.type": "zstd"})
 	if r := produce(s, batch(t, 5, compress.Gzip), 1); r.Err != kerr.None {
@@ -210,14 +234,17 @@ func TestRecompressToTopicCodec(t *testing.T) {
 // 1 KiB-per-record batch (acks=1, page cache), allocations included: the
 // goal is none per record.
 func BenchmarkProduce(b *testing.B) {
-	for _, uring := range []bool{false, true} {
+	for _, m := range []mode{{false, false}, {true, false}, {true, true}} {
 		name := "plain"
-		if uring {
+		if m.uring {
 			name = "io_uring"
+		}
+		if m.direct {
+			name += "-direct"
 		}
 		b.Run(name, func(b *testing.B) {
 			dir := b.TempDir()
-			s, err := Start(Config{ID: 0, DataDir: dir, FS: storage.OS(), PinCPU: -1, URing: uring})
+			s, err := Start(m.config(Config{ID: 0, DataDir: dir, FS: storage.OS(), PinCPU: -1}))
 			if err != nil {
 				b.Skip(err)
 			}
@@ -251,7 +278,7 @@ func BenchmarkProduce(b *testing.B) {
 // MAX_TIMESTAMP the record that holds it.
 func TestListOffsetByTimestampFindsTheRecord(t *testing.T) {
 	for _, codec := range []compress.Codec{compress.None, compress.Zstd} {
-		s := startShard(t, storage.NewMem(), false)
+		s := startShard(t, storage.NewMem(), mode{})
 		openTestPartition(t, s, nil)
 		base := int64(1_700_000_000_000)
 		recs := make([]records.Record, 5)
@@ -292,8 +319,8 @@ func TestListOffsetByTimestampFindsTheRecord(t *testing.T) {
 // roll segments fast while periodic flushes sync them and retention deletes
 // them.
 func TestRetentionDuringDatasyncs(t *testing.T) {
-	backends(t, func(t *testing.T, uring bool) {
-		s, err := Start(Config{ID: 0, DataDir: t.TempDir(), FS: storage.OS(), PinCPU: -1, URing: uring})
+	backends(t, func(t *testing.T, m mode) {
+		s, err := Start(m.config(Config{ID: 0, DataDir: t.TempDir(), FS: storage.OS(), PinCPU: -1}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -356,7 +383,7 @@ func TestRetentionDuringDatasyncs(t *testing.T) {
 // TestAppendStampsLeaderEpoch: stored batches carry the leader epoch, not
 // the producer's -1, as Kafka's do.
 func TestAppendStampsLeaderEpoch(t *testing.T) {
-	s := startShard(t, storage.NewMem(), false)
+	s := startShard(t, storage.NewMem(), mode{})
 	defer s.Stop()
 	openTestPartition(t, s, nil)
 	b := batch(t, 2, compress.None)

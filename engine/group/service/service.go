@@ -400,9 +400,8 @@ func (s *Service) readPartition(p int32) ([]group.Record, error) {
 		if !rr.HasData {
 			break
 		}
-		buf := make([]byte, rr.Data.Len)
-		_, err := rr.Data.File.ReadAt(buf, int64(rr.Data.Pos))
-		rr.Data.Seg.Release()
+		buf, err := rr.Data.Bytes()
+		rr.Data.Release()
 		if err != nil {
 			return nil, fmt.Errorf("reading offset %d: %w", next, err)
 		}

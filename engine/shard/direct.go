@@ -1,0 +1,191 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/sluice-broker/sluice/engine/log"
+	"github.com/sluice-broker/sluice/engine/uring"
+)
+
+// Direct mode: the shard's side of log/tail.go. Appends land in the tail
+// cache; each loop turn submits one write per partition with new data (all
+// appends of the turn ride on it), WRITE_FIXED from the registered cache on
+// io_uring. Completions release acks 0/1 and, once a datasync covers them,
+// acks=all.
+
+// writeRef is a write piece in flight.
+type writeRef struct {
+	p   *Partition
+	seq uint64
+	n   int
+}
+
+// setUpTail maps the tail cache and registers it with the ring. A ring that
+// refuses the registration (RLIMIT_MEMLOCK for an unprivileged user) still
+// writes from the same memory with plain WRITE.
+func (s *Shard) setUpTail() error {
+	size := s.cfg.TailCacheBytes &^ (log.ChunkSize - 1)
+	size = min(max(size, 2*log.ChunkSize), 1<<30) // one registered buffer holds at most 1 GiB
+	slab, err := uring.NewSlab(int(size), 1)
+	if err != nil {
+		return err
+	}
+	cache, err := log.NewTailCache(slab.Buf(0), true)
+	if err != nil {
+		slab.Close()
+		return err
+	}
+	if ub, ok := s.be.(*uringBackend); ok {
+		if err := ub.registerTail(slab); err != nil {
+			s.cfg.Logger.Warn("tail cache not registered with io_uring; direct writes use WRITE instead of WRITE_FIXED", "shard", s.cfg.ID, "err", err)
+		}
+	}
+	s.tail, s.tailSlab = cache, slab
+	return nil
+}
+
+// wantWrite queues p's new data for a write on this loop turn.
+func (s *Shard) wantWrite(p *Partition) {
+	if !p.wqueued && p.Log.WritesPending() {
+		p.wqueued = true
+		s.toWrite = append(s.toWrite, p)
+	}
+}
+
+// submitWrites hands the ring the writes of every partition that has new
+// data. A partition whose next write must wait for one in flight (same
+// block) leaves the list; that write's completion queues it again.
+func (s *Shard) submitWrites() {
+	keep := s.toWrite[:0]
+	for _, p := range s.toWrite {
+		if _, ok := s.parts[p.Key]; !ok {
+			p.wqueued = false
+			continue
+		}
+		if p.wqi == len(p.wq) {
+			p.wq, p.wqi = p.Log.PendingWrites(p.wq[:0], s.dsyncWanted(p)), 0
+		}
+		for p.wqi < len(p.wq) {
+			w := p.wq[p.wqi]
+			s.nextTag++
+			if !s.be.write(w.File, w.Buf, w.Off, w.Dsync, s.nextTag) {
+				break
+			}
+			s.writes[s.nextTag] = writeRef{p: p, seq: w.Seq, n: len(w.Buf)}
+			p.writing++
+			p.wqi++
+		}
+		if p.wqi < len(p.wq) {
+			keep = append(keep, p) // the ring is full: the rest next turn
+			continue
+		}
+		p.wqueued = false
+	}
+	s.toWrite = keep
+}
+
+// dsyncWanted: an acks=all append waits on p, so its next write should be
+// durable by itself.
+func (s *Shard) dsyncWanted(p *Partition) bool {
+	if !s.cfg.DsyncWrites {
+		return false
+	}
+	for i := len(p.waiters) - 1; i >= 0; i-- {
+		if p.waiters[i].durable {
+			return true
+		}
+	}
+	return false
+}
+
+// written handles a completed write piece.
+func (s *Shard) written(ref writeRef, c completion) {
+	p := ref.p
+	p.writing--
+	err := c.err
+	if err == nil && c.n != ref.n {
+		err = fmt.Errorf("direct write of %d bytes wrote %d: %w", ref.n, c.n, io.ErrShortWrite)
+	}
+	p.Log.WriteDone(ref.seq, err)
+	if err != nil {
+		if p.failed == nil {
+			p.failed = err
+			s.cfg.Logger.Error("direct write failed; partition refuses writes", "partition", p.Key.Dir(), "err", err)
+		}
+		p.failWaiters(err)
+	} else {
+		s.release(p)
+		if s.needSync(p) {
+			s.wantSync(p)
+		}
+		s.wantWrite(p)
+	}
+	if p.writing == 0 {
+		s.runAfterWrites(p)
+	}
+}
+
+// whenWritesIdle runs fn once no write of p is in flight.
+func (s *Shard) whenWritesIdle(p *Partition, fn func()) {
+	if p.writing == 0 {
+		fn()
+		return
+	}
+	p.afterWrites = append(p.afterWrites, fn)
+}
+
+func (s *Shard) runAfterWrites(p *Partition) {
+	for len(p.afterWrites) > 0 && p.writing == 0 {
+		fn := p.afterWrites[0]
+		p.afterWrites = p.afterWrites[1:]
+		fn()
+	}
+}
+
+// append appends set to p's log. In direct mode an append can find the
+// cache full, or need the writer idle before a roll; the shard then runs
+// its I/O until that changes (backpressure: the shard is bound by the
+// disk) and tries again.
+func (s *Shard) append(p *Partition, set []byte, now time.Time) (log.AppendResult, error) {
+	for {
+		res, err := p.Log.Append(set, now)
+		switch {
+		case errors.Is(err, log.ErrTailBusy):
+			if !s.drain(func() bool { return p.Log.WritesIdle() }) {
+				return res, err
+			}
+		case errors.Is(err, log.ErrTailFull):
+			if !s.drain(nil) {
+				return res, err
+			}
+		default:
+			return res, err
+		}
+	}
+}
+
+// drain submits pending writes and processes completions until done
+// reports true (nil: after one round of completions). It returns false when
+// nothing is in flight that could change the answer.
+func (s *Shard) drain(done func() bool) bool {
+	for {
+		if done != nil && done() {
+			return true
+		}
+		for _, p := range s.parts {
+			s.wantWrite(p)
+		}
+		s.submitWrites()
+		if len(s.writes) == 0 {
+			return done != nil && done()
+		}
+		s.comps = s.be.wait(s.comps[:0])
+		s.complete(s.comps)
+		if done == nil {
+			return true
+		}
+	}
+}
