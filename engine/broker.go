@@ -36,6 +36,10 @@ type Broker struct {
 	// IOBackend says what the shards use for I/O: "io_uring" or "plain
 	// syscalls".
 	IOBackend string
+	// IOMode is the write mode in use (config.IOModeDirect or
+	// config.IOModePageCache): the one asked for, unless the file system
+	// refuses O_DIRECT.
+	IOMode string
 
 	fs       storage.FS
 	topicMu  sync.Mutex // serialises topic creation, deletion and config changes
@@ -74,6 +78,17 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 		logger.Warn("io_uring is unavailable; running on plain syscalls", "reason", err.Error())
 		useURing = false
 	}
+	b.IOMode = cfg.IOMode
+	switch cfg.IOMode {
+	case config.IOModePageCache:
+	case config.IOModeDirect:
+		if err := probeDirect(cfg.DataDir); err != nil {
+			logger.Warn("the data directory's file system refuses O_DIRECT; running in page-cache mode", "data_dir", cfg.DataDir, "err", err)
+			b.IOMode = config.IOModePageCache
+		}
+	default:
+		return nil, fmt.Errorf("io mode %q: want %s or %s", cfg.IOMode, config.IOModeDirect, config.IOModePageCache)
+	}
 	store, err := meta.Open(cfg.DataDir, cfg.Shards, cfg.ClusterID)
 	if err != nil {
 		return nil, err
@@ -92,6 +107,7 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 		sh, err := shard.Start(shard.Config{
 			ID: i, DataDir: cfg.DataDir, FS: b.fs, PinCPU: pin, URing: useURing,
 			Logger: logger, Metrics: b.Metrics, Checkpoints: checkpoints,
+			Direct: b.IOMode == config.IOModeDirect, TailCacheBytes: cfg.TailCacheBytes / int64(cfg.Shards), DsyncWrites: cfg.DirectDsync,
 		})
 		if err != nil {
 			b.stopShards()

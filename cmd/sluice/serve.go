@@ -34,6 +34,9 @@ func serve(args []string) error {
 	configFile := fs.String("config", "", "a Kafka-style server.properties file; flags win over it")
 	pinCPUs := fs.Bool("pin-cpus", false, "pin each shard thread to its own CPU")
 	requireURing := fs.Bool("require-io-uring", false, "refuse to start when io_uring is unavailable instead of running on plain syscalls")
+	ioMode := fs.String("io-mode", config.IOModePageCache, "write mode: direct (O_DIRECT appends through io_uring, tail cache) or page-cache")
+	tailCache := fs.Int64("tail-cache-bytes", 256<<20, "direct mode: memory for the tail cache, split across shards and fairly across partitions")
+	directDsync := fs.Bool("direct-dsync", true, "direct mode: make acks=all appends durable with RWF_DSYNC writes instead of a write then fdatasync")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	ebpf := fs.Bool("ebpf", false, "attach the eBPF probes (block I/O, io_uring and page-cache latency) and export them as metrics")
 	if err := fs.Parse(args); err != nil {
@@ -68,6 +71,15 @@ func serve(args []string) error {
 		cfg.NodeID = int32(*nodeID)
 	}
 	cfg.PinCPUs = *pinCPUs
+	if set["io-mode"] {
+		cfg.IOMode = *ioMode
+	}
+	if set["tail-cache-bytes"] {
+		cfg.TailCacheBytes = *tailCache
+	}
+	if set["direct-dsync"] {
+		cfg.DirectDsync = *directDsync
+	}
 	cfg.RequireURing = *requireURing
 
 	var level slog.Level
@@ -127,7 +139,7 @@ func serve(args []string) error {
 		}()
 	}
 	logger.Info("sluice serving", "kafka", srv.Addr().String(), "http", cfg.HTTP, "data_dir", cfg.DataDir,
-		"shards", len(broker.Shards), "io", broker.IOBackend, "pin_cpus", cfg.PinCPUs, "node_id", cfg.NodeID)
+		"shards", len(broker.Shards), "io", broker.IOBackend, "io_mode", broker.IOMode, "pin_cpus", cfg.PinCPUs, "node_id", cfg.NodeID)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve() }()

@@ -13,14 +13,22 @@ import (
 
 // Broker is the configuration of one sluice broker.
 type Broker struct {
-	DataDir       string
-	Listen        string // host:port the Kafka listener binds
-	Advertise     string // host:port given to clients in Metadata
-	HTTP          string // metrics and admin listener
-	Shards        int
-	NodeID        int32
-	PinCPUs       bool
-	RequireURing  bool // refuse to start without io_uring instead of falling back
+	DataDir      string
+	Listen       string // host:port the Kafka listener binds
+	Advertise    string // host:port given to clients in Metadata
+	HTTP         string // metrics and admin listener
+	Shards       int
+	NodeID       int32
+	PinCPUs      bool
+	RequireURing bool // refuse to start without io_uring instead of falling back
+	// IOMode is the write mode: IOModeDirect or IOModePageCache.
+	IOMode string
+	// TailCacheBytes is direct mode's tail cache budget, split evenly
+	// across shards (each shard's share split fairly across partitions).
+	TailCacheBytes int64
+	// DirectDsync: in direct mode, acks=all appends are made durable by
+	// RWF_DSYNC writes rather than writes then fdatasync.
+	DirectDsync   bool
 	ClusterID     string
 	NumPartitions int32
 	AutoCreate    bool
@@ -42,8 +50,17 @@ type Broker struct {
 }
 
 // Defaults returns Kafka's defaults adapted to one node.
+// The write modes of DESIGN.md.
+const (
+	IOModeDirect    = "direct"
+	IOModePageCache = "page-cache"
+)
+
 func Defaults() *Broker {
 	return &Broker{
+		IOMode:                 IOModePageCache,
+		TailCacheBytes:         256 << 20,
+		DirectDsync:            true,
 		DataDir:                "./data",
 		Listen:                 "127.0.0.1:9092",
 		HTTP:                   "127.0.0.1:9645",
