@@ -92,6 +92,7 @@ func pidAlive(pid int) bool {
 
 // SluiceConfig is how to start sluice.
 type SluiceConfig struct {
+	Name    string // the report's column (default "sluice")
 	Binary  string // path to bin/sluice
 	DataDir string // wiped and recreated
 	// Config lines for a server.properties passed with --config (Kafka key
@@ -102,6 +103,7 @@ type SluiceConfig struct {
 
 // Sluice is a running sluice broker.
 type Sluice struct {
+	name      string
 	cmd       *exec.Cmd
 	bootstrap string
 	settings  Settings
@@ -155,7 +157,11 @@ func StartSluice(cfg SluiceConfig) (*Sluice, error) {
 		logFile.Close()
 		return nil, err
 	}
-	s := &Sluice{cmd: cmd, bootstrap: bootstrap, exited: make(chan struct{})}
+	name := cfg.Name
+	if name == "" {
+		name = "sluice"
+	}
+	s := &Sluice{name: name, cmd: cmd, bootstrap: bootstrap, exited: make(chan struct{})}
 	go func() { s.waitErr = cmd.Wait(); logFile.Close(); close(s.exited) }()
 	alive := func() bool {
 		select {
@@ -174,7 +180,7 @@ func StartSluice(cfg SluiceConfig) (*Sluice, error) {
 		version = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(out)), "sluice"))
 	}
 	s.settings = Settings{
-		Name: "sluice", Version: version, Command: bin + " " + strings.Join(args, " "),
+		Name: name, Version: version, Command: bin + " " + strings.Join(args, " "),
 		DataDir: dataDir, Config: cfg.Config, Log: logPath,
 	}
 	if line := firstMatching(logPath, "sluice serving"); line != "" {
@@ -183,7 +189,7 @@ func StartSluice(cfg SluiceConfig) (*Sluice, error) {
 	return s, nil
 }
 
-func (s *Sluice) Name() string       { return "sluice" }
+func (s *Sluice) Name() string       { return s.name }
 func (s *Sluice) Bootstrap() string  { return s.bootstrap }
 func (s *Sluice) PID() int           { return s.cmd.Process.Pid }
 func (s *Sluice) Settings() Settings { return s.settings }

@@ -183,7 +183,7 @@ func benchCompare(ctx context.Context, args []string) error {
 		brokers = append(brokers, v)
 		return nil
 	})
-	start := fs.String("start", "", "brokers to start fresh on loopback: sluice,kafka")
+	start := fs.String("start", "", "brokers to start fresh on loopback: sluice, sluice-direct, sluice-page-cache (sluice with that --io-mode), kafka")
 	sluiceBin := fs.String("sluice-bin", "", "sluice binary to start (default: this one)")
 	kafkaPeer := fs.String("kafka-peer", "scripts/kafka-peer", "the Kafka peer script")
 	kafkaHeap := fs.String("kafka-heap", "", "Kafka JVM heap (default: the script's)")
@@ -237,7 +237,13 @@ func benchCompare(ctx context.Context, args []string) error {
 	for _, which := range strings.Split(*start, ",") {
 		switch strings.TrimSpace(which) {
 		case "":
-		case "sluice":
+		case "sluice", "sluice-direct", "sluice-page-cache":
+			// sluice-MODE starts sluice with --io-mode MODE, to compare
+			// the write modes side by side.
+			var args []string
+			if mode, ok := strings.CutPrefix(strings.TrimSpace(which), "sluice-"); ok {
+				args = []string{"--io-mode", mode}
+			}
 			bin := *sluiceBin
 			if bin == "" {
 				if bin, err = os.Executable(); err != nil {
@@ -245,7 +251,7 @@ func benchCompare(ctx context.Context, args []string) error {
 				}
 			}
 			logf("starting sluice (%s)", bin)
-			s, err := peer.StartSluice(peer.SluiceConfig{Binary: bin, DataDir: filepath.Join(*workDir, "sluice"), Config: file.BrokerConfig["sluice"]})
+			s, err := peer.StartSluice(peer.SluiceConfig{Name: strings.TrimSpace(which), Binary: bin, DataDir: filepath.Join(*workDir, strings.TrimSpace(which)), Config: file.BrokerConfig["sluice"], Args: args})
 			if err != nil {
 				return err
 			}
@@ -259,7 +265,7 @@ func benchCompare(ctx context.Context, args []string) error {
 			running = append(running, k)
 			startedKafka = true
 		default:
-			return fmt.Errorf("bench compare: --start knows sluice and kafka, not %q", which)
+			return fmt.Errorf("bench compare: --start knows sluice, sluice-direct, sluice-page-cache and kafka, not %q", which)
 		}
 	}
 	all := append([]peer.Broker(nil), running...)
