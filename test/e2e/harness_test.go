@@ -293,6 +293,20 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// ioModeFlags select the write mode the suite runs in: SLUICE_IO_MODE
+// (make test runs the suite once per mode). Direct mode gets a small tail
+// cache, so that the tests' partitions compete for it and evict.
+func ioModeFlags() []string {
+	switch m := os.Getenv("SLUICE_IO_MODE"); m {
+	case "":
+		return nil
+	case "direct":
+		return []string{"--io-mode", m, "--tail-cache-bytes", strconv.Itoa(16 << 20)}
+	default:
+		return []string{"--io-mode", m}
+	}
+}
+
 func (b *Broker) args() []string {
 	args := []string{
 		"serve",
@@ -305,6 +319,7 @@ func (b *Broker) args() []string {
 	if b.opts.Shards > 0 {
 		args = append(args, "--shards", strconv.Itoa(b.opts.Shards))
 	}
+	args = append(args, ioModeFlags()...)
 	return append(args, b.opts.Flags...)
 }
 

@@ -230,7 +230,16 @@ func (b *broker) start() {
 		b.t.Fatal(err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(sluiceBinary(b.t), "serve", "--data-dir", b.dataDir, "--listen", b.addr, "--http", b.http, "--config", b.cfgPath, "--shards", "2", "--log-level", logLevel())
+	args := []string{"serve", "--data-dir", b.dataDir, "--listen", b.addr, "--http", b.http, "--config", b.cfgPath, "--shards", "2", "--log-level", logLevel()}
+	// make test runs the suite once per write mode (SLUICE_IO_MODE).
+	switch m := os.Getenv("SLUICE_IO_MODE"); m {
+	case "direct":
+		args = append(args, "--io-mode", m, "--tail-cache-bytes", strconv.Itoa(16<<20))
+	case "":
+	default:
+		args = append(args, "--io-mode", m)
+	}
+	cmd := exec.Command(sluiceBinary(b.t), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
