@@ -25,8 +25,15 @@ var (
 	descHighWater   = prometheus.NewDesc("sluice_partition_high_watermark", "High watermark of a partition.", []string{"topic", "partition"}, nil)
 	descLogEnd      = prometheus.NewDesc("sluice_partition_log_end_offset", "Log end offset of a partition.", []string{"topic", "partition"}, nil)
 	descUnderRepl   = prometheus.NewDesc("sluice_under_replicated_partitions", "Partitions whose standby is out of sync (0 without a standby).", nil, nil)
+	descTailBytes   = prometheus.NewDesc("sluice_tail_cache_bytes", "Direct mode: the shard's tail cache size.", []string{"shard"}, nil)
+	descTailFree    = prometheus.NewDesc("sluice_tail_cache_free_bytes", "Direct mode: tail cache memory no partition holds.", []string{"shard"}, nil)
+	descTailReads   = prometheus.NewDesc("sluice_tail_cache_reads_total", "Direct mode: fetches of the active segment served from the tail cache (hit) or from the file (miss).", []string{"shard", "result"}, nil)
+	descTailEvict   = prometheus.NewDesc("sluice_tail_cache_evictions_total", "Direct mode: chunks taken from one partition to give to another.", []string{"shard"}, nil)
+	descTailReload  = prometheus.NewDesc("sluice_tail_cache_reloads_total", "Direct mode: partial last blocks read back after a partition's chunks were all taken.", []string{"shard"}, nil)
+	descDirectW     = prometheus.NewDesc("sluice_direct_writes_total", "Direct mode: O_DIRECT write SQEs submitted (dsync: RWF_DSYNC ones, for acks=all).", []string{"shard", "kind"}, nil)
 	engineMetricSet = []*prometheus.Desc{descInboxDepth, descBusy, descWakeups, descSyncRounds, descSubmitted, descCompleted,
-		descPartitions, descSegments, descSize, descLogStart, descHighWater, descLogEnd, descUnderRepl}
+		descPartitions, descSegments, descSize, descLogStart, descHighWater, descLogEnd, descUnderRepl,
+		descTailBytes, descTailFree, descTailReads, descTailEvict, descTailReload, descDirectW}
 )
 
 // Describe implements prometheus.Collector.
@@ -48,6 +55,16 @@ func (b *Broker) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSubmitted, prometheus.CounterValue, float64(st.Submitted), id)
 		ch <- prometheus.MustNewConstMetric(descCompleted, prometheus.CounterValue, float64(st.Completed), id)
 		ch <- prometheus.MustNewConstMetric(descPartitions, prometheus.GaugeValue, float64(st.Partitions), id)
+		if t := st.Tail; t != nil {
+			ch <- prometheus.MustNewConstMetric(descTailBytes, prometheus.GaugeValue, float64(t.Bytes), id)
+			ch <- prometheus.MustNewConstMetric(descTailFree, prometheus.GaugeValue, float64(t.FreeBytes), id)
+			ch <- prometheus.MustNewConstMetric(descTailReads, prometheus.CounterValue, float64(t.Hits), id, "hit")
+			ch <- prometheus.MustNewConstMetric(descTailReads, prometheus.CounterValue, float64(t.Misses), id, "miss")
+			ch <- prometheus.MustNewConstMetric(descTailEvict, prometheus.CounterValue, float64(t.Evictions), id)
+			ch <- prometheus.MustNewConstMetric(descTailReload, prometheus.CounterValue, float64(t.Reloads), id)
+			ch <- prometheus.MustNewConstMetric(descDirectW, prometheus.CounterValue, float64(t.Writes-t.DsyncWrites), id, "plain")
+			ch <- prometheus.MustNewConstMetric(descDirectW, prometheus.CounterValue, float64(t.DsyncWrites), id, "dsync")
+		}
 		for _, p := range parts {
 			labels := []string{p.Key.Topic, strconv.Itoa(int(p.Key.Partition))}
 			ch <- prometheus.MustNewConstMetric(descSegments, prometheus.GaugeValue, float64(p.Segments), labels...)

@@ -57,8 +57,8 @@ type plainBackend struct {
 }
 
 type plainJob struct {
-	f   storage.File
-	tag uint64
+	f     storage.File
+	tag   uint64
 	buf   []byte // a write when not nil
 	off   int64
 	dsync bool

@@ -75,6 +75,10 @@ func (s *Shard) submitWrites() {
 				break
 			}
 			s.writes[s.nextTag] = writeRef{p: p, seq: w.Seq, n: len(w.Buf)}
+			s.directWrites++
+			if w.Dsync {
+				s.dsyncWrites++
+			}
 			p.writing++
 			p.wqi++
 		}

@@ -73,22 +73,24 @@ type Shard struct {
 	be       backend
 	sleeping atomic.Bool
 
-	parts       map[Key]*Partition
-	syncs       map[uint64]*syncJob
-	writes      map[uint64]writeRef // direct writes in flight, by tag
-	toWrite     []*Partition
-	tail        *log.TailCache
-	tailSlab    *uring.Slab
-	nextTag     uint64
-	comps       []completion
-	toSync      []*Partition
-	checkpoint  bool // write the checkpoint file once in-flight syncs finish
-	stopping    bool
-	stopped     chan error
-	syncRounds  atomic.Int64 // datasync rounds started (one covers many appends)
-	busyNanos   atomic.Int64
-	wakeups     atomic.Int64
-	partitionsN atomic.Int64
+	parts    map[Key]*Partition
+	syncs    map[uint64]*syncJob
+	writes   map[uint64]writeRef // direct writes in flight, by tag
+	toWrite  []*Partition
+	tail     *log.TailCache
+	tailSlab *uring.Slab
+	// direct write pieces submitted, and how many were RWF_DSYNC
+	directWrites, dsyncWrites uint64
+	nextTag                   uint64
+	comps                     []completion
+	toSync                    []*Partition
+	checkpoint                bool // write the checkpoint file once in-flight syncs finish
+	stopping                  bool
+	stopped                   chan error
+	syncRounds                atomic.Int64 // datasync rounds started (one covers many appends)
+	busyNanos                 atomic.Int64
+	wakeups                   atomic.Int64
+	partitionsN               atomic.Int64
 }
 
 // Start launches the shard's thread and returns once its ring is set up.
@@ -335,6 +337,16 @@ type Stats struct {
 	// (datasyncs on the plain backend); filled only by Snapshot, on the
 	// shard thread.
 	Submitted, Completed uint64
+	// Tail describes the direct mode's tail cache (nil in page-cache
+	// mode); filled only by Snapshot.
+	Tail *TailStats
+}
+
+// TailStats are a shard's tail cache and direct write counters.
+type TailStats struct {
+	Bytes, FreeBytes                 int64
+	Hits, Misses, Evictions, Reloads uint64
+	Writes, DsyncWrites              uint64 // write pieces submitted
 }
 
 // PartitionStats describes one partition for metrics.
@@ -355,6 +367,10 @@ func (s *Shard) Snapshot() (Stats, []PartitionStats) {
 		st = s.Stats()
 		st.InboxDepth = depth
 		st.Submitted, st.Completed = s.be.stats()
+		if c := s.tail; c != nil {
+			st.Tail = &TailStats{Bytes: c.Bytes(), FreeBytes: c.Free(), Hits: c.Hits, Misses: c.Misses, Evictions: c.Evictions, Reloads: c.Reloads,
+				Writes: s.directWrites, DsyncWrites: s.dsyncWrites}
+		}
 		for _, k := range s.sortedKeys() {
 			p := s.parts[k]
 			parts = append(parts, PartitionStats{

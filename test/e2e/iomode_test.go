@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,11 +48,30 @@ func TestWriteModesShareADataDirectory(t *testing.T) {
 	recsA := makeDataset(seed, 4000, datasetOptions{})
 	la := layoutOf(recsA, parts)
 	checkAcks(t, "franz-go producer (direct mode)", la, c.Produce(t, topicA, "none", recsA))
+	// Read it back while it is in the tail cache: served from memory.
+	got := consumeWithFranz(t, b, topicA, parts, nil)
+	verifyFetched(t, "direct-mode data from the tail cache", recsA, la, got, verifyOptions{timestamps: true})
+	m := scrape(t, testContext(t, 10*time.Second), b)
+	var hits, writes, dsync float64
+	for k, v := range m {
+		switch {
+		case strings.HasPrefix(k, "sluice_tail_cache_reads_total{") && strings.Contains(k, `result="hit"`):
+			hits += v
+		case strings.HasPrefix(k, "sluice_direct_writes_total{"):
+			writes += v
+			if strings.Contains(k, `kind="dsync"`) {
+				dsync += v
+			}
+		}
+	}
+	if hits == 0 || writes == 0 || dsync == 0 {
+		t.Errorf("direct mode metrics: %v tail cache hits, %v direct writes (%v RWF_DSYNC for the acks=all producer): want all above 0", hits, writes, dsync)
+	}
 
 	b.Kill(t)
 	withIOMode(b, "page-cache")
 	b.Restart(t)
-	got := consumeWithFranz(t, b, topicA, parts, nil)
+	got = consumeWithFranz(t, b, topicA, parts, nil)
 	verifyFetched(t, "direct-mode data read in page-cache mode after SIGKILL", recsA, la, got, verifyOptions{timestamps: true})
 	recsB := makeDataset(seed+1, 4000, datasetOptions{})
 	lb := layoutOf(recsB, parts)
