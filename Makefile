@@ -8,7 +8,7 @@ GOFLAGS_BUILD := -trimpath
 # The e2e suite drives the real binary; give it a fresh one.
 export SLUICE_BIN := $(CURDIR)/$(BIN)
 
-.PHONY: help build run test unit e2e fuzz bench lint generate check-generated clean
+.PHONY: help build run test unit e2e fuzz bench bench-modes lint generate check-generated clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -81,6 +81,11 @@ bench-compare: build ## the standard set against fresh sluice and Kafka → benc
 	@command -v fio >/dev/null || echo "note: fio is not installed (apt-get install -y fio); disk limits will be missing"
 	BENCH_COMMAND="make bench-compare" ./$(BIN) bench compare --suite bench/workloads/standard.yaml --start sluice,kafka \
 	  --work-dir $(BENCH_DIR)/compare --out bench/results $(BENCH_FLAGS)
+
+bench-modes: build ## issue 5: page-cache vs direct write mode vs Kafka → bench/results/DATE-HOST-modes.md
+	BENCH_COMMAND="make bench-modes" ./$(BIN) bench compare --suite bench/workloads/suites/direct-mode.yaml \
+	  --start sluice-page-cache,sluice-direct,kafka --work-dir $(BENCH_DIR)/modes --out bench/results \
+	  --name $$(date -u +%Y-%m-%d)-$$(hostname)-modes $(BENCH_FLAGS)
 
 .PHONY: generate-bpf test-tune
 generate-bpf: ## recompile the eBPF probes in tuning/probe/bpf (needs clang, llvm, libbpf-dev) and their Go wrappers

@@ -32,6 +32,9 @@ type Result struct {
 	// EndToEndLatency is consumer arrival time minus the send time embedded
 	// in the record, for records sent in the measured phase.
 	EndToEndLatency *Histogram `json:"e2e_latency,omitempty"`
+	// BackgroundRead is what the background readers read during the
+	// measured phase (Workload.BackgroundReaders).
+	BackgroundRead *Throughput `json:"background_read,omitempty"`
 
 	// Offsets are the topic's log start and end offsets at the end of the
 	// run, summed over partitions: a log start above zero means retention

@@ -285,6 +285,25 @@ func (r *run) produceRun() error {
 		}
 	}
 
+	if w.PrefillRecords > 0 {
+		if err := r.prefill(w.PrefillRecords); err != nil {
+			return fmt.Errorf("prefill: %w", err)
+		}
+		if w.DropCaches {
+			if err := dropCaches(); err != nil {
+				r.res.Notes = append(r.res.Notes, "page cache not dropped after the prefill: "+err.Error())
+			}
+		}
+	}
+	var bg *backgroundReaders
+	if w.BackgroundReaders > 0 {
+		var err error
+		if bg, err = r.startBackgroundReaders(); err != nil {
+			return err
+		}
+		defer bg.stop()
+	}
+
 	var producers []*producer
 	for i := 0; i < w.Producers; i++ {
 		opts, err := producerOptions(w, r.target.Bootstrap, r.topic)
@@ -315,6 +334,9 @@ func (r *run) produceRun() error {
 	measured := start.Add(warmup)
 	end := measured.Add(measure)
 	measuredNanos.Store(measured.UnixNano())
+	if bg != nil {
+		bg.measureFrom(measured, end)
+	}
 	for _, p := range producers {
 		p.measured = measured
 	}
@@ -348,6 +370,11 @@ func (r *run) produceRun() error {
 	halt()
 	loops.Wait()
 	r.progress.finish()
+	if bg != nil {
+		r.res.BackgroundRead = bg.result(measure)
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("%d background readers re-read the %d prefilled records at %.1f MiB/s during the measured phase",
+			w.BackgroundReaders, w.PrefillRecords, r.res.BackgroundRead.MiBPerSec))
+	}
 
 	// Records sent in the window but acknowledged after it still count for
 	// latency, not for throughput.

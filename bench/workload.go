@@ -92,6 +92,15 @@ type Workload struct {
 	// PrefillRecords (consume mode) writes this many records, unmeasured,
 	// before the catch-up read; 0 reads what the topic already holds.
 	PrefillRecords int64 `json:"prefill_records,omitempty" yaml:"prefill_records,omitempty"`
+	// BackgroundReaders (produce and e2e modes) are catch-up consumers that
+	// read the topic's older data, the PrefillRecords written before the
+	// run, from the start over and over while the producers run: produce
+	// latency under a steady rate while older data is being read.
+	BackgroundReaders int `json:"background_readers,omitempty" yaml:"background_readers,omitempty"`
+	// DropCaches syncs and drops the page cache after the prefill (root
+	// only; a note says when it could not), so the older data is read from
+	// the disk.
+	DropCaches bool `json:"drop_caches,omitempty" yaml:"drop_caches,omitempty"`
 	// DrainTimeout bounds how long consumers may take to catch up after the
 	// producers stop (e2e) or to read everything (consume).
 	DrainTimeout Duration `json:"drain_timeout" yaml:"drain_timeout"`
@@ -189,6 +198,8 @@ func (w *Workload) Validate() error {
 		return fmt.Errorf("producers %d: want at least 1", w.Producers)
 	case w.Mode != ModeProduce && w.Consumers < 1:
 		return fmt.Errorf("consumers %d: want at least 1", w.Consumers)
+	case w.BackgroundReaders < 0 || w.BackgroundReaders > 0 && (w.Mode == ModeConsume || w.PrefillRecords <= 0):
+		return fmt.Errorf("background_readers %d: want 0, or readers in produce or e2e mode with prefill_records to read", w.BackgroundReaders)
 	case w.Keys == KeysSkewed && w.KeySkew <= 1:
 		return fmt.Errorf("key_skew %g: the Zipf exponent must be > 1", w.KeySkew)
 	case w.KeyCount < 1:
@@ -536,7 +547,9 @@ var workloadFlags = []workloadFlag{
 	}},
 	{"warmup", "warm-up before measuring (default 0)", durationField(func(w *Workload) *Duration { return &w.Warmup })},
 	{"duration", "measured duration (default 10s)", durationField(func(w *Workload) *Duration { return &w.Duration })},
-	{"prefill", "consume mode: records to write (unmeasured) before reading", func(w *Workload, v string) error {
+	{"background-readers", "produce/e2e: consumers re-reading the prefilled data during the run", intField(func(w *Workload) *int { return &w.BackgroundReaders })},
+	{"drop-caches", "sync and drop the page cache after the prefill (root)", boolField(func(w *Workload) *bool { return &w.DropCaches })},
+	{"prefill", "records to write (unmeasured) before the run: read in consume mode, re-read by background readers otherwise", func(w *Workload, v string) error {
 		n, err := strconv.ParseInt(v, 10, 64)
 		w.PrefillRecords = n
 		return err

@@ -115,6 +115,7 @@ type aggregate struct {
 	clientBound      bool
 	p99Step          []float64
 	retentionDeleted []bool
+	backgroundMiB    []float64
 	failures         []string
 	clientErrors     int64 // failed records and fetch errors, all runs
 }
@@ -153,6 +154,9 @@ func (s *Scenario) aggregate(broker string) *aggregate {
 		}
 		if r.Offsets != nil {
 			a.retentionDeleted = append(a.retentionDeleted, r.Offsets.Start > 0)
+		}
+		if r.BackgroundRead != nil {
+			a.backgroundMiB = append(a.backgroundMiB, r.BackgroundRead.MiBPerSec)
 		}
 	}
 	return a
@@ -331,6 +335,25 @@ func (c *Comparison) rows(s *Scenario) []metricRow {
 			rows = append(rows,
 				metricRow{metric: "ack latency p50", values: per(pct(ack, 50)), format: fmtLatency},
 				metricRow{metric: "ack latency p99", values: per(pct(ack, 99)), format: fmtLatency})
+		case "ack_latency_tail":
+			for _, p := range []float64{50, 99, 99.9, 100} {
+				name := fmt.Sprintf("ack latency p%g", p)
+				if p == 100 {
+					name = "ack latency max"
+				}
+				rows = append(rows, metricRow{metric: name, values: per(pct(ack, p)), format: fmtLatency})
+			}
+		case "background_read":
+			rows = append(rows, metricRow{metric: "older data read meanwhile, MiB/s", values: per(func(a *aggregate) float64 { return median(a.backgroundMiB) }), format: fmtMiB, higherBetter: true})
+		case "broker_cpu":
+			rows = append(rows,
+				metricRow{metric: "broker CPU (cores)", values: per(func(a *aggregate) float64 { return median(a.brokerCPU) }), format: fmtRatio},
+				metricRow{metric: "broker CPU-seconds per GiB produced", values: per(func(a *aggregate) float64 {
+					if m := median(a.mibPerSec); m > 0 {
+						return median(a.brokerCPU) / (m / 1024)
+					}
+					return math.NaN()
+				}), format: fmtRatio})
 		case "e2e_latency":
 			for _, p := range []float64{50, 99, 99.9, 99.99, 100} {
 				name := fmt.Sprintf("end-to-end p%g", p)
