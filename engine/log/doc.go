@@ -55,8 +55,18 @@
 // the end of the valid log during recovery.
 //
 // Segments are created empty; with Config.Preallocate they are fallocated to
-// SegmentBytes with FALLOC_FL_KEEP_SIZE, so the file size is always the
-// number of bytes written.
+// SegmentBytes with FALLOC_FL_KEEP_SIZE, so in page-cache mode the file size
+// is always the number of bytes written.
+//
+// In direct mode (tail.go) the active segment's file runs past its last
+// batch: the block holding the end is written zero-padded to 4 KiB, and the
+// file is allocated, size extended and pre-zeroed up to 8 MiB ahead of the
+// writer. Roll and Close cut the file back to its last batch and sync the
+// cut, so a rolled or cleanly closed segment looks exactly like one written
+// in page-cache mode and either mode opens what the other wrote. After a
+// crash the zeros end the valid log like any torn tail; zeros after the last
+// batch of a segment that another segment continues are that cut not yet
+// made durable, and only they are truncated, not the later segments.
 //
 // # .index
 //
