@@ -30,17 +30,21 @@ func (m mode) config(c Config) Config {
 	return c
 }
 
+func (m mode) String() string {
+	name := "plain"
+	if m.uring {
+		name = "io_uring"
+	}
+	if m.direct {
+		name += "-direct"
+	}
+	return name
+}
+
 // backends runs a test body on both shard backends, in both write modes.
 func backends(t *testing.T, body func(t *testing.T, m mode)) {
 	for _, m := range []mode{{true, false}, {false, false}, {true, true}, {false, true}} {
-		name := "plain"
-		if m.uring {
-			name = "io_uring"
-		}
-		if m.direct {
-			name += "-direct"
-		}
-		t.Run(name, func(t *testing.T) {
+		t.Run(m.String(), func(t *testing.T) {
 			if err := URingAvailable(); m.uring && err != nil {
 				t.Skipf("io_uring unavailable: %v", err)
 			}
@@ -235,14 +239,7 @@ func TestRecompressToTopicCodec(t *testing.T) {
 // goal is none per record.
 func BenchmarkProduce(b *testing.B) {
 	for _, m := range []mode{{false, false}, {true, false}, {true, true}} {
-		name := "plain"
-		if m.uring {
-			name = "io_uring"
-		}
-		if m.direct {
-			name += "-direct"
-		}
-		b.Run(name, func(b *testing.B) {
+		b.Run(m.String(), func(b *testing.B) {
 			dir := b.TempDir()
 			s, err := Start(m.config(Config{ID: 0, DataDir: dir, FS: storage.OS(), PinCPU: -1}))
 			if err != nil {
