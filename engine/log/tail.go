@@ -202,10 +202,11 @@ type tail struct {
 	writtenOff Offset // the offset that ends at written
 	lastEnd    int64  // block-aligned end of the newest submitted write
 	allocEnd   int64  // the file's size: allocated ahead of the writer
-	// Pre-zeroing: zero writes cover [zeroFrom, zeroTo) while zeroing > 0
-	// pieces are in flight; no data write may touch those blocks then.
-	zeroFrom, zeroTo int64
-	zeroing          int
+	// Pre-zeroing: a zero write covers [zeroFrom, zeroTo) while zeroing is
+	// 1; no data write may touch those blocks then. zeroEnd is the end of
+	// the zeroing issued so far.
+	zeroFrom, zeroTo, zeroEnd int64
+	zeroing                   int
 	inflight         []directWrite
 	nextSeq          uint64
 
@@ -279,7 +280,7 @@ func (t *tail) reset(size int64, end Offset) {
 	t.submitted, t.written, t.lastEnd = size, size, alignUp(size, BlockSize)
 	t.writtenOff = end
 	t.inflight = t.inflight[:0]
-	t.zeroing, t.zeroFrom, t.zeroTo = 0, 0, 0
+	t.zeroing, t.zeroFrom, t.zeroTo, t.zeroEnd = 0, 0, 0, alignUp(size, BlockSize)
 }
 
 // chunksFor is how many chunks an append of n bytes needs at most: from
@@ -445,13 +446,13 @@ func (l *Log) PendingWrites(dst []DirectWrite, dsync bool) []DirectWrite {
 	if t.zeroing > 0 && end > t.zeroFrom {
 		return dst // those blocks are being zeroed
 	}
-	if end+allocAhead/2 > t.allocEnd && t.zeroing == 0 {
-		var err error
-		if dst, err = t.allocate(dst, end); err != nil {
+	if end+allocAhead/2 > t.allocEnd {
+		if err := t.allocate(end); err != nil {
 			l.fail(err)
 			return dst
 		}
 	}
+	dst = t.preZero(dst, end)
 	if end > t.hi {
 		clear(t.at(t.hi)[:end-t.hi]) // zero padding to the block boundary
 	}
@@ -488,37 +489,51 @@ func (l *Log) PendingWrites(dst []DirectWrite, dsync bool) []DirectWrite {
 
 // allocate allocates the segment file to allocAhead past end and extends
 // its size there; the zeros past the logical end are cut at roll and Close,
-// and recovery after a crash stops at them. The new space past end is then
-// pre-zeroed with writes appended to dst, when the cache has a zero buffer:
-// fallocated blocks are "unwritten" extents, and a write into one makes
-// the next fdatasync commit the extent change to the journal, while an
-// overwrite of written blocks needs only the data flushed (about 50 µs
-// against 650 µs measured here after 1 MiB writes).
-func (t *tail) allocate(dst []DirectWrite, end int64) ([]DirectWrite, error) {
+// and recovery after a crash stops at them.
+func (t *tail) allocate(end int64) error {
 	// Never past the segment size limit: the segment rolls before that.
 	to := max(min(alignUp(end+allocAhead, allocAhead), alignUp(t.log.cfg.SegmentBytes, BlockSize)), end)
 	if to <= t.allocEnd {
-		return dst, nil
+		return nil
 	}
 	f := t.seg.file
 	if err := f.Allocate(t.allocEnd, to-t.allocEnd); err != nil {
-		return dst, err
+		return err
 	}
 	if err := f.Truncate(to); err != nil {
-		return dst, err
+		return err
 	}
-	from := max(t.allocEnd, end)
 	t.allocEnd = to
-	if z := t.cache.zero; z != nil && from < to {
-		t.zeroFrom, t.zeroTo = from, to
-		for pos := from; pos < to; {
-			n := min(int64(len(z)), to-pos)
-			dst = append(dst, DirectWrite{File: t.dfile, Buf: z[:n:n], Off: pos, Seq: zeroSeq})
-			pos += n
-			t.zeroing++
-		}
+	return nil
+}
+
+// Pre-zeroing, when the cache has a zero buffer. Fallocated blocks are
+// "unwritten" extents: a write into one makes the next fdatasync commit the
+// extent change to the journal, while an overwrite of written blocks needs
+// only the data flushed (about 50 µs against 650 µs measured here after
+// 1 MiB writes). So the allocated space is overwritten with zeros ahead of
+// the writer: one write of at most the zero buffer (1 MiB) at a time,
+// starting zeroGap past the end and staying at most zeroAhead ahead, so the
+// zeroing trickles along with the data instead of competing with it in
+// bursts, and a data write never has to wait for it unless it outruns it.
+const (
+	zeroGap   = 1 << 20
+	zeroAhead = 4 << 20
+)
+
+// preZero appends the next zero write to dst, if one is due.
+func (t *tail) preZero(dst []DirectWrite, end int64) []DirectWrite {
+	z := t.cache.zero
+	if z == nil || t.zeroing > 0 {
+		return dst
 	}
-	return dst, nil
+	from := max(t.zeroEnd, end+zeroGap)
+	to := min(from+int64(len(z)), end+zeroAhead, t.allocEnd)
+	if from >= to {
+		return dst
+	}
+	t.zeroFrom, t.zeroTo, t.zeroEnd, t.zeroing = from, to, to, 1
+	return append(dst, DirectWrite{File: t.dfile, Buf: z[: to-from : to-from], Off: from, Seq: zeroSeq})
 }
 
 // zeroSeq marks the pieces of a pre-zeroing write.
