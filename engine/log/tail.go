@@ -207,8 +207,8 @@ type tail struct {
 	// the zeroing issued so far.
 	zeroFrom, zeroTo, zeroEnd int64
 	zeroing                   int
-	inflight         []directWrite
-	nextSeq          uint64
+	inflight                  []directWrite
+	nextSeq                   uint64
 
 	prev, next *tail
 	linked     bool
