@@ -21,10 +21,11 @@ import (
 // the writes the log asks for (PendingWrites) to an O_DIRECT descriptor of
 // the segment, with io_uring WRITE_FIXED, and reports completions
 // (WriteDone). Writes are whole 4 KiB blocks: the block holding the end of
-// the log is written zero-padded and rewritten as it fills, so the file's
-// size runs up to a block boundary past the logical end until the segment
-// is rolled or the log closed, when it is truncated back. Recovery treats
-// that zero padding as a torn tail.
+// the log is written zero-padded and rewritten as it fills. The file runs
+// past the logical end, through that padding and the space allocated and
+// pre-zeroed ahead of the writer (allocate, preZero), until the segment is
+// rolled or the log closed, when it is cut back. Recovery treats the zeros
+// as a torn tail.
 //
 // Two writes of the same block are never in flight together: the device
 // may complete them in any order, so the older could land last. A write
