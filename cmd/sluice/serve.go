@@ -34,7 +34,7 @@ func serve(args []string) error {
 	configFile := fs.String("config", "", "a Kafka-style server.properties file; flags win over it")
 	pinCPUs := fs.Bool("pin-cpus", false, "pin each shard thread to its own CPU")
 	requireURing := fs.Bool("require-io-uring", false, "refuse to start when io_uring is unavailable instead of running on plain syscalls")
-	ioMode := fs.String("io-mode", config.IOModePageCache, "write mode: direct (O_DIRECT appends through io_uring, tail cache) or page-cache")
+	ioMode := fs.String("io-mode", config.IOModeDirect, "write mode: direct (O_DIRECT appends through io_uring, tail cache) or page-cache")
 	tailCache := fs.Int64("tail-cache-bytes", 256<<20, "direct mode: memory for the tail cache, split across shards and fairly across partitions")
 	directDsync := fs.Bool("direct-dsync", true, "direct mode: make acks=all appends durable with RWF_DSYNC writes instead of a write then fdatasync")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

@@ -58,7 +58,7 @@ const (
 
 func Defaults() *Broker {
 	return &Broker{
-		IOMode:                 IOModePageCache,
+		IOMode:                 IOModeDirect,
 		TailCacheBytes:         256 << 20,
 		DirectDsync:            true,
 		DataDir:                "./data",

@@ -293,18 +293,23 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// ioModeFlags select the write mode the suite runs in: SLUICE_IO_MODE
-// (make test runs the suite once per mode). Direct mode gets a small tail
-// cache, so that the tests' partitions compete for it and evict.
+// ioModeFlags select the write mode the suite runs in: SLUICE_IO_MODE, or
+// the default, direct (make test runs the suite once per mode). Direct mode
+// gets a small tail cache, so that the tests' partitions compete for it and
+// evict.
 func ioModeFlags() []string {
 	switch m := os.Getenv("SLUICE_IO_MODE"); m {
-	case "":
-		return nil
-	case "direct":
-		return []string{"--io-mode", m, "--tail-cache-bytes", strconv.Itoa(16 << 20)}
+	case "", "direct":
+		return []string{"--io-mode", "direct", "--tail-cache-bytes", strconv.Itoa(16 << 20)}
 	default:
 		return []string{"--io-mode", m}
 	}
+}
+
+// directMode reports whether the suite's brokers run in direct mode.
+func directMode() bool {
+	m := os.Getenv("SLUICE_IO_MODE")
+	return m == "" || m == "direct"
 }
 
 func (b *Broker) args() []string {
