@@ -22,6 +22,10 @@ func newTestHandler(t testing.TB) (*Handler, *engine.Broker) {
 	cfg := config.Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.Shards = 2
+	cfg.TailCacheBytes = 16 << 20 // direct mode (the default): small, mapped quickly
+	if m := os.Getenv("SLUICE_IO_MODE"); m != "" {
+		cfg.IOMode = m
+	}
 	b, err := engine.Open(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
