@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluice-broker/sluice/engine/config"
 	"github.com/sluice-broker/sluice/engine/log"
+	"github.com/sluice-broker/sluice/wire/kerr"
 )
 
 // Partition is one partition owned by a shard. Only the shard thread touches
@@ -52,7 +53,19 @@ type waiter struct {
 	// durable: released by the datasync covering upTo (acks=all); else by
 	// the completed direct write (acks 0 and 1 in direct mode).
 	durable bool
-	done    func(err error)
+	// res is the answer reply gets once the rule is met (a storage error
+	// replaces it if the write or sync fails). Held here rather than in a
+	// closure: no allocation per append.
+	res   ProduceResult
+	reply func(ProduceResult)
+}
+
+func (w *waiter) done(err error) {
+	if err != nil {
+		w.reply(produceFailed(kerr.KafkaStorageError, err.Error()))
+		return
+	}
+	w.reply(w.res)
 }
 
 func (p *Partition) failWaiters(err error) {

@@ -95,13 +95,8 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 			upTo:    appended.LastOffset + 1,
 			since:   now,
 			durable: durable,
-			done: func(err error) {
-				if err != nil {
-					done(produceFailed(kerr.KafkaStorageError, err.Error()))
-					return
-				}
-				done(res)
-			},
+			res:     res,
+			reply:   done,
 		})
 		s.wantWrite(p)
 		if durable {
