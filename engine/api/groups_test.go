@@ -26,6 +26,7 @@ func openBroker(t *testing.T, dir string, props map[string]string) (*Handler, *e
 	cfg := config.Defaults()
 	cfg.DataDir = dir
 	cfg.Shards = 2
+	cfg.TailCacheBytes = 16 << 20 // direct mode (the default): small, mapped quickly
 	cfg.Props["group.initial.rebalance.delay.ms"] = "0"
 	for k, v := range props {
 		cfg.Props[k] = v
