@@ -251,6 +251,11 @@ func (t *tail) evictable() bool {
 	if len(t.chunks) == 0 {
 		return false
 	}
+	if t.log.err != nil {
+		// A failed log writes nothing more and serves nothing past its
+		// written end: its chunks go once no write reads them.
+		return len(t.inflight) == 0 && t.zeroing == 0
+	}
 	return t.lo+ChunkSize <= alignDown(t.written, BlockSize) || t.idle() && t.written == t.hi
 }
 

@@ -61,7 +61,7 @@ func (s *Shard) wantWrite(p *Partition) {
 func (s *Shard) submitWrites() {
 	keep := s.toWrite[:0]
 	for _, p := range s.toWrite {
-		if _, ok := s.parts[p.Key]; !ok {
+		if s.parts[p.Key] != p { // deleted (and perhaps created again)
 			p.wqueued = false
 			continue
 		}
@@ -183,7 +183,9 @@ func (s *Shard) drain(done func() bool) bool {
 			s.wantWrite(p)
 		}
 		s.submitWrites()
-		if len(s.writes) == 0 {
+		if len(s.writes) == 0 && len(s.syncs) == 0 {
+			// Nothing in flight can free a chunk or end a write (a full
+			// ring frees up as syncs complete, so those count too).
 			return done != nil && done()
 		}
 		s.comps = s.be.wait(s.comps[:0])

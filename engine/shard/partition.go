@@ -87,12 +87,18 @@ func (p *Partition) wakeParked() {
 }
 
 // advanceHighWatermark moves the high watermark to the end of what is
-// acknowledged: the log end, or the first append still waiting for its
-// datasync.
+// acknowledged: the written end (the log end in page-cache mode), or the
+// first append still waiting for its write or datasync. A partition whose
+// storage failed keeps its high watermark: what follows it may never have
+// been written.
 func (p *Partition) advanceHighWatermark() {
-	hw := p.Log.LogEndOffset()
+	if p.failed != nil {
+		p.wakeParked()
+		return
+	}
+	hw := min(p.Log.LogEndOffset(), p.Log.WrittenOffset())
 	if len(p.waiters) > 0 {
-		hw = p.waiters[0].base
+		hw = min(hw, p.waiters[0].base)
 	}
 	if hw != p.hw {
 		p.hw = hw
@@ -161,6 +167,7 @@ func (s *Shard) DeletePartition(k Key, done func(error)) {
 	}
 	delete(s.parts, k)
 	s.partitionsN.Add(-1)
+	p.wq, p.wqi = p.wq[:0], 0 // never submit pieces of a deleted log
 	p.failWaiters(ErrUnknownPartition)
 	// Deleting closes the O_DIRECT descriptor too: wait for its writes.
 	s.whenSyncIdle(p, func() { s.whenWritesIdle(p, func() { done(p.Log.Delete()) }) })

@@ -19,6 +19,8 @@ type ProduceResult struct {
 	LogAppendTime  int64 // -1 unless the topic uses LogAppendTime
 	LogStartOffset int64
 	RecordErrors   []RecordError
+
+	dupEnd log.Offset // a duplicate's end: one past its original's last offset
 }
 
 // RecordError points at the batch that made a produce fail.
@@ -63,8 +65,17 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		return
 	}
 	if res.BaseOffset >= 0 {
-		// A retry of a batch already appended: answer with its offsets.
-		done(res)
+		// A retry of a batch already appended: answer with its offsets,
+		// once the original is acknowledged by the same rule (its write,
+		// or its datasync, may still be under way).
+		durable := acks == -1 || p.Cfg.FlushMessages() == 1
+		p.waiters = append(p.waiters, waiter{
+			base: log.Offset(res.BaseOffset), upTo: res.dupEnd, since: now, durable: durable, res: res, reply: done,
+		})
+		if durable {
+			s.wantSync(p)
+		}
+		s.release(p)
 		return
 	}
 	appended, err := s.append(p, set, now)
@@ -102,7 +113,9 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		if durable {
 			s.wantSync(p)
 		}
-		p.advanceHighWatermark()
+		// Answered now if already written (an append too large for the
+		// tail cache goes through the page cache), else by the write.
+		s.release(p)
 		return
 	}
 	p.advanceHighWatermark()
@@ -145,7 +158,7 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64
 				return nil, 0, producerError(err), false
 			}
 			if dup != nil {
-				return set, 0, ProduceResult{BaseOffset: int64(dup.FirstOffset), LogAppendTime: -1, LogStartOffset: int64(p.Log.LogStartOffset())}, true
+				return set, 0, ProduceResult{BaseOffset: int64(dup.FirstOffset), LogAppendTime: -1, LogStartOffset: int64(p.Log.LogStartOffset()), dupEnd: dup.LastOffset + 1}, true
 			}
 		}
 		if p.Cfg.LogAppendTime() {

@@ -1,0 +1,84 @@
+package shard
+
+import (
+	"testing"
+	"time"
+
+	"github.com/sluice-broker/sluice/engine/log"
+	"github.com/sluice-broker/sluice/engine/storage"
+	"github.com/sluice-broker/sluice/wire/compress"
+	"github.com/sluice-broker/sluice/wire/kerr"
+)
+
+// offsetsOf reads a partition's high watermark, written end and log end.
+func offsetsOf(s *Shard) (hw, written, end log.Offset) {
+	s.Call(func(s *Shard) {
+		p := s.parts[testKey]
+		hw, written, end = p.hw, p.Log.WrittenOffset(), p.Log.LogEndOffset()
+	})
+	return
+}
+
+// After a failed direct write the high watermark stays at the written end:
+// a later sync round (a flush tick) must not raise it over the batch whose
+// write failed, which the tail cache still holds. (Found in review.)
+func TestDirectWriteFailureKeepsHighWatermark(t *testing.T) {
+	for _, m := range []mode{{false, true}, {true, true}} {
+		t.Run(m.String(), func(t *testing.T) {
+			fs := storage.NewFaulty(storage.NewMem())
+			s := startShard(t, fs, m)
+			defer s.Stop()
+			openTestPartition(t, s, nil)
+			if r := produce(s, batch(t, 1, compress.None), 1); r.Err != kerr.None {
+				t.Fatalf("first append: %v", r.Err)
+			}
+			fs.AddRule(storage.EIO(storage.OpWrite, "*.log", 0))
+			if r := produce(s, batch(t, 1, compress.None), 1); r.Err != kerr.KafkaStorageError {
+				t.Fatalf("append over a failing write answered %v, want KAFKA_STORAGE_ERROR", r.Err)
+			}
+			s.Tick(time.Now(), false, true)
+			s.Call(func(*Shard) {}) // the tick's op has run
+			hw, written, end := offsetsOf(s)
+			if hw > written || written >= end {
+				t.Fatalf("high watermark %d, written %d, log end %d: want the high watermark at most the written end, below the log end", hw, written, end)
+			}
+			var rr ReadResult
+			s.Call(func(s *Shard) { rr = s.Read(testKey, int64(written), 1<<20, true) })
+			defer rr.Data.Release()
+			if rr.HasData {
+				t.Fatalf("a fetch at the written end %d returned %d bytes of a batch whose write failed", written, rr.Data.Len)
+			}
+		})
+	}
+}
+
+// An acks=1 append too large for the tail cache goes through the page
+// cache; it is answered at once, not at the next flush tick. (Found in
+// review.)
+func TestDirectAppendLargerThanCacheIsAnswered(t *testing.T) {
+	for _, m := range []mode{{false, true}, {true, true}} {
+		t.Run(m.String(), func(t *testing.T) {
+			s := startShard(t, storage.NewMem(), m) // a 1 MiB cache
+			defer s.Stop()
+			openTestPartition(t, s, nil)
+			if r := produce(s, batch(t, 1, compress.None), 1); r.Err != kerr.None {
+				t.Fatalf("first append: %v", r.Err)
+			}
+			big := batch(t, 900, compress.None)
+			ch := make(chan ProduceResult, 1)
+			s.Do(func(s *Shard) { s.Produce(testKey, big, 1, func(r ProduceResult) { ch <- r }) })
+			select {
+			case r := <-ch:
+				if r.Err != kerr.None {
+					t.Fatalf("append of %d bytes: %v", len(big), r.Err)
+				}
+			case <-time.After(5 * time.Second):
+				hw, written, end := offsetsOf(s)
+				t.Fatalf("acks=1 append of %d bytes not answered after 5 s: hw %d written %d end %d", len(big), hw, written, end)
+			}
+			if hw, _, end := offsetsOf(s); hw != end {
+				t.Fatalf("high watermark %d, log end %d after the answer", hw, end)
+			}
+		})
+	}
+}
