@@ -21,9 +21,9 @@ run: build ## build and serve Kafka on 127.0.0.1:9092 with data in ./data
 
 test: build lint check-generated ## the whole suite, as CI runs it
 	$(GO) test -count=1 -timeout 25m ./...
-	@# The real-client suites once more in the other write mode (the run
-	@# above used the default, direct; issue 5).
-	SLUICE_IO_MODE=page-cache $(GO) test -count=1 -timeout 15m ./test/e2e/ ./test/groups/
+	@# The request handlers and the real-client suites once more in the
+	@# other write mode (the run above used the default, direct; issue 5).
+	SLUICE_IO_MODE=page-cache $(GO) test -count=1 -timeout 15m ./engine/api/ ./test/e2e/ ./test/groups/
 	@# kernel.io_uring_disabled is global: this check runs alone, last.
 	SLUICE_URING_SYSCTL_TEST=1 $(GO) test -count=1 -v ./test/uringoff/
 

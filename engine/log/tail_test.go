@@ -1105,12 +1105,12 @@ func TestDirectRolledSegmentPaddingAfterCrash(t *testing.T) {
 	})
 }
 
-// Known bug (see the report): the cut of a rolled segment's zero padding is
-// never made durable when the segment's data already was, and recovery does
-// not look at segments below the recovery point, so a checkpoint taken
-// after the roll (or a clean Close) leaves the padding in the segment after
-// a crash and reads of it fail with ErrCorruptSegment.
-func TestDirectKnownBugRolledPaddingBelowRecoveryPoint(t *testing.T) {
+// The cut of a rolled segment's zero padding is made durable even when the
+// segment's data already was: recovery does not look at segments below the
+// recovery point, so otherwise a checkpoint taken after the roll (or a
+// clean Close) would leave the padding in the segment after a crash, and
+// reads of it would fail with ErrCorruptSegment. (A bug these tests found.)
+func TestDirectRolledPaddingCutIsDurable(t *testing.T) {
 	t.Run("checkpoint after the roll", func(t *testing.T) {
 		c := buildPaddedRoll(t)
 		crashed := c.crashWithPadding(t, false)
@@ -1198,10 +1198,11 @@ func TestDirectAppendLargerThanTailCache(t *testing.T) {
 	}
 }
 
-// Known bug (see the report): an append smaller than the cache but spanning
-// more chunks than the cache has, counted from the chunk holding the log's
-// end, is refused with ErrTailFull forever, even with the writer idle.
-func TestDirectKnownBugAppendNeverFits(t *testing.T) {
+// An append smaller than the cache but spanning more chunks than the cache
+// has, counted from the chunk holding the log's end, goes through the page
+// cache instead of being refused with ErrTailFull forever. (A bug these
+// tests found.)
+func TestDirectAppendSpanningMoreChunksThanTheCache(t *testing.T) {
 	cache := testCache(t, 2)
 	l := openOrFatal(t, storage.NewMem(), "d", Config{Tail: cache}, Checkpoint{})
 	mustAppend(t, l, makeBatch(batchSpec{bodyBytes: 60 << 10}, 1)) // the end at 60 KiB
@@ -1335,5 +1336,32 @@ func TestDirectPreZeroingNeverRacesData(t *testing.T) {
 	r := mustOpen(t, mem, "d/t-0", Config{}, Checkpoint{})
 	if got := readAll(t, r); !bytes.Equal(got, withOffsets(all, 0)) {
 		t.Fatal("content differs after pre-zeroed writes")
+	}
+}
+
+// A log whose direct write failed gives its chunks back once no write
+// reads them: a healthy log sharing the cache must not be refused
+// forever. (Found in review.)
+func TestDirectFailedLogReleasesChunks(t *testing.T) {
+	cache := testCache(t, 4)
+	fs := storage.NewMem()
+	a := openOrFatal(t, fs, "a", Config{Tail: cache}, Checkpoint{})
+	b := openOrFatal(t, fs, "b", Config{Tail: cache}, Checkpoint{})
+	for i := 0; i < 3; i++ {
+		if _, err := a.Append(makeBatch(batchSpec{bodyBytes: 60 << 10}, byte(i)), t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, w := range a.PendingWrites(nil, false) {
+		a.WriteDone(w.Seq, errors.New("injected EIO"))
+	}
+	if a.Err() == nil {
+		t.Fatal("the failed write did not latch the log's error")
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := b.Append(makeBatch(batchSpec{bodyBytes: 100 << 10}, 9), t0); err != nil {
+			t.Fatalf("healthy log beside a failed one: %v", err)
+		}
+		drive(t, b)
 	}
 }
