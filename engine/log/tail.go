@@ -72,6 +72,13 @@ type TailCache struct {
 	// that pre-zero segment space ahead of the writer (nil: no pre-zeroing,
 	// for caches too small to spare it).
 	zero []byte
+	// bounce holds 4 KiB slots: a write whose last block is partial writes
+	// that block from a copy in a slot, so that appends can fill the block
+	// in the chunk while the write is in flight (the device, or a layer
+	// computing checksums or parity, may read the buffer any time until it
+	// completes). freeBounce lists free slots.
+	bounce     []byte
+	freeBounce []int32
 	// LRU of the logs holding chunks, least recently appended first.
 	head, tailEnd *tail
 	holders       int
@@ -82,19 +89,27 @@ type TailCache struct {
 
 // NewTailCache builds a cache over mem, whose length is a multiple of
 // ChunkSize and which starts on a BlockSize boundary (registered slab
-// memory). With preZero, up to 1 MiB of it (a quarter at most) is kept as
-// the zero source for pre-zeroing segment space (see allocate).
-func NewTailCache(mem []byte, preZero bool) (*TailCache, error) {
+// memory). With reserve, up to 1 MiB of it (a quarter at most) is kept as
+// the zero source for pre-zeroing segment space (see allocate), and up to
+// 1 MiB (an eighth) as bounce slots for partial last blocks; without, the
+// writer works without them (pieces come straight from the chunks).
+func NewTailCache(mem []byte, reserve bool) (*TailCache, error) {
 	if len(mem) < 2*ChunkSize || len(mem)%ChunkSize != 0 {
 		return nil, fmt.Errorf("log: tail cache of %d bytes: want a multiple of %d, at least 2 chunks", len(mem), ChunkSize)
 	}
 	c := &TailCache{mem: mem}
 	n := len(mem) / ChunkSize
 	reserved := 0
-	if preZero && n >= 8 {
+	if reserve && n >= 8 {
 		reserved = min(maxWrite/ChunkSize, n/4)
 		c.zero = mem[: reserved*ChunkSize : reserved*ChunkSize]
 		clear(c.zero)
+		b := min(maxWrite/ChunkSize, n/8)
+		c.bounce = mem[reserved*ChunkSize : (reserved+b)*ChunkSize : (reserved+b)*ChunkSize]
+		for i := len(c.bounce)/BlockSize - 1; i >= 0; i-- {
+			c.freeBounce = append(c.freeBounce, int32(i))
+		}
+		reserved += b
 	}
 	for i := n - 1; i >= reserved; i-- {
 		c.free = append(c.free, int32(i)) // pop from the end: ascending addresses, so chunks merge
@@ -103,7 +118,7 @@ func NewTailCache(mem []byte, preZero bool) (*TailCache, error) {
 }
 
 // Bytes is what the cache can hold; Free how much is unused.
-func (c *TailCache) Bytes() int64 { return int64(len(c.mem) - len(c.zero)) }
+func (c *TailCache) Bytes() int64 { return int64(c.totalChunks()) * ChunkSize }
 func (c *TailCache) Free() int64  { return int64(len(c.free)) * ChunkSize }
 
 // Mem is the memory the cache hands out, for registration with a ring.
@@ -113,7 +128,9 @@ func (c *TailCache) chunk(i int32) []byte {
 	return c.mem[int(i)*ChunkSize : (int(i)+1)*ChunkSize : (int(i)+1)*ChunkSize]
 }
 
-func (c *TailCache) totalChunks() int { return (len(c.mem) - len(c.zero)) / ChunkSize }
+func (c *TailCache) totalChunks() int {
+	return (len(c.mem) - len(c.zero) - len(c.bounce)) / ChunkSize
+}
 
 // touch moves t to the most recently used end, joining the list if needed.
 func (c *TailCache) touch(t *tail) {
@@ -221,6 +238,7 @@ type directWrite struct {
 	end    int64  // the logical end it makes written
 	off    Offset // the offset at end
 	pieces int
+	slot   int32 // the bounce slot its last block is written from, or -1
 	// chained: an RWF_DSYNC write submitted when everything before it was
 	// durable or in chained writes: once it and those complete, the log is
 	// durable up to off without a datasync.
@@ -463,7 +481,13 @@ func (l *Log) PendingWrites(dst []DirectWrite, dsync bool) []DirectWrite {
 		clear(t.at(t.hi)[:end-t.hi]) // zero padding to the block boundary
 	}
 	t.nextSeq++
-	w := directWrite{seq: t.nextSeq, end: t.hi, off: l.logEnd}
+	w := directWrite{seq: t.nextSeq, end: t.hi, off: l.logEnd, slot: -1}
+	dataEnd := end // the end of what is written from the chunks
+	if c := t.cache; end > t.hi && len(c.freeBounce) > 0 {
+		w.slot = c.freeBounce[len(c.freeBounce)-1]
+		c.freeBounce = c.freeBounce[:len(c.freeBounce)-1]
+		dataEnd = end - BlockSize
+	}
 	if dsync && l.onlyActiveUnsynced() {
 		if n := len(t.inflight); n > 0 {
 			w.chained = t.inflight[n-1].chained
@@ -472,9 +496,9 @@ func (l *Log) PendingWrites(dst []DirectWrite, dsync bool) []DirectWrite {
 		}
 	}
 	first := len(dst)
-	for pos := start; pos < end; {
+	for pos := start; pos < dataEnd; {
 		o := t.memOff(pos)
-		n := min(ChunkSize-(pos-t.lo)%ChunkSize, end-pos)
+		n := min(ChunkSize-(pos-t.lo)%ChunkSize, dataEnd-pos)
 		if k := len(dst); k > first {
 			prev := &dst[k-1]
 			po := t.memOff(prev.Off)
@@ -486,6 +510,11 @@ func (l *Log) PendingWrites(dst []DirectWrite, dsync bool) []DirectWrite {
 		}
 		dst = append(dst, DirectWrite{File: t.dfile, Buf: t.cache.mem[o : o+n : o+n], Off: pos, Seq: w.seq, Dsync: w.chained})
 		pos += n
+	}
+	if w.slot >= 0 {
+		b := t.cache.bounce[int(w.slot)*BlockSize : int(w.slot+1)*BlockSize : int(w.slot+1)*BlockSize]
+		t.copyOut(b, dataEnd)
+		dst = append(dst, DirectWrite{File: t.dfile, Buf: b, Off: dataEnd, Seq: w.seq, Dsync: w.chained})
 	}
 	w.pieces = len(dst) - first
 	t.inflight = append(t.inflight, w)
@@ -560,8 +589,12 @@ func (l *Log) WriteDone(seq uint64, err error) {
 		return
 	}
 	for i := range t.inflight {
-		if t.inflight[i].seq == seq {
-			t.inflight[i].pieces--
+		if w := &t.inflight[i]; w.seq == seq {
+			w.pieces--
+			if w.pieces == 0 && w.slot >= 0 {
+				t.cache.freeBounce = append(t.cache.freeBounce, w.slot)
+				w.slot = -1
+			}
 			break
 		}
 	}
