@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/sluice-broker/sluice/engine/storage"
 	"github.com/sluice-broker/sluice/wire/compress"
 	"github.com/sluice-broker/sluice/wire/kerr"
+	"github.com/sluice-broker/sluice/wire/records"
 )
 
 // offsetsOf reads a partition's high watermark, written end and log end.
@@ -78,6 +80,46 @@ func TestDirectAppendLargerThanCacheIsAnswered(t *testing.T) {
 			}
 			if hw, _, end := offsetsOf(s); hw != end {
 				t.Fatalf("high watermark %d, log end %d after the answer", hw, end)
+			}
+		})
+	}
+}
+
+// A retry of an idempotent batch whose original is still waiting for its
+// write (direct mode, acks=1) is answered after the original, not before:
+// had the write failed, the retry would have been acknowledged for data
+// that never reached the disk. (Found in review.)
+func TestDirectRetryAnsweredAfterOriginal(t *testing.T) {
+	for _, m := range []mode{{false, true}, {true, true}} {
+		t.Run(m.String(), func(t *testing.T) {
+			s := startShard(t, storage.NewMem(), m)
+			defer s.Stop()
+			openTestPartition(t, s, nil)
+			recs := []records.Record{{Value: []byte("once")}}
+			h := records.Header{Magic: 2, ProducerID: 7, ProducerEpoch: 0, BaseSequence: 0, BaseTimestamp: time.Now().UnixMilli()}
+			set, err := records.AppendBatch(nil, h, recs, compress.None)
+			if err != nil {
+				t.Fatal(err)
+			}
+			retry := append([]byte(nil), set...)
+			var order []string
+			answered := make(chan struct{}, 2)
+			s.Do(func(s *Shard) {
+				s.Produce(testKey, set, 1, func(r ProduceResult) {
+					order = append(order, fmt.Sprintf("original %v@%d", r.Err, r.BaseOffset))
+					answered <- struct{}{}
+				})
+				s.Produce(testKey, retry, 1, func(r ProduceResult) {
+					order = append(order, fmt.Sprintf("retry %v@%d", r.Err, r.BaseOffset))
+					answered <- struct{}{}
+				})
+			})
+			<-answered
+			<-answered
+			var got []string
+			s.Call(func(*Shard) { got = order })
+			if len(got) != 2 || got[0] != "original NONE@0" || got[1] != "retry NONE@0" {
+				t.Fatalf("answers in the order %q, want the original (offset 0) then the retry (offset 0)", got)
 			}
 		})
 	}
