@@ -100,7 +100,9 @@ func (p *Partition) advanceHighWatermark() {
 	if len(p.waiters) > 0 {
 		hw = min(hw, p.waiters[0].base)
 	}
-	if hw != p.hw {
+	// Never down: an idempotent retry waiting (acks=all) for a batch that
+	// was acknowledged already (acks=1) must not pull it back.
+	if hw > p.hw {
 		p.hw = hw
 		p.Log.SetHighWatermark(hw)
 		p.wakeParked()
