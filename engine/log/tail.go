@@ -220,13 +220,13 @@ type tail struct {
 	writtenOff Offset // the offset that ends at written
 	lastEnd    int64  // block-aligned end of the newest submitted write
 	allocEnd   int64  // the file's size: allocated ahead of the writer
-	// Pre-zeroing: a zero write covers [zeroFrom, zeroTo) while zeroing is
-	// 1; no data write may touch those blocks then. zeroEnd is the end of
-	// the zeroing issued so far.
-	zeroFrom, zeroTo, zeroEnd int64
-	zeroing                   int
-	inflight                  []directWrite
-	nextSeq                   uint64
+	// Pre-zeroing: while zeroing, a zero write covers [zeroFrom, zeroEnd)
+	// and no data write may touch those blocks. zeroEnd is the end of the
+	// zeroing issued so far.
+	zeroFrom, zeroEnd int64
+	zeroing           bool
+	inflight          []directWrite
+	nextSeq           uint64
 
 	prev, next *tail
 	linked     bool
@@ -261,7 +261,7 @@ func alignDown(x, a int64) int64 { return x &^ (a - 1) }
 func alignUp(x, a int64) int64   { return (x + a - 1) &^ (a - 1) }
 
 // idle: nothing submitted is in flight and nothing appended is unsubmitted.
-func (t *tail) idle() bool { return len(t.inflight) == 0 && t.zeroing == 0 && t.submitted == t.hi }
+func (t *tail) idle() bool { return len(t.inflight) == 0 && !t.zeroing && t.submitted == t.hi }
 
 // evictable reports whether the front chunk can be given up: its bytes are
 // all written and no write in flight or to come reads it.
@@ -272,7 +272,7 @@ func (t *tail) evictable() bool {
 	if t.log.err != nil {
 		// A failed log writes nothing more and serves nothing past its
 		// written end: its chunks go once no write reads them.
-		return len(t.inflight) == 0 && t.zeroing == 0
+		return len(t.inflight) == 0 && !t.zeroing
 	}
 	return t.lo+ChunkSize <= alignDown(t.written, BlockSize) || t.idle() && t.written == t.hi
 }
@@ -304,7 +304,7 @@ func (t *tail) reset(size int64, end Offset) {
 	t.submitted, t.written, t.lastEnd = size, size, alignUp(size, BlockSize)
 	t.writtenOff = end
 	t.inflight = t.inflight[:0]
-	t.zeroing, t.zeroFrom, t.zeroTo, t.zeroEnd = 0, 0, 0, alignUp(size, BlockSize)
+	t.zeroing, t.zeroFrom, t.zeroEnd = false, 0, alignUp(size, BlockSize)
 }
 
 // chunksFor is how many chunks an append of n bytes needs at most: from
@@ -467,7 +467,7 @@ func (l *Log) PendingWrites(dst []DirectWrite, dsync bool) []DirectWrite {
 		return dst // that block is still being written
 	}
 	end := alignUp(t.hi, BlockSize)
-	if t.zeroing > 0 && end > t.zeroFrom {
+	if t.zeroing && end > t.zeroFrom {
 		return dst // those blocks are being zeroed
 	}
 	if end+allocAhead/2 > t.allocEnd {
@@ -559,7 +559,7 @@ const (
 // preZero appends the next zero write to dst, if one is due.
 func (t *tail) preZero(dst []DirectWrite, end int64) []DirectWrite {
 	z := t.cache.zero
-	if z == nil || t.zeroing > 0 {
+	if z == nil || t.zeroing {
 		return dst
 	}
 	from := max(t.zeroEnd, end+zeroGap)
@@ -567,7 +567,7 @@ func (t *tail) preZero(dst []DirectWrite, end int64) []DirectWrite {
 	if from >= to {
 		return dst
 	}
-	t.zeroFrom, t.zeroTo, t.zeroEnd, t.zeroing = from, to, to, 1
+	t.zeroFrom, t.zeroEnd, t.zeroing = from, to, true
 	return append(dst, DirectWrite{File: t.dfile, Buf: z[: to-from : to-from], Off: from, Seq: zeroSeq})
 }
 
@@ -585,7 +585,7 @@ func (l *Log) WriteDone(seq uint64, err error) {
 		l.fail(err)
 	}
 	if seq == zeroSeq {
-		t.zeroing--
+		t.zeroing = false
 		return
 	}
 	for i := range t.inflight {
