@@ -133,21 +133,9 @@ func (s *Shard) written(ref writeRef, c completion) {
 }
 
 // whenWritesIdle runs fn once no write of p is in flight.
-func (s *Shard) whenWritesIdle(p *Partition, fn func()) {
-	if p.writing == 0 {
-		fn()
-		return
-	}
-	p.afterWrites = append(p.afterWrites, fn)
-}
+func (s *Shard) whenWritesIdle(p *Partition, fn func()) { p.afterWrites.when(p.writesIdle(), fn) }
 
-func (s *Shard) runAfterWrites(p *Partition) {
-	for len(p.afterWrites) > 0 && p.writing == 0 {
-		fn := p.afterWrites[0]
-		p.afterWrites = p.afterWrites[1:]
-		fn()
-	}
-}
+func (s *Shard) runAfterWrites(p *Partition) { p.afterWrites.run(p.writesIdle) }
 
 // append appends set to p's log. In direct mode an append can find the
 // cache full, or need the writer idle before a roll; the shard then runs

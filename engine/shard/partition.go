@@ -36,10 +36,10 @@ type Partition struct {
 	// DeleteRecords, deletion): it must not run while a datasync of this
 	// partition is in flight, or the ring would fsync a closed (or reused)
 	// file descriptor.
-	afterSync []func()
+	afterSync deferred
 	// afterWrites: work that closes the O_DIRECT descriptor (deletion)
 	// waits for the writes in flight on it.
-	afterWrites []func()
+	afterWrites deferred
 
 	bytesIn, recordsIn prometheus.Counter // this topic's counters, resolved once
 }
@@ -141,23 +141,35 @@ func (s *Shard) OpenPartition(k Key, topicID [16]byte, cfg config.Topic) (*Parti
 // Partition returns an owned partition, or nil.
 func (s *Shard) Partition(k Key) *Partition { return s.parts[k] }
 
-// whenSyncIdle runs fn at once if no datasync of p is in flight, else as
-// soon as the one in flight completes (before the next one starts).
-func (s *Shard) whenSyncIdle(p *Partition, fn func()) {
-	if !p.syncing {
+// deferred is work held back until some I/O of a partition is over.
+type deferred []func()
+
+// when runs fn at once if idle, else keeps it for run.
+func (d *deferred) when(idle bool, fn func()) {
+	if idle {
 		fn()
 		return
 	}
-	p.afterSync = append(p.afterSync, fn)
+	*d = append(*d, fn)
 }
 
-func (s *Shard) runAfterSync(p *Partition) {
-	for len(p.afterSync) > 0 && !p.syncing {
-		fn := p.afterSync[0]
-		p.afterSync = p.afterSync[1:]
+// run runs the kept work, in order, while idle holds (a fn may start I/O).
+func (d *deferred) run(idle func() bool) {
+	for len(*d) > 0 && idle() {
+		fn := (*d)[0]
+		*d = (*d)[1:]
 		fn()
 	}
 }
+
+func (p *Partition) syncIdle() bool   { return !p.syncing }
+func (p *Partition) writesIdle() bool { return p.writing == 0 }
+
+// whenSyncIdle runs fn at once if no datasync of p is in flight, else as
+// soon as the one in flight completes (before the next one starts).
+func (s *Shard) whenSyncIdle(p *Partition, fn func()) { p.afterSync.when(p.syncIdle(), fn) }
+
+func (s *Shard) runAfterSync(p *Partition) { p.afterSync.run(p.syncIdle) }
 
 // DeletePartition removes a partition and its data, then calls done (on the
 // shard thread). Readers holding segments keep reading what they pinned.
