@@ -167,9 +167,9 @@ func (s *Shard) drain(done func() bool) bool {
 		if done != nil && done() {
 			return true
 		}
-		for _, p := range s.parts {
-			s.wantWrite(p)
-		}
+		// Every partition with unsubmitted data is in toWrite already: an
+		// append queues it, and a write completion queues it again when
+		// its next write had to wait.
 		s.submitWrites()
 		if len(s.writes) == 0 && len(s.syncs) == 0 {
 			// Nothing in flight can free a chunk or end a write (a full
