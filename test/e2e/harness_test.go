@@ -298,12 +298,10 @@ func freePorts(n int) ([]int, error) {
 // gets a small tail cache, so that the tests' partitions compete for it and
 // evict.
 func ioModeFlags() []string {
-	switch m := os.Getenv("SLUICE_IO_MODE"); m {
-	case "", "direct":
+	if directMode() {
 		return []string{"--io-mode", "direct", "--tail-cache-bytes", strconv.Itoa(16 << 20)}
-	default:
-		return []string{"--io-mode", m}
 	}
+	return []string{"--io-mode", os.Getenv("SLUICE_IO_MODE")}
 }
 
 // directMode reports whether the suite's brokers run in direct mode.
