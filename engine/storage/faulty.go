@@ -20,6 +20,9 @@ const (
 	OpOpen
 	OpRemove // Remove and RemoveAll
 	OpRename
+	// OpReadNoWait is File.ReadAtNoWait; a rule with Err ErrWouldBlock
+	// makes reads look cold to the shard.
+	OpReadNoWait
 	OpAll Op = 1<<iota - 1
 )
 
@@ -183,6 +186,19 @@ func (f *faultyFile) ReadAt(p []byte, off int64) (int, error) {
 		return 0, pathErr("read", f.Name(), err)
 	}
 	return f.File.ReadAt(p, off)
+}
+
+func (f *faultyFile) ReadAtNoWait(p []byte, off int64) (int, error) {
+	if err, _ := f.fs.check(OpReadNoWait, f.Name()); err != nil {
+		if err == ErrWouldBlock {
+			return 0, err
+		}
+		return 0, pathErr("read", f.Name(), err)
+	}
+	if err, _ := f.fs.check(OpRead, f.Name()); err != nil {
+		return 0, pathErr("read", f.Name(), err)
+	}
+	return f.File.ReadAtNoWait(p, off)
 }
 
 func (f *faultyFile) WriteAt(p []byte, off int64) (int, error) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -87,6 +88,37 @@ func (o *osFile) ReadAt(p []byte, off int64) (int, error) {
 			return done, &os.PathError{Op: "pread", Path: o.f.Name(), Err: err}
 		}
 		if n == 0 {
+			return done, io.EOF
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// noWaitRefused is set once the kernel refuses RWF_NOWAIT reads
+// (EOPNOTSUPP: a file system without them); ReadAtNoWait then reads
+// normally.
+var noWaitRefused atomic.Bool
+
+func (o *osFile) ReadAtNoWait(p []byte, off int64) (int, error) {
+	if noWaitRefused.Load() {
+		return o.ReadAt(p, off)
+	}
+	done := 0
+	for done < len(p) {
+		n, err := unix.Preadv2(o.fd, [][]byte{p[done:]}, off+int64(done), unix.RWF_NOWAIT)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return done, ErrWouldBlock
+		case err == unix.EOPNOTSUPP:
+			noWaitRefused.Store(true)
+			k, err := o.ReadAt(p[done:], off+int64(done))
+			return done + k, err
+		case err != nil:
+			return done, &os.PathError{Op: "preadv2", Path: o.f.Name(), Err: err}
+		case n == 0:
 			return done, io.EOF
 		}
 		done += n

@@ -40,6 +40,11 @@ import (
 // with the writer; the mutating methods are called by one goroutine at a time.
 type File interface {
 	ReadAt(p []byte, off int64) (int, error)
+	// ReadAtNoWait is ReadAt that never waits for the device: it fails
+	// with ErrWouldBlock (having read n < len(p) bytes) when the bytes are
+	// not all in memory (preadv2 with RWF_NOWAIT on an OS file). The shard
+	// thread reads with it and fetches what would block asynchronously.
+	ReadAtNoWait(p []byte, off int64) (int, error)
 	WriteAt(p []byte, off int64) (int, error)
 	Truncate(size int64) error
 	// Allocate reserves space without changing the file size
@@ -71,6 +76,9 @@ type FS interface {
 	SyncDir(dir string) error
 	Stat(name string) (size int64, err error)
 }
+
+// ErrWouldBlock: ReadAtNoWait would have had to wait for the device.
+var ErrWouldBlock = errors.New("storage: read would block")
 
 // ErrClosed is returned by operations on a closed File.
 var ErrClosed = errors.New("storage: file already closed")
