@@ -171,6 +171,11 @@ type Log struct {
 	// even when their data already was.
 	cuts []*segment
 
+	// nw reads segment files without waiting (BeginNoWait); truncGen
+	// counts truncations, which invalidate regions fetched before them.
+	nw       noWaitReader
+	truncGen uint64
+
 	header  [batchHeaderSize]byte // scratch for header reads on the read path
 	targets []SyncTarget          // PendingSync's reused result
 	// syncRound counts PendingSync calls; MarkSynced answers the latest.

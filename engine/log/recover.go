@@ -401,6 +401,13 @@ func (l *Log) ensureLoaded(seg *segment) error {
 	if seg.loaded {
 		return nil
 	}
+	// Loading is once per segment after a restart, and may walk the whole
+	// segment: it reads normally even during no-wait reads.
+	if l.nw.on {
+		saved := l.nw
+		l.nw.on = false
+		defer func() { l.nw = saved }()
+	}
 	end := l.logEnd
 	if seg.rolled {
 		end = seg.next

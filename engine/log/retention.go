@@ -102,6 +102,7 @@ func (l *Log) TruncateTo(off Offset) error {
 	if off >= l.logEnd {
 		return nil
 	}
+	l.truncGen++
 	l.detachTail()
 	if off < l.logStart || off < l.segs[0].base {
 		return l.truncateFullyAndStartAt(off)

@@ -36,6 +36,10 @@ func newSegmentRef(f storage.File) *SegmentRef {
 
 func (r *SegmentRef) acquire() { r.refs.Add(1) }
 
+// Acquire pins the file again (a reader of a region a WouldBlock names);
+// only while the log still holds it, on the shard thread.
+func (r *SegmentRef) Acquire() { r.acquire() }
+
 // Release drops a reference taken by Read. Calling it on nil is a no-op, so
 // an empty ReadResult can be released unconditionally.
 func (r *SegmentRef) Release() {

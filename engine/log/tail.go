@@ -344,7 +344,7 @@ func (t *tail) copyIn(b []byte, pos int64) {
 // bytes, from the file below it.
 type tailReader struct {
 	t    *tail
-	file storage.File
+	file io.ReaderAt
 }
 
 func (r *tailReader) ReadAt(p []byte, off int64) (int, error) {
@@ -369,10 +369,12 @@ func (r *tailReader) ReadAt(p []byte, off int64) (int, error) {
 
 // reader returns how to read seg's bytes.
 func (l *Log) reader(seg *segment) io.ReaderAt {
+	f := l.segReader(seg)
 	if l.tail != nil && seg == l.tail.seg {
+		l.tail.rd.file = f
 		return &l.tail.rd
 	}
-	return seg.file
+	return f
 }
 
 // openDirect opens the O_DIRECT descriptor of the active segment and points
