@@ -31,7 +31,10 @@ var (
 	descTailEvict   = prometheus.NewDesc("sluice_tail_cache_evictions_total", "Direct mode: chunks taken from one partition to give to another.", []string{"shard"}, nil)
 	descTailReload  = prometheus.NewDesc("sluice_tail_cache_reloads_total", "Direct mode: partial last blocks read back after a partition's chunks were all taken.", []string{"shard"}, nil)
 	descDirectW     = prometheus.NewDesc("sluice_direct_writes_total", "Direct mode: O_DIRECT write SQEs submitted (dsync: RWF_DSYNC ones, for acks=all).", []string{"shard", "kind"}, nil)
-	engineMetricSet = []*prometheus.Desc{descInboxDepth, descBusy, descWakeups, descSyncRounds, descSubmitted, descCompleted,
+	descColdReads   = prometheus.NewDesc("sluice_cold_reads_total", "Regions of segment files a fetch or ListOffsets needed on the shard thread that were not in memory, read asynchronously (READ_FIXED) instead of blocking the shard.", []string{"shard"}, nil)
+	descColdBytes   = prometheus.NewDesc("sluice_cold_read_bytes_total", "Bytes the cold reads read.", []string{"shard"}, nil)
+	descColdFall    = prometheus.NewDesc("sluice_cold_read_fallbacks_total", "Requests finished with blocking reads after too many cold reads, or a failed one.", []string{"shard"}, nil)
+	engineMetricSet = []*prometheus.Desc{descColdReads, descColdBytes, descColdFall, descInboxDepth, descBusy, descWakeups, descSyncRounds, descSubmitted, descCompleted,
 		descPartitions, descSegments, descSize, descLogStart, descHighWater, descLogEnd, descUnderRepl,
 		descTailBytes, descTailFree, descTailReads, descTailEvict, descTailReload, descDirectW}
 )
@@ -55,6 +58,9 @@ func (b *Broker) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSubmitted, prometheus.CounterValue, float64(st.Submitted), id)
 		ch <- prometheus.MustNewConstMetric(descCompleted, prometheus.CounterValue, float64(st.Completed), id)
 		ch <- prometheus.MustNewConstMetric(descPartitions, prometheus.GaugeValue, float64(st.Partitions), id)
+		ch <- prometheus.MustNewConstMetric(descColdReads, prometheus.CounterValue, float64(st.Cold.Reads), id)
+		ch <- prometheus.MustNewConstMetric(descColdBytes, prometheus.CounterValue, float64(st.Cold.Bytes), id)
+		ch <- prometheus.MustNewConstMetric(descColdFall, prometheus.CounterValue, float64(st.Cold.Fallbacks), id)
 		if t := st.Tail; t != nil {
 			ch <- prometheus.MustNewConstMetric(descTailBytes, prometheus.GaugeValue, float64(t.Bytes), id)
 			ch <- prometheus.MustNewConstMetric(descTailFree, prometheus.GaugeValue, float64(t.FreeBytes), id)

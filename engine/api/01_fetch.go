@@ -32,6 +32,13 @@ type fetchPartition struct {
 	res      shard.ReadResult
 	readable bool // the partition exists here; errors were set otherwise
 	keep     bool // its data goes into the response
+	wg       *sync.WaitGroup
+}
+
+// ReadDone takes the shard's answer (shard.ReadWaiter).
+func (fp *fetchPartition) ReadDone(r shard.ReadResult) {
+	fp.res = r
+	fp.wg.Done()
 }
 
 type fetchCall struct {
@@ -110,12 +117,14 @@ func (c *fetchCall) read() {
 		if len(fps) == 0 {
 			continue
 		}
-		wg.Add(1)
+		wg.Add(len(fps))
+		for _, fp := range fps {
+			fp.wg = &wg
+		}
 		c.h.b.Shards[i].Do(func(s *shard.Shard) {
 			for _, fp := range fps {
-				fp.res = s.Read(fp.key, fp.offset, fp.maxBytes, true)
+				s.ReadAsync(fp.key, fp.offset, fp.maxBytes, true, fp)
 			}
-			wg.Done()
 		})
 	}
 	wg.Wait()

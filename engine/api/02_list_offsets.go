@@ -34,10 +34,14 @@ func (h *Handler) listOffsets(rc *request, req *msg.ListOffsetsRequest) *msg.Lis
 				p.ErrorCode = int16(kerr.UnsupportedVersion)
 			default:
 				k := shard.Key{Topic: t.Name, Partition: rp.PartitionIndex}
-				h.b.ShardOf(t, rp.PartitionIndex).Call(func(s *shard.Shard) {
-					off, ts, code := s.ListOffset(k, rp.Timestamp)
-					p.Offset, p.Timestamp, p.ErrorCode = off, ts, int16(code)
+				answered := make(chan struct{})
+				h.b.ShardOf(t, rp.PartitionIndex).Do(func(s *shard.Shard) {
+					s.ListOffset(k, rp.Timestamp, func(off, ts int64, code kerr.Code) {
+						p.Offset, p.Timestamp, p.ErrorCode = off, ts, int16(code)
+						close(answered)
+					})
 				})
+				<-answered
 				if p.ErrorCode == 0 && p.Offset >= 0 {
 					p.LeaderEpoch = 0
 				}

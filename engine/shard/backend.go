@@ -29,6 +29,10 @@ type backend interface {
 	// completion coming back with tag like a sync's. False when full.
 	// With dsync the write is RWF_DSYNC: durable when it completes.
 	write(f storage.File, buf []byte, off int64, dsync bool, tag uint64) bool
+	// read queues a read of f at off into buf (the shard's read slots),
+	// its completion (n bytes, 0 at the end of the file) coming back with
+	// tag. False when full.
+	read(f storage.File, buf []byte, off int64, tag uint64) bool
 	// poll returns completions that are ready, appending to dst, without
 	// blocking.
 	poll(dst []completion) []completion
@@ -62,6 +66,7 @@ type plainJob struct {
 	buf   []byte // a write when not nil
 	off   int64
 	dsync bool
+	read  bool // buf is read into, not written
 }
 
 func newPlainBackend() *plainBackend {
@@ -78,7 +83,9 @@ func (b *plainBackend) syncer() {
 		case j := <-b.jobs:
 			var err error
 			n := 0
-			if j.buf != nil {
+			if j.read {
+				n, err = readAt(j.f, j.buf, j.off)
+			} else if j.buf != nil {
 				n, err = writeDsync(j.f, j.buf, j.off, j.dsync)
 				if err == nil && n < len(j.buf) {
 					err = io.ErrShortWrite
@@ -103,6 +110,20 @@ func (b *plainBackend) sync(f storage.File, _ bool, tag uint64) bool {
 
 func (b *plainBackend) write(f storage.File, buf []byte, off int64, dsync bool, tag uint64) bool {
 	return b.queue(plainJob{f: f, tag: tag, buf: buf, off: off, dsync: dsync})
+}
+
+func (b *plainBackend) read(f storage.File, buf []byte, off int64, tag uint64) bool {
+	return b.queue(plainJob{f: f, tag: tag, buf: buf, off: off, read: true})
+}
+
+// readAt reads buf at off like a read completion: a short count at the end
+// of the file is no error.
+func readAt(f storage.File, buf []byte, off int64) (int, error) {
+	n, err := f.ReadAt(buf, off)
+	if err == io.EOF {
+		err = nil
+	}
+	return n, err
 }
 
 // writeDsync writes buf at off; with dsync it is durable on return

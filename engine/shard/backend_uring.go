@@ -23,9 +23,10 @@ type uringBackend struct {
 	armed    bool         // the doorbell read is queued or in flight
 	inline   []completion // datasyncs of files that have no OS descriptor
 	cqes     []uring.CQE
-	// fixed: the tail cache is registered as buffer 0, so writes from it
-	// are WRITE_FIXED; otherwise plain WRITE from the same memory.
-	fixed bool
+	// The registered buffer indexes of the tail cache and the read slots,
+	// -1 when not registered: writes from the cache are then plain WRITE,
+	// reads plain READ, from and into the same memory.
+	tailBuf, readBuf int
 }
 
 func newURingBackend(entries uint32) (*uringBackend, error) {
@@ -44,7 +45,7 @@ func newURingBackend(entries uint32) (*uringBackend, error) {
 		ring.Close()
 		return nil, err
 	}
-	b := &uringBackend{r: ring, slab: slab, doorbell: db, cqes: make([]uring.CQE, 0, 2*entries)}
+	b := &uringBackend{r: ring, slab: slab, doorbell: db, cqes: make([]uring.CQE, 0, 2*entries), tailBuf: -1, readBuf: -1}
 	if !b.arm() {
 		b.close()
 		return nil, fmt.Errorf("io_uring: cannot arm the doorbell read")
@@ -109,8 +110,8 @@ func (b *uringBackend) write(f storage.File, buf []byte, off int64, dsync bool, 
 		return false
 	}
 	var ok bool
-	if b.fixed {
-		ok = b.r.PrepWriteFixed(int32(fd), buf, 0, uint64(off), tag)
+	if b.tailBuf >= 0 {
+		ok = b.r.PrepWriteFixed(int32(fd), buf, uint16(b.tailBuf), uint64(off), tag)
 	} else {
 		ok = b.r.PrepWrite(int32(fd), buf, uint64(off), tag)
 	}
@@ -120,12 +121,36 @@ func (b *uringBackend) write(f storage.File, buf []byte, off int64, dsync bool, 
 	return ok
 }
 
-// registerTail registers the tail cache's slab as buffer 0.
-func (b *uringBackend) registerTail(s *uring.Slab) error {
-	if err := b.r.RegisterBuffers(s); err != nil {
+func (b *uringBackend) read(f storage.File, buf []byte, off int64, tag uint64) bool {
+	fd := f.Fd()
+	if fd < 0 {
+		n, err := readAt(f, buf, off)
+		b.inline = append(b.inline, completion{tag: tag, err: err, n: n})
+		return true
+	}
+	if b.r.SQSpace() < 2 {
+		return false
+	}
+	if b.readBuf >= 0 {
+		return b.r.PrepReadFixed(int32(fd), buf, uint16(b.readBuf), uint64(off), tag)
+	}
+	return b.r.PrepRead(int32(fd), buf, uint64(off), tag)
+}
+
+// registerBuffers registers the tail cache's slab (nil in page-cache mode)
+// and the read slots' slab, one buffer each.
+func (b *uringBackend) registerBuffers(tail, reads *uring.Slab) error {
+	slabs := []*uring.Slab{reads}
+	if tail != nil {
+		slabs = []*uring.Slab{tail, reads}
+	}
+	if err := b.r.RegisterBuffers(slabs...); err != nil {
 		return err
 	}
-	b.fixed = true
+	b.tailBuf, b.readBuf = -1, len(slabs)-1
+	if tail != nil {
+		b.tailBuf = 0
+	}
 	return nil
 }
 

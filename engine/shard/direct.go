@@ -23,9 +23,8 @@ type writeRef struct {
 	n   int
 }
 
-// setUpTail maps the tail cache and registers it with the ring. A ring that
-// refuses the registration (RLIMIT_MEMLOCK for an unprivileged user) still
-// writes from the same memory with plain WRITE.
+// setUpTail maps the tail cache (registered with the read slots, in
+// setUpBuffers).
 func (s *Shard) setUpTail() error {
 	size := s.cfg.TailCacheBytes &^ (log.ChunkSize - 1)
 	size = min(max(size, 2*log.ChunkSize), 1<<30) // one registered buffer holds at most 1 GiB
@@ -37,11 +36,6 @@ func (s *Shard) setUpTail() error {
 	if err != nil {
 		slab.Close()
 		return err
-	}
-	if ub, ok := s.be.(*uringBackend); ok {
-		if err := ub.registerTail(slab); err != nil {
-			s.cfg.Logger.Warn("tail cache not registered with io_uring; direct writes use WRITE instead of WRITE_FIXED", "shard", s.cfg.ID, "err", err)
-		}
 	}
 	s.tail, s.tailSlab = cache, slab
 	return nil

@@ -283,6 +283,11 @@ func (s *Shard) complete(comps []completion) {
 		}
 	}()
 	for _, c := range comps {
+		if j, ok := s.reads[c.tag]; ok {
+			delete(s.reads, c.tag)
+			s.readDone(j, c)
+			continue
+		}
 		if ref, ok := s.writes[c.tag]; ok {
 			delete(s.writes, c.tag)
 			s.written(ref, c)

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/sluice-broker/sluice/engine/log"
+	"github.com/sluice-broker/sluice/engine/storage"
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/records"
 )
@@ -21,12 +22,56 @@ type ReadResult struct {
 
 // Read returns the batches from offset on, at most maxBytes unless the first
 // batch alone is larger and minOneBatch is set. Data is pinned: the caller
-// releases it (Data.Seg.Release) after sending, from any goroutine.
+// releases it (Data.Seg.Release) after sending, from any goroutine. Read
+// may wait for the device on the shard thread: fetches use ReadAsync.
 func (s *Shard) Read(k Key, offset int64, maxBytes int, minOneBatch bool) ReadResult {
 	p, ok := s.parts[k]
 	if !ok {
-		return ReadResult{Err: kerr.NotLeaderOrFollower, HighWatermark: -1, LastStable: -1, LogStartOffset: -1}
+		return notLeaderRead
 	}
+	return s.read(p, offset, maxBytes, minOneBatch)
+}
+
+var notLeaderRead = ReadResult{Err: kerr.NotLeaderOrFollower, HighWatermark: -1, LastStable: -1, LogStartOffset: -1}
+
+// ReadWaiter receives the answer of a ReadAsync.
+type ReadWaiter interface {
+	// ReadDone is called once, on the shard thread.
+	ReadDone(ReadResult)
+}
+
+// ReadAsync is Read that never waits for the device on the shard thread:
+// what the page cache and the tail cache do not hold is read
+// asynchronously (coldread.go) and w answered once it is in. An answer
+// from memory comes before ReadAsync returns.
+func (s *Shard) ReadAsync(k Key, offset int64, maxBytes int, minOneBatch bool, w ReadWaiter) {
+	s.readTry(k, offset, maxBytes, minOneBatch, w, nil)
+}
+
+func (s *Shard) readTry(k Key, offset int64, maxBytes int, minOneBatch bool, w ReadWaiter, a *coldRetry) {
+	p, ok := s.parts[k]
+	if !ok {
+		a.end(s)
+		w.ReadDone(notLeaderRead)
+		return
+	}
+	var res ReadResult
+	wb := s.noWait(p, a, func() { res = s.read(p, offset, maxBytes, minOneBatch) })
+	if wb != nil {
+		res.Data.Release()
+		if a == nil {
+			a = &coldRetry{}
+		}
+		if s.fetchFor(a, wb, func() { s.readTry(k, offset, maxBytes, minOneBatch, w, a) }) {
+			return
+		}
+		res = s.read(p, offset, maxBytes, minOneBatch)
+	}
+	a.end(s)
+	w.ReadDone(res)
+}
+
+func (s *Shard) read(p *Partition, offset int64, maxBytes int, minOneBatch bool) ReadResult {
 	res := ReadResult{
 		HighWatermark:  int64(p.hw),
 		LastStable:     int64(p.hw),
@@ -97,51 +142,117 @@ const (
 )
 
 // ListOffset answers one partition of ListOffsets: the offset (and its
-// timestamp) for a timestamp or one of the special values.
-func (s *Shard) ListOffset(k Key, timestamp int64) (offset, ts int64, code kerr.Code) {
+// timestamp) for a timestamp or one of the special values. done runs on
+// the shard thread, perhaps later: the batch headers and the batch it
+// reads are read without blocking the shard, like a fetch's.
+func (s *Shard) ListOffset(k Key, timestamp int64, done func(offset, ts int64, code kerr.Code)) {
+	s.listTry(k, timestamp, done, nil)
+}
+
+func (s *Shard) listTry(k Key, timestamp int64, done func(offset, ts int64, code kerr.Code), a *coldRetry) {
 	p, ok := s.parts[k]
 	if !ok {
-		return -1, -1, kerr.NotLeaderOrFollower
+		a.end(s)
+		done(-1, -1, kerr.NotLeaderOrFollower)
+		return
 	}
 	switch timestamp {
 	case LatestTimestamp:
-		return int64(p.hw), -1, kerr.None
+		done(int64(p.hw), -1, kerr.None)
+		return
 	case EarliestTimestamp, EarliestLocal:
-		return int64(p.Log.LogStartOffset()), -1, kerr.None
+		done(int64(p.Log.LogStartOffset()), -1, kerr.None)
+		return
 	case LatestTiered:
-		return -1, -1, kerr.None
-	case MaxTimestamp:
-		t, off := p.Log.MaxTimestamp()
-		if off < 0 || off >= p.hw {
-			return -1, -1, kerr.None
+		done(-1, -1, kerr.None)
+		return
+	}
+	if timestamp < 0 && timestamp != MaxTimestamp {
+		done(-1, -1, kerr.InvalidRequest)
+		return
+	}
+	var (
+		data  log.ReadResult
+		match func(int64) bool
+		code  kerr.Code
+	)
+	wb := s.noWait(p, a, func() { data, match, code = s.locate(p, timestamp) })
+	if wb != nil {
+		data.Release()
+		if a == nil {
+			a = &coldRetry{}
 		}
-		// The log knows the batch; Kafka answers the record.
-		return s.recordAt(p, off, func(ts int64) bool { return ts == t })
+		if s.fetchFor(a, wb, func() { s.listTry(k, timestamp, done, a) }) {
+			return
+		}
+		data, match, code = s.locate(p, timestamp)
 	}
-	if timestamp < 0 {
-		return -1, -1, kerr.InvalidRequest
+	a.end(s)
+	if data.Len == 0 {
+		done(-1, -1, code)
+		return
 	}
-	off, _, ok := p.Log.OffsetForTimestamp(timestamp)
-	if !ok || off >= p.hw {
-		return -1, -1, kerr.None
+	// The batch itself: from memory, the page cache, or read without
+	// blocking. ListOffsets is rare, so reading (and, if need be,
+	// decompressing) one batch here is fine.
+	buf := make([]byte, data.Len)
+	if data.Mem != nil || data.File == nil {
+		b, _ := data.Bytes()
+		data.Release()
+		done(recordAt(b, match))
+		return
 	}
-	return s.recordAt(p, off, func(ts int64) bool { return ts >= timestamp })
+	n, err := data.File.ReadAtNoWait(buf, int64(data.Pos))
+	if err == nil && n == len(buf) {
+		data.Release()
+		done(recordAt(buf, match))
+		return
+	}
+	if !errors.Is(err, storage.ErrWouldBlock) {
+		data.Release()
+		done(-1, -1, kerr.KafkaStorageError)
+		return
+	}
+	s.cold.Reads++
+	s.readInto(data.File, int64(data.Pos), buf, func(err error) {
+		data.Release()
+		if err != nil {
+			done(-1, -1, kerr.KafkaStorageError)
+			return
+		}
+		done(recordAt(buf, match))
+	})
 }
 
-// recordAt finds, in the batch starting at batchOffset, the first record
-// whose timestamp satisfies match, and answers its offset and timestamp.
-// ListOffsets is rare, so reading (and, if need be, decompressing) one batch
-// here is fine.
-func (s *Shard) recordAt(p *Partition, batchOffset log.Offset, match func(ts int64) bool) (int64, int64, kerr.Code) {
-	data, err := p.Log.Read(batchOffset, 1, true, p.hw)
-	defer data.Release()
+// locate finds the batch ListOffsets answers from (data.Len 0 when none:
+// code says whether that is an error) and how to match its record.
+func (s *Shard) locate(p *Partition, timestamp int64) (data log.ReadResult, match func(int64) bool, code kerr.Code) {
+	var off log.Offset
+	if timestamp == MaxTimestamp {
+		t, o := p.Log.MaxTimestamp()
+		if o < 0 || o >= p.hw {
+			return log.ReadResult{}, nil, kerr.None
+		}
+		// The log knows the batch; Kafka answers the record.
+		off, match = o, func(ts int64) bool { return ts == t }
+	} else {
+		o, _, ok := p.Log.OffsetForTimestamp(timestamp)
+		if !ok || o >= p.hw {
+			return log.ReadResult{}, nil, kerr.None
+		}
+		off, match = o, func(ts int64) bool { return ts >= timestamp }
+	}
+	data, err := p.Log.Read(off, 1, true, p.hw)
 	if err != nil || data.Len == 0 {
-		return -1, -1, kerr.KafkaStorageError
+		data.Release()
+		return log.ReadResult{}, nil, kerr.KafkaStorageError
 	}
-	buf, err := data.Bytes()
-	if err != nil {
-		return -1, -1, kerr.KafkaStorageError
-	}
+	return data, match, kerr.None
+}
+
+// recordAt finds, in the batch at the start of buf, the first record whose
+// timestamp satisfies match, and answers its offset and timestamp.
+func recordAt(buf []byte, match func(ts int64) bool) (int64, int64, kerr.Code) {
 	it := records.NewIter(buf)
 	batch, h, ok := it.Next()
 	if !ok {
@@ -153,7 +264,7 @@ func (s *Shard) recordAt(p *Partition, batchOffset log.Offset, match func(ts int
 	}
 	off, ts := int64(-1), int64(-1)
 	errFound := errors.New("found")
-	err = records.ForEachRecord(batch, nil, func(r *records.Record) error {
+	err := records.ForEachRecord(batch, nil, func(r *records.Record) error {
 		t := h.BaseTimestamp + r.TimestampDelta
 		if match(t) {
 			off, ts = h.BaseOffset+int64(r.OffsetDelta), t

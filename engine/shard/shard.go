@@ -79,6 +79,17 @@ type Shard struct {
 	toWrite  []*Partition
 	tail     *log.TailCache
 	tailSlab *uring.Slab
+	// Cold reads (coldread.go): the registered read slots, free ones,
+	// reads in flight by tag, reads waiting for a slot or ring space,
+	// finished ones whose continuations have yet to run, and spare
+	// prefetch buffers.
+	readSlab   *uring.Slab
+	freeSlots  []int
+	reads      map[uint64]*readJob
+	readQueue  []*readJob
+	readsReady []*readJob
+	pfFree     [][]byte
+	cold       ColdStats
 	// direct write pieces submitted, and how many were RWF_DSYNC
 	directWrites, dsyncWrites uint64
 	nextTag                   uint64
@@ -171,6 +182,14 @@ func (s *Shard) run(ready chan<- error) {
 			return
 		}
 	}
+	if err := s.setUpReads(); err != nil {
+		s.be.close()
+		if s.tailSlab != nil {
+			s.tailSlab.Close()
+		}
+		ready <- fmt.Errorf("shard %d: read slots: %w", s.cfg.ID, err)
+		return
+	}
 	ready <- nil
 	s.loop()
 }
@@ -186,14 +205,17 @@ func (s *Shard) loop() {
 		s.in.release(ops)
 		s.submitWrites()
 		s.submitSyncs()
+		s.submitReads()
 		s.comps = s.be.poll(s.comps[:0])
 		s.complete(s.comps)
+		s.finishReads()
 		worked := len(ops) > 0 || len(s.comps) > 0
 		if s.checkpoint && len(s.syncs) == 0 {
 			s.checkpoint = false
 			s.writeCheckpoint(false)
 		}
-		if s.stopping && len(s.syncs) == 0 && len(s.writes) == 0 && len(s.toWrite) == 0 && s.in.empty() {
+		if s.stopping && len(s.syncs) == 0 && len(s.writes) == 0 && len(s.toWrite) == 0 && s.in.empty() &&
+			len(s.reads) == 0 && len(s.readQueue) == 0 {
 			s.stopped <- s.shutdown()
 			return
 		}
@@ -214,6 +236,7 @@ func (s *Shard) loop() {
 			s.comps = s.be.wait(s.comps[:0])
 			s.sleeping.Store(false)
 			s.complete(s.comps)
+			s.finishReads()
 		}
 		s.sleeping.Store(false)
 		idleSince = time.Time{}
@@ -250,6 +273,7 @@ func (s *Shard) shutdown() error {
 	if s.tailSlab != nil {
 		s.tailSlab.Close() // after the ring: nothing can write from it now
 	}
+	s.readSlab.Close()
 	return errors.Join(errs...)
 }
 
@@ -340,6 +364,9 @@ type Stats struct {
 	// Tail describes the direct mode's tail cache (nil in page-cache
 	// mode); filled only by Snapshot.
 	Tail *TailStats
+	// Cold counts reads that would have blocked the shard; filled only by
+	// Snapshot.
+	Cold ColdStats
 }
 
 // TailStats are a shard's tail cache and direct write counters.
@@ -367,6 +394,7 @@ func (s *Shard) Snapshot() (Stats, []PartitionStats) {
 		st = s.Stats()
 		st.InboxDepth = depth
 		st.Submitted, st.Completed = s.be.stats()
+		st.Cold = s.cold
 		if c := s.tail; c != nil {
 			st.Tail = &TailStats{Bytes: c.Bytes(), FreeBytes: c.Free(), Hits: c.Hits, Misses: c.Misses, Evictions: c.Evictions, Reloads: c.Reloads,
 				Writes: s.directWrites, DsyncWrites: s.dsyncWrites}

@@ -301,7 +301,11 @@ func TestListOffsetByTimestampFindsTheRecord(t *testing.T) {
 		for _, c := range cases {
 			var off, ts int64
 			var code kerr.Code
-			s.Call(func(s *Shard) { off, ts, code = s.ListOffset(testKey, c.ts) })
+			answered := make(chan struct{})
+			s.Do(func(s *Shard) {
+				s.ListOffset(testKey, c.ts, func(o, t int64, c kerr.Code) { off, ts, code = o, t, c; close(answered) })
+			})
+			<-answered
 			if code != kerr.None || off != c.wantOff || ts != c.wantTs {
 				t.Errorf("%v: timestamp %d: offset %d ts %d (%v), want %d ts %d", codec, c.ts, off, ts, code, c.wantOff, c.wantTs)
 			}

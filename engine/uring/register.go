@@ -22,23 +22,31 @@ import (
 // What must stay valid afterwards is what the iovecs point at — the slab —
 // whose pages the kernel pins for the life of the registration.
 
-// RegisterBuffers registers every buffer of s, buffer i as index i, for
+// RegisterBuffers registers every buffer of the slabs, numbered in order
+// (the first slab's buffer i is index i, the next slab's follow), for
 // PrepReadFixed/PrepWriteFixed. A ring registers buffers once.
-func (r *Ring) RegisterBuffers(s *Slab) error {
+func (r *Ring) RegisterBuffers(slabs ...*Slab) error {
 	if r.buffers != nil {
 		return errors.New("uring: buffers already registered on this ring")
 	}
-	if s.count > registerBuffersMax {
-		return fmt.Errorf("uring: %d buffers exceed the kernel's %d", s.count, registerBuffersMax)
+	var iovecs []unix.Iovec
+	var spans []span
+	for _, s := range slabs {
+		for i := 0; i < s.count; i++ {
+			b := s.Buf(i)
+			var v unix.Iovec
+			v.Base = &b[0]
+			v.SetLen(len(b))
+			iovecs = append(iovecs, v)
+			p := uintptr(unsafe.Pointer(&b[0]))
+			spans = append(spans, span{p, p + uintptr(len(b))})
+		}
 	}
-	iovecs := make([]unix.Iovec, s.count)
-	spans := make([]span, s.count)
-	for i := range iovecs {
-		b := s.Buf(i)
-		iovecs[i].Base = &b[0]
-		iovecs[i].SetLen(len(b))
-		p := uintptr(unsafe.Pointer(&b[0]))
-		spans[i] = span{p, p + uintptr(len(b))}
+	if len(iovecs) == 0 {
+		return errors.New("uring: RegisterBuffers with no buffers")
+	}
+	if len(iovecs) > registerBuffersMax {
+		return fmt.Errorf("uring: %d buffers exceed the kernel's %d", len(iovecs), registerBuffersMax)
 	}
 	if err := r.register(registerBuffers, unsafe.Pointer(&iovecs[0]), len(iovecs)); err != nil {
 		return err
