@@ -84,6 +84,12 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		done(produceFailed(kerr.KafkaStorageError, err.Error()))
 		return
 	}
+	if errors.Is(err, log.ErrCorruptBatch) {
+		// The log refused the input before writing anything: the request
+		// fails, the partition does not.
+		done(produceFailed(kerr.CorruptMessage, err.Error()))
+		return
+	}
 	if err != nil {
 		p.failed = err
 		s.cfg.Logger.Error("append failed; partition refuses writes", "partition", k.Dir(), "err", err)
@@ -185,6 +191,10 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64
 			return nil, 0, produceFailed(kerr.CorruptMessage, err.Error()), false
 		}
 		set = rebuilt
+	}
+	if int64(len(set)) > p.Cfg.SegmentBytes() {
+		// Kafka's UnifiedLog refuses what cannot fit in one segment.
+		return nil, 0, produceFailed(kerr.RecordListTooLarge, fmt.Sprintf("record set of %d bytes exceeds segment.bytes %d", len(set), p.Cfg.SegmentBytes())), false
 	}
 	return set, count, ProduceResult{BaseOffset: -1}, true
 }

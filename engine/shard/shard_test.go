@@ -407,3 +407,22 @@ func TestAppendStampsLeaderEpoch(t *testing.T) {
 		t.Fatalf("stored batch has leader epoch %d, want %d", h.PartitionLeaderEpoch, leaderEpoch)
 	}
 }
+
+// A record set larger than segment.bytes is refused with
+// RECORD_LIST_TOO_LARGE, as Kafka does, and the partition keeps taking
+// appends (it used to latch the log's refusal as a storage failure).
+func TestRecordSetLargerThanSegment(t *testing.T) {
+	backends(t, func(t *testing.T, m mode) {
+		s := startShard(t, storage.NewMem(), m)
+		defer s.Stop()
+		openTestPartition(t, s, map[string]string{"segment.bytes": "65536"})
+		if r := produce(s, batch(t, 80, compress.None), 1); r.Err != kerr.RecordListTooLarge {
+			t.Fatalf("80 KiB batch into 64 KiB segments: %v, want RECORD_LIST_TOO_LARGE", r.Err)
+		}
+		for i := 0; i < 3; i++ {
+			if r := produce(s, batch(t, 8, compress.None), 1); r.Err != kerr.None || r.BaseOffset != int64(8*i) {
+				t.Fatalf("append after the refusal: %+v", r)
+			}
+		}
+	})
+}
