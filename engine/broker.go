@@ -107,7 +107,7 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 		sh, err := shard.Start(shard.Config{
 			ID: i, DataDir: cfg.DataDir, FS: b.fs, PinCPU: pin, URing: useURing,
 			Logger: logger, Metrics: b.Metrics, Checkpoints: checkpoints,
-			Direct: b.IOMode == config.IOModeDirect, TailCacheBytes: cfg.TailCacheBytes / int64(cfg.Shards), DsyncWrites: cfg.DirectDsync,
+			Direct: b.IOMode == config.IOModeDirect, TailCacheBytes: cfg.TailCacheBytes / int64(cfg.Shards), DsyncWrites: cfg.DirectDsync, PreZero: cfg.DirectPreZero,
 		})
 		if err != nil {
 			b.stopShards()

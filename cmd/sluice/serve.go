@@ -37,6 +37,7 @@ func serve(args []string) error {
 	ioMode := fs.String("io-mode", config.IOModeDirect, "write mode: direct (O_DIRECT appends through io_uring, tail cache) or page-cache")
 	tailCache := fs.Int64("tail-cache-bytes", 256<<20, "direct mode: memory for the tail cache, split across shards and fairly across partitions")
 	directDsync := fs.Bool("direct-dsync", true, "direct mode: make acks=all appends durable with RWF_DSYNC writes instead of a write then fdatasync")
+	directPreZero := fs.Bool("direct-prezero", true, "direct mode: overwrite segment space with zeros ahead of the writer, so datasyncs need no journal commit (doubles the bytes written)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	ebpf := fs.Bool("ebpf", false, "attach the eBPF probes (block I/O, io_uring and page-cache latency) and export them as metrics")
 	if err := fs.Parse(args); err != nil {
@@ -79,6 +80,9 @@ func serve(args []string) error {
 	}
 	if set["direct-dsync"] {
 		cfg.DirectDsync = *directDsync
+	}
+	if set["direct-prezero"] {
+		cfg.DirectPreZero = *directPreZero
 	}
 	cfg.RequireURing = *requireURing
 

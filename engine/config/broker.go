@@ -28,7 +28,10 @@ type Broker struct {
 	TailCacheBytes int64
 	// DirectDsync: in direct mode, acks=all appends are made durable by
 	// RWF_DSYNC writes rather than writes then fdatasync.
-	DirectDsync   bool
+	DirectDsync bool
+	// DirectPreZero: in direct mode, segment space allocated ahead of the
+	// writer is overwritten with zeros before data lands in it.
+	DirectPreZero bool
 	ClusterID     string
 	NumPartitions int32
 	AutoCreate    bool
@@ -61,6 +64,7 @@ func Defaults() *Broker {
 		IOMode:                 IOModeDirect,
 		TailCacheBytes:         256 << 20,
 		DirectDsync:            true,
+		DirectPreZero:          true,
 		DataDir:                "./data",
 		Listen:                 "127.0.0.1:9092",
 		HTTP:                   "127.0.0.1:9645",

@@ -117,6 +117,20 @@ func NewTailCache(mem []byte, reserve bool) (*TailCache, error) {
 	return c, nil
 }
 
+// NoPreZero turns pre-zeroing off (--direct-prezero=false): the zero
+// source's chunks join the cache, and data writes go into fallocated,
+// unwritten space (each datasync then also commits the extent conversion
+// to the journal). Call it before any log uses the cache.
+func (c *TailCache) NoPreZero() {
+	if c.zero == nil {
+		return
+	}
+	for i := len(c.zero)/ChunkSize - 1; i >= 0; i-- {
+		c.free = append(c.free, int32(i))
+	}
+	c.zero = nil
+}
+
 // Bytes is what the cache can hold; Free how much is unused.
 func (c *TailCache) Bytes() int64 { return int64(c.totalChunks()) * ChunkSize }
 func (c *TailCache) Free() int64  { return int64(len(c.free)) * ChunkSize }

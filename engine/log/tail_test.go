@@ -1416,3 +1416,42 @@ func TestDirectAppendLeavesInflightBuffersAlone(t *testing.T) {
 		}
 	}
 }
+
+// With pre-zeroing off (--direct-prezero=false) the zero source's chunks
+// hold data instead, and no write is a zero write.
+func TestDirectNoPreZero(t *testing.T) {
+	mem := storage.NewMem()
+	cache := testZeroingCache(t, 16)
+	before := cache.Bytes()
+	cache.NoPreZero()
+	if cache.Bytes() <= before || cache.Free() != cache.Bytes() {
+		t.Fatalf("cache %d bytes (%d free) after NoPreZero, %d before: the zero source should have joined it", cache.Bytes(), cache.Free(), before)
+	}
+	l := mustOpen(t, mem, "d/t-0", Config{Tail: cache}, Checkpoint{})
+	var all []byte
+	for i := 0; i < 300; i++ {
+		b := makeBatch(batchSpec{records: 2, bodyBytes: 20000 + i}, byte(i))
+		if _, err := l.Append(b, t0); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		all = append(all, b...)
+		for ws := l.PendingWrites(nil, false); len(ws) > 0; ws = l.PendingWrites(nil, false) {
+			for _, w := range ws {
+				if w.Seq == zeroSeq {
+					t.Fatalf("a zero write [%d,+%d) with pre-zeroing off", w.Off, len(w.Buf))
+				}
+				if _, err := w.File.WriteAt(w.Buf, w.Off); err != nil {
+					t.Fatal(err)
+				}
+				l.WriteDone(w.Seq, nil)
+			}
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := mustOpen(t, mem, "d/t-0", Config{}, Checkpoint{})
+	if got := readAll(t, r); !bytes.Equal(got, withOffsets(all, 0)) {
+		t.Fatal("content differs")
+	}
+}

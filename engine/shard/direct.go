@@ -37,6 +37,9 @@ func (s *Shard) setUpTail() error {
 		slab.Close()
 		return err
 	}
+	if !s.cfg.PreZero {
+		cache.NoPreZero()
+	}
 	s.tail, s.tailSlab = cache, slab
 	return nil
 }

@@ -59,6 +59,8 @@ type Config struct {
 	// DsyncWrites makes direct writes that acks=all appends wait on
 	// RWF_DSYNC writes instead of writes followed by a datasync.
 	DsyncWrites bool
+	// PreZero: pre-zero segment space ahead of the direct writer.
+	PreZero bool
 }
 
 // spinBeforeSleep is how long an idle shard keeps polling its inbox and

@@ -26,6 +26,7 @@ func (m mode) config(c Config) Config {
 	if m.direct {
 		c.TailCacheBytes = 1 << 20
 		c.DsyncWrites = true
+		c.PreZero = true
 	}
 	return c
 }

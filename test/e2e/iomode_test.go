@@ -154,3 +154,24 @@ func TestDirectModeFallsBackWithoutODirect(t *testing.T) {
 	checkAcks(t, "franz-go producer", l, c.Produce(t, topic, "none", recs))
 	verifyFetched(t, "on ramfs", recs, l, consumeWithFranz(t, b, topic, 2, nil), verifyOptions{timestamps: true})
 }
+
+// Direct mode without pre-zeroing (--direct-prezero=false): data lands in
+// fallocated, unwritten space; what was acknowledged survives a SIGKILL.
+func TestDirectModeWithoutPreZeroing(t *testing.T) {
+	requireOwnBroker(t, "a broker started with --direct-prezero=false, then killed")
+	if !directMode() {
+		t.Skip("the flag is about direct mode; this run is in page-cache mode")
+	}
+	b := StartSluice(t, BrokerOptions{Config: crashBrokerConfig(), Flags: []string{"--direct-prezero=false"}})
+	seed := testSeed(t)
+	c := &franzClient{b: b}
+	topic := topicName(t, "no-prezero")
+	c.CreateTopic(t, topic, 2, map[string]string{"segment.bytes": "1048576"})
+	waitForTopic(t, b, topic, 2)
+	recs := makeDataset(seed, 8000, datasetOptions{})
+	l := layoutOf(recs, 2)
+	checkAcks(t, "franz-go producer", l, c.Produce(t, topic, "zstd", recs))
+	b.Kill(t)
+	b.Restart(t)
+	verifyFetched(t, "after SIGKILL, written without pre-zeroing", recs, l, consumeWithFranz(t, b, topic, 2, nil), verifyOptions{timestamps: true, codec: "zstd"})
+}
