@@ -65,7 +65,7 @@ func startShard(t *testing.T, fs storage.FS, m mode) *Shard {
 
 var testKey = Key{Topic: "t", Partition: 0}
 
-func openTestPartition(t *testing.T, s *Shard, overrides map[string]string) {
+func openTestPartition(t testing.TB, s *Shard, overrides map[string]string) {
 	t.Helper()
 	var err error
 	s.Call(func(s *Shard) {
