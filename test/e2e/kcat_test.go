@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
 )
 
 // kcatClient runs the scenario with kcat (librdkafka): kcat produces,
@@ -51,6 +54,15 @@ func (c *kcatClient) SupportsMaxTimestamp() bool { return false }
 
 func (c *kcatClient) Produce(t *testing.T, topic, codec string, recs []testRecord) []acked {
 	t.Helper()
+	// librdkafka sends a batch uncompressed when compressing it would make
+	// it larger (rd_kafka_msgset_writer_compress: ciov.iov_len > len), as
+	// it does for a small batch of incompressible text. Its msg debug log
+	// names each batch's codec: the batches it sent uncompressed are noted
+	// for verifyFetched, which then wants codec none for their records.
+	var batches *kcatBatches
+	if codec != "none" {
+		batches = c.newKcatBatches(t, topic)
+	}
 	// One invocation per run of records sharing their headers.
 	for start := 0; start < len(recs); {
 		end := start + 1
@@ -69,13 +81,102 @@ func (c *kcatClient) Produce(t *testing.T, topic, codec string, recs []testRecor
 			// knows each record's partition.
 			"-X", "partitioner=murmur2_random",
 			"-X", "message.timeout.ms=60000"}
+		if batches != nil {
+			args = append(args, "-X", "debug=msg")
+		}
 		for _, h := range recs[start].Headers {
 			args = append(args, "-H", h.Key+"="+string(h.Value))
 		}
-		c.run(t, &in, args...)
+		_, stderr := c.runOut(t, &in, args...)
+		if batches != nil {
+			batches.read(t, codec, stderr, end-start)
+		}
 		start = end
 	}
 	return nil // kcat does not report offsets
+}
+
+// kcatBatches follows, from librdkafka's msg debug log, the batches kcat
+// sent to a topic and at which offsets they landed.
+type kcatBatches struct {
+	// line matches librdkafka's log of each batch it builds
+	// (rd_kafka_msgset_writer_finalize): partition, message count and
+	// codec, "uncompressed" when it sends the batch without one.
+	line *regexp.Regexp
+	// next is the offset each partition's next batch lands at: batches of
+	// a partition are built, sent and appended in order.
+	next map[int32]int64
+	// lost is set once the log and the records disagree (a batch built
+	// again for a retry); no batch is noted after that, so verifyFetched
+	// is strict.
+	lost bool
+}
+
+func (c *kcatClient) newKcatBatches(t *testing.T, topic string) *kcatBatches {
+	t.Helper()
+	ends, err := c.b.Admin(t).ListEndOffsets(testContext(t, time.Minute), topic)
+	if err != nil {
+		t.Fatalf("ListEndOffsets %s: %v", topic, err)
+	}
+	kb := &kcatBatches{
+		line: regexp.MustCompile(`: ` + regexp.QuoteMeta(topic) + ` \[(\d+)\]: Produce MessageSet with (\d+) message\(s\) \(.*, (\w+)\)$`),
+		next: map[int32]int64{},
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			t.Fatalf("ListEndOffsets %s/%d: %v", o.Topic, o.Partition, o.Err)
+		}
+		kb.next[o.Partition] = o.Offset
+	})
+	return kb
+}
+
+// read takes the log of one kcat invocation that produced n records.
+func (kb *kcatBatches) read(t *testing.T, codec string, stderr []byte, n int) {
+	t.Helper()
+	type batch struct {
+		partition int32
+		count     int64
+		codec     string
+	}
+	var batches []batch
+	total := 0
+	for _, line := range strings.Split(string(stderr), "\n") {
+		// librdkafka's other reasons for not compressing: the broker does
+		// not support the codec, or compressing failed. Neither is the
+		// size rule, so the batch must not pass as expected.
+		if strings.Contains(line, "not compressing batch") || strings.Contains(line, "sending uncompressed") {
+			t.Fatalf("kcat -z %s: %s", codec, line)
+		}
+		m := kb.line.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		p, _ := strconv.ParseInt(m[1], 10, 32)
+		count, _ := strconv.ParseInt(m[2], 10, 64)
+		batches = append(batches, batch{int32(p), count, m[3]})
+		total += int(count)
+	}
+	if total != n && !kb.lost {
+		t.Logf("kcat -z %s: librdkafka logged batches of %d messages for %d records (a retry?): no longer telling which records it sent uncompressed", codec, total, n)
+		kb.lost = true
+	}
+	if kb.lost {
+		return
+	}
+	for _, b := range batches {
+		first := kb.next[b.partition]
+		kb.next[b.partition] = first + b.count
+		switch b.codec {
+		case codec:
+		case "uncompressed":
+			t.Logf("kcat -z %s: librdkafka sent %d record(s) of partition %d from offset %d uncompressed (%s would not have made the batch smaller)",
+				codec, b.count, b.partition, first, codec)
+			noteSentUncompressed(t, b.partition, first, first+b.count)
+		default:
+			t.Fatalf("kcat -z %s: librdkafka logged a batch compressed with %s", codec, b.codec)
+		}
+	}
 }
 
 func sameHeaders(a, b []header) bool {
@@ -85,21 +186,28 @@ func sameHeaders(a, b []header) bool {
 // run runs kcat; kcat exits non-zero when a record could not be delivered.
 func (c *kcatClient) run(t testing.TB, stdin *bytes.Buffer, args ...string) []byte {
 	t.Helper()
+	stdout, _ := c.runOut(t, stdin, args...)
+	return stdout
+}
+
+// runOut is run that also returns kcat's standard error.
+func (c *kcatClient) runOut(t testing.TB, stdin *bytes.Buffer, args ...string) (stdout, stderr []byte) {
+	t.Helper()
 	ctx := testContext(t, 2*time.Minute)
 	cmd := exec.CommandContext(ctx, c.bin, args...)
 	if stdin != nil {
 		cmd.Stdin = stdin
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
+	var outBuf, errBuf bytes.Buffer
+	cmd.Stdout = &outBuf
+	cmd.Stderr = &errBuf
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("kcat %s: %v\nstderr:\n%s", strings.Join(shorten(args), " "), err, lastLines(stderr.String(), 30))
+		t.Fatalf("kcat %s: %v\nstderr:\n%s", strings.Join(shorten(args), " "), err, lastLines(errBuf.String(), 30))
 	}
-	if strings.Contains(stderr.String(), "% ERROR") {
-		t.Fatalf("kcat %s reported errors:\n%s", strings.Join(shorten(args), " "), lastLines(stderr.String(), 30))
+	if strings.Contains(errBuf.String(), "% ERROR") {
+		t.Fatalf("kcat %s reported errors:\n%s", strings.Join(shorten(args), " "), lastLines(errBuf.String(), 30))
 	}
-	return stdout.Bytes()
+	return outBuf.Bytes(), errBuf.Bytes()
 }
 
 // The consume format: fields split by ASCII unit separators, records ended
