@@ -23,20 +23,18 @@ import (
 // keeps fetching from random offsets of data the page cache has just
 // dropped: with the blocking Read (the shard preads the batch headers
 // itself, the behaviour before cold reads) and with ReadAsync (the headers
-// come through the read slots). Run both side by side:
+// come through the read slots), and without the reader (idle: the floor).
+// Run them side by side:
 //
 //	go test -run '^$' -bench ShardUnderColdReads -benchtime 20000x ./engine/shard
 func BenchmarkShardUnderColdReads(b *testing.B) {
-	for _, async := range []bool{false, true} {
-		name := "blocking"
-		if async {
-			name = "async"
-		}
-		b.Run(name, func(b *testing.B) { benchColdReads(b, async) })
+	for _, reader := range []string{"idle", "blocking", "async"} {
+		b.Run(reader, func(b *testing.B) { benchColdReads(b, reader) })
 	}
 }
 
-func benchColdReads(b *testing.B, async bool) {
+func benchColdReads(b *testing.B, reader string) {
+	async := reader == "async"
 	if err := URingAvailable(); err != nil {
 		b.Skipf("io_uring unavailable: %v", err)
 	}
@@ -73,8 +71,7 @@ func benchColdReads(b *testing.B, async bool) {
 	stop := make(chan struct{})
 	var reads atomic.Int64
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
+	readCold := func() {
 		defer wg.Done()
 		rng := rand.New(rand.NewSource(1))
 		ch := make(readChan, 1)
@@ -95,7 +92,11 @@ func benchColdReads(b *testing.B, async bool) {
 			r.Data.Release()
 			reads.Add(1)
 		}
-	}()
+	}
+	if reader != "idle" {
+		wg.Add(1)
+		go readCold()
+	}
 
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
