@@ -33,8 +33,9 @@ var (
 	descDirectW     = prometheus.NewDesc("sluice_direct_writes_total", "Direct mode: O_DIRECT write SQEs submitted (dsync: RWF_DSYNC ones, for acks=all).", []string{"shard", "kind"}, nil)
 	descColdReads   = prometheus.NewDesc("sluice_cold_reads_total", "Regions of segment files a fetch or ListOffsets needed on the shard thread that were not in memory, read asynchronously (READ_FIXED) instead of blocking the shard.", []string{"shard"}, nil)
 	descColdBytes   = prometheus.NewDesc("sluice_cold_read_bytes_total", "Bytes the cold reads read.", []string{"shard"}, nil)
+	descColdErr     = prometheus.NewDesc("sluice_cold_read_errors_total", "Asynchronous cold reads that failed (the request then reads normally and reports what that read meets).", []string{"shard"}, nil)
 	descColdFall    = prometheus.NewDesc("sluice_cold_read_fallbacks_total", "Requests finished with blocking reads after too many cold reads, or a failed one.", []string{"shard"}, nil)
-	engineMetricSet = []*prometheus.Desc{descColdReads, descColdBytes, descColdFall, descInboxDepth, descBusy, descWakeups, descSyncRounds, descSubmitted, descCompleted,
+	engineMetricSet = []*prometheus.Desc{descColdReads, descColdBytes, descColdFall, descColdErr, descInboxDepth, descBusy, descWakeups, descSyncRounds, descSubmitted, descCompleted,
 		descPartitions, descSegments, descSize, descLogStart, descHighWater, descLogEnd, descUnderRepl,
 		descTailBytes, descTailFree, descTailReads, descTailEvict, descTailReload, descDirectW}
 )
@@ -61,6 +62,7 @@ func (b *Broker) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descColdReads, prometheus.CounterValue, float64(st.Cold.Reads), id)
 		ch <- prometheus.MustNewConstMetric(descColdBytes, prometheus.CounterValue, float64(st.Cold.Bytes), id)
 		ch <- prometheus.MustNewConstMetric(descColdFall, prometheus.CounterValue, float64(st.Cold.Fallbacks), id)
+		ch <- prometheus.MustNewConstMetric(descColdErr, prometheus.CounterValue, float64(st.Cold.Errors), id)
 		if t := st.Tail; t != nil {
 			ch <- prometheus.MustNewConstMetric(descTailBytes, prometheus.GaugeValue, float64(t.Bytes), id)
 			ch <- prometheus.MustNewConstMetric(descTailFree, prometheus.GaugeValue, float64(t.FreeBytes), id)

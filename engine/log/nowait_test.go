@@ -9,32 +9,46 @@ import (
 	"github.com/sluice-broker/sluice/engine/storage"
 )
 
-// coldFS is a file system whose every no-wait read would block: the log
-// must then name the regions it needs and finish from them alone.
-func coldCases(t *testing.T) []fsCase {
-	cold := func(fs storage.FS) storage.FS {
+// coldCase is a file system whose every no-wait read would block: the log
+// must then name the regions it needs and finish from them alone. faulty
+// counts its blocking reads.
+type coldCase struct {
+	fsCase
+	faulty *storage.FaultyFS
+}
+
+func coldCases(t *testing.T) []coldCase {
+	cold := func(fs storage.FS) *storage.FaultyFS {
 		return storage.NewFaulty(fs, storage.Rule{Ops: storage.OpReadNoWait, Err: storage.ErrWouldBlock})
 	}
-	return []fsCase{
-		{"os", cold(storage.OS()), filepath.Join(t.TempDir(), "topic-0")},
-		{"mem", cold(storage.NewMem()), "data/topic-0"},
+	osCold, memCold := cold(storage.OS()), cold(storage.NewMem())
+	osDirect, memDirect := cold(storage.OS()), cold(storage.NewMem())
+	return []coldCase{
+		{fsCase{"os", osCold, filepath.Join(t.TempDir(), "topic-0")}, osCold},
+		{fsCase{"mem", memCold, "data/topic-0"}, memCold},
 		// A cache of 4 chunks holds 256 KiB of a 2 MiB segment: reads of
 		// the active segment go below the cache, to the stable end.
-		{"os-direct", &directFS{cold(storage.OS()), testCache(t, 4)}, filepath.Join(t.TempDir(), "topic-0")},
-		{"mem-direct", &directFS{cold(storage.NewMem()), testCache(t, 4)}, "data/topic-0"},
+		{fsCase{"os-direct", &directFS{osDirect, testCache(t, 4)}, filepath.Join(t.TempDir(), "topic-0")}, osDirect},
+		{fsCase{"mem-direct", &directFS{memDirect, testCache(t, 4)}, "data/topic-0"}, memDirect},
 	}
 }
 
 // noWait runs fn in no-wait mode, fetching (with ordinary reads) every
-// region it names, until it completes; it checks each region against the
-// rules of nowait.go and returns how many rounds it took.
-func noWait(t *testing.T, l *Log, fn func() error) int {
+// region it names, until it completes; it checks that fn never read a file
+// the blocking way and each region against the rules of nowait.go, and
+// returns how many rounds it took. between, if set, runs after each fetch:
+// the log may change while a region is read.
+func noWait(t *testing.T, c coldCase, l *Log, between func(), fn func() error) int {
 	t.Helper()
 	var pre []Prefetched
 	for rounds := 0; ; rounds++ {
+		blocking := c.faulty.Count(storage.OpRead)
 		l.BeginNoWait(pre)
 		err := fn()
 		wb := l.EndNoWait()
+		if n := c.faulty.Count(storage.OpRead) - blocking; n > 0 {
+			t.Fatalf("%d blocking reads in no-wait mode", n)
+		}
 		if wb == nil {
 			if err != nil {
 				t.Fatalf("no-wait read: %v", err)
@@ -73,6 +87,9 @@ func noWait(t *testing.T, l *Log, fn func() error) int {
 			t.Fatalf("fetch %v: %d bytes, %v", wb, n, err)
 		}
 		pre = append(pre, wb.Done(buf))
+		if between != nil {
+			between()
+		}
 	}
 }
 
@@ -98,6 +115,13 @@ func TestNoWaitReadsMatchBlockingReads(t *testing.T) {
 				t.Fatalf("want several segments, have %d", l.SegmentCount())
 			}
 			end := l.LogEndOffset()
+			// While a region is fetched, appends go on: the tail cache
+			// moves up and evicts, the direct writer writes, segments roll.
+			appended := 0
+			appendOne := func() {
+				appended++
+				mustAppend(t, l, makeBatch(batchSpec{records: 3, bodyBytes: rng.Intn(3000), maxTs: t0.UnixMilli() + 30000 + int64(appended)}, byte(appended)))
+			}
 			cold := 0
 			for q := 0; q < 300; q++ {
 				from := Offset(rng.Int63n(int64(end)))
@@ -107,7 +131,7 @@ func TestNoWaitReadsMatchBlockingReads(t *testing.T) {
 					t.Fatal(err)
 				}
 				var got ReadResult
-				rounds := noWait(t, l, func() (err error) {
+				rounds := noWait(t, c, l, appendOne, func() (err error) {
 					got.Release()
 					got, err = l.Read(from, maxBytes, true, end)
 					return err
@@ -130,7 +154,7 @@ func TestNoWaitReadsMatchBlockingReads(t *testing.T) {
 				var gotOff Offset
 				var gotTs int64
 				var gotOK bool
-				noWait(t, l, func() error {
+				noWait(t, c, l, nil, func() error {
 					gotOff, gotTs, gotOK = l.OffsetForTimestamp(ts)
 					return nil
 				})
@@ -140,8 +164,8 @@ func TestNoWaitReadsMatchBlockingReads(t *testing.T) {
 			}
 			// The file system refuses every no-wait read, so every request
 			// that reached a segment file had to name a region.
-			if cold == 0 {
-				t.Fatal("no read needed a region: the no-wait path was not exercised")
+			if cold == 0 || appended == 0 {
+				t.Fatalf("%d reads needed a region, %d appends ran while one was fetched: the no-wait path was not exercised", cold, appended)
 			}
 		})
 	}
@@ -178,7 +202,7 @@ func TestNoWaitRegionsDieWithTruncation(t *testing.T) {
 			}
 			defer want.Release()
 			var got ReadResult
-			noWait(t, l, func() (err error) {
+			noWait(t, c, l, nil, func() (err error) {
 				got.Release()
 				// The stale region comes first: were it used, the walk
 				// would follow the old batches' lengths (the segment is

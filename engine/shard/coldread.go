@@ -32,17 +32,20 @@ type ColdStats struct {
 	Reads     uint64 // regions read asynchronously
 	Bytes     uint64 // bytes they read
 	Fallbacks uint64 // requests finished with blocking reads (maxColdRounds, or a failed read)
+	Errors    uint64 // asynchronous reads that failed
 }
 
-// readJob reads dst from file at off, piece by piece through one slot.
+// readJob reads n bytes of file at off into dst, piece by piece through
+// one slot.
 type readJob struct {
 	file storage.File
 	off  int64
-	dst  []byte
+	n    int
+	dst  []byte // nil until the job has a slot, for a prefetch buffer
 	done int
 	slot int // -1 until it has one
 	err  error
-	then func(err error)
+	then func(dst []byte, err error)
 }
 
 // setUpReads maps the read slots and registers them, with the tail cache
@@ -72,30 +75,43 @@ func (s *Shard) slotBuf(i int) []byte {
 	return b[i*log.PrefetchSize : (i+1)*log.PrefetchSize : (i+1)*log.PrefetchSize]
 }
 
-// readInto reads len(dst) bytes of f at off into dst without blocking the
-// shard; then runs on the shard thread, from the loop, once it is done.
-// The caller keeps f open until then.
-func (s *Shard) readInto(f storage.File, off int64, dst []byte, then func(err error)) {
-	s.readQueue = append(s.readQueue, &readJob{file: f, off: off, dst: dst, slot: -1, then: then})
+// readInto reads n bytes of f at off without blocking the shard, into dst
+// or (dst nil, n at most log.PrefetchSize) into a prefetch buffer taken
+// when the read gets its slot; then runs on the shard thread, from the
+// loop, once it is done, with the bytes. The caller keeps f open until
+// then.
+func (s *Shard) readInto(f storage.File, off int64, n int, dst []byte, then func(dst []byte, err error)) {
+	s.readQueue = append(s.readQueue, &readJob{file: f, off: off, n: n, dst: dst, slot: -1, then: then})
 }
 
-// submitReads gives queued reads a slot and hands them to the ring.
+// submitReads gives queued reads a slot and hands them to the ring. A job
+// already holding a slot (its next piece) goes whether or not those queued
+// before it can get one.
 func (s *Shard) submitReads() {
 	keep := s.readQueue[:0]
-	for i, j := range s.readQueue {
+	full := false
+	for _, j := range s.readQueue {
+		if full {
+			keep = append(keep, j)
+			continue
+		}
 		if j.slot < 0 {
 			if len(s.freeSlots) == 0 {
-				keep = append(keep, s.readQueue[i:]...)
-				break
+				keep = append(keep, j)
+				continue
 			}
 			j.slot = s.freeSlots[len(s.freeSlots)-1]
 			s.freeSlots = s.freeSlots[:len(s.freeSlots)-1]
+			if j.dst == nil {
+				j.dst = s.prefetchBuf()[:j.n]
+			}
 		}
-		n := min(len(j.dst)-j.done, log.PrefetchSize)
+		n := min(j.n-j.done, log.PrefetchSize)
 		s.nextTag++
 		if !s.be.read(j.file, s.slotBuf(j.slot)[:n], j.off+int64(j.done), s.nextTag) {
-			keep = append(keep, s.readQueue[i:]...)
-			break
+			keep = append(keep, j) // the ring is full: the rest next turn
+			full = true
+			continue
 		}
 		s.reads[s.nextTag] = j
 	}
@@ -115,7 +131,7 @@ func (s *Shard) readDone(j *readJob, c completion) {
 		j.done += copy(j.dst[j.done:], s.slotBuf(j.slot)[:c.n])
 		s.cold.Bytes += uint64(c.n)
 	}
-	if j.err == nil && j.done < len(j.dst) {
+	if j.err == nil && j.done < j.n {
 		s.readQueue = append(s.readQueue, j) // the next piece, same slot
 		return
 	}
@@ -132,7 +148,10 @@ func (s *Shard) finishReads() {
 		ready := s.readsReady
 		s.readsReady = nil
 		for _, j := range ready {
-			j.then(j.err)
+			if j.err != nil {
+				s.cold.Errors++
+			}
+			j.then(j.dst, j.err)
 		}
 	}
 }
@@ -141,6 +160,7 @@ func (s *Shard) finishReads() {
 type coldRetry struct {
 	pre    []log.Prefetched
 	rounds int
+	failed bool // a read failed: finish with ordinary reads
 }
 
 // noWait runs fn with p's log in no-wait mode over the regions a has
@@ -159,21 +179,20 @@ func (s *Shard) noWait(p *Partition, a *coldRetry, fn func()) *log.WouldBlock {
 // It returns false, changing nothing, when a has waited for enough
 // regions: the caller then finishes the request with ordinary reads.
 func (s *Shard) fetchFor(a *coldRetry, wb *log.WouldBlock, again func()) bool {
-	if a.rounds >= maxColdRounds {
+	if a.failed || a.rounds >= maxColdRounds {
 		s.cold.Fallbacks++
 		return false
 	}
 	a.rounds++
 	s.cold.Reads++
-	buf := s.prefetchBuf()[:wb.Len]
 	wb.Seg.Acquire()
-	s.readInto(wb.File, wb.Off, buf, func(err error) {
+	s.readInto(wb.File, wb.Off, wb.Len, nil, func(buf []byte, err error) {
 		wb.Seg.Release()
 		if err != nil {
 			// Let the ordinary read meet the error and report it.
 			s.cfg.Logger.Warn("cold read failed; retrying with a blocking read", "shard", s.cfg.ID, "err", err)
-			s.pfFree = append(s.pfFree, buf[:0])
-			a.rounds = maxColdRounds
+			s.putPrefetchBuf(buf)
+			a.failed = true
 		} else {
 			a.pre = append(a.pre, wb.Done(buf))
 		}
@@ -191,15 +210,20 @@ func (s *Shard) prefetchBuf() []byte {
 	return make([]byte, log.PrefetchSize)
 }
 
+// putPrefetchBuf keeps b for reuse, up to one per slot.
+func (s *Shard) putPrefetchBuf(b []byte) {
+	if b != nil && len(s.pfFree) < readSlots {
+		s.pfFree = append(s.pfFree, b[:0])
+	}
+}
+
 // end gives a's buffers back; safe on nil.
 func (a *coldRetry) end(s *Shard) {
 	if a == nil {
 		return
 	}
 	for _, pf := range a.pre {
-		if len(s.pfFree) < readSlots {
-			s.pfFree = append(s.pfFree, pf.Buf[:0])
-		}
+		s.putPrefetchBuf(pf.Buf)
 	}
 	a.pre = nil
 }

@@ -137,5 +137,79 @@ func TestColdReadOfDeletedPartition(t *testing.T) {
 		if r := <-ch; r.Err != kerr.NotLeaderOrFollower || r.HasData {
 			t.Fatalf("read of a deleted partition: %+v", r)
 		}
+		// Without the pin the read would meet a closed descriptor (EBADF)
+		// and fall back; with io_uring, a reused descriptor number would
+		// read another file.
+		if st, _ := s.Snapshot(); st.Cold.Reads == 0 || st.Cold.Errors != 0 || st.Cold.Fallbacks != 0 {
+			t.Fatalf("cold reads %+v: want reads, no errors and no fallbacks", st.Cold)
+		}
 	})
 }
+
+// More cold reads than read slots, many of them in several pieces
+// (ListOffsets reading batches larger than a slot), all in flight at
+// once: each is answered (a queued read must never wait behind one that
+// cannot get a slot while the slot holders wait behind it).
+func TestColdReadsBeyondTheSlots(t *testing.T) {
+	backends(t, func(t *testing.T, m mode) {
+		s, err := Start(m.config(Config{ID: 0, DataDir: t.TempDir(), FS: coldFS(), PinCPU: -1}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Stop()
+		openTestPartition(t, s, map[string]string{"segment.bytes": "1048576"})
+		base := int64(1_700_000_000_000)
+		for i := 0; i < 40; i++ {
+			recs := make([]records.Record, 100) // about 100 KiB: two slots' worth
+			for j := range recs {
+				recs[j] = records.Record{OffsetDelta: int32(j), TimestampDelta: int64(j), Value: bytes.Repeat([]byte{byte(i)}, 1000)}
+			}
+			h := records.Header{Magic: 2, ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: base + int64(i)*1000}
+			b, err := records.AppendBatch(nil, h, recs, compress.None)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := produce(s, b, 1); r.Err != kerr.None {
+				t.Fatal(r.Err)
+			}
+		}
+		const n = 3 * readSlots
+		type answer struct {
+			i       int
+			off, ts int64
+			code    kerr.Code
+		}
+		answers := make(chan answer, 2*n)
+		s.Do(func(s *Shard) {
+			for i := 0; i < n; i++ {
+				ts := base + int64(i%40)*1000 + 50
+				s.ListOffset(testKey, ts, func(off, found int64, code kerr.Code) { answers <- answer{i, off, found, code} })
+				s.ReadAsync(testKey, int64(i%40)*100, 64<<10, true, readWaiterFunc(func(r ReadResult) {
+					r.Data.Release()
+					answers <- answer{-1, int64(r.Data.FirstOffset), 0, r.Err}
+				}))
+			}
+		})
+		timeout := time.After(20 * time.Second)
+		for k := 0; k < 2*n; k++ {
+			select {
+			case a := <-answers:
+				if a.code != kerr.None {
+					t.Fatalf("answer %+v", a)
+				}
+				if a.i >= 0 {
+					if want := int64(a.i%40)*100 + 50; a.off != want {
+						t.Fatalf("ListOffsets %d: offset %d, want %d", a.i, a.off, want)
+					}
+				}
+			case <-timeout:
+				st, _ := s.Snapshot()
+				t.Fatalf("%d of %d requests answered after 20 s (cold reads %+v)", k, 2*n, st.Cold)
+			}
+		}
+	})
+}
+
+type readWaiterFunc func(ReadResult)
+
+func (f readWaiterFunc) ReadDone(r ReadResult) { f(r) }

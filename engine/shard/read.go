@@ -214,7 +214,7 @@ func (s *Shard) listTry(k Key, timestamp int64, done func(offset, ts int64, code
 		return
 	}
 	s.cold.Reads++
-	s.readInto(data.File, int64(data.Pos), buf, func(err error) {
+	s.readInto(data.File, int64(data.Pos), len(buf), buf, func(_ []byte, err error) {
 		data.Release()
 		if err != nil {
 			done(-1, -1, kerr.KafkaStorageError)

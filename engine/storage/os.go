@@ -112,7 +112,9 @@ func (o *osFile) ReadAtNoWait(p []byte, off int64) (int, error) {
 			continue
 		case err == unix.EAGAIN:
 			return done, ErrWouldBlock
-		case err == unix.EOPNOTSUPP:
+		case err == unix.EOPNOTSUPP, err == unix.ENOSYS, err == unix.EINVAL && done == 0 && off >= 0:
+			// No RWF_NOWAIT here (EOPNOTSUPP), no preadv2 (ENOSYS), or a
+			// kernel that does not know the flag (EINVAL).
 			noWaitRefused.Store(true)
 			k, err := o.ReadAt(p[done:], off+int64(done))
 			return done + k, err
