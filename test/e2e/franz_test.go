@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,14 +71,30 @@ func (c *franzClient) Produce(t *testing.T, topic, codec string, recs []testReco
 	case "zstd":
 		comp = kgo.ZstdCompression()
 	}
-	// Defaults otherwise: idempotent, acks=all.
-	cl := c.b.Client(t,
+	inner, err := kgo.DefaultCompressor(comp)
+	if err != nil {
+		t.Fatalf("franz-go compressor for %s: %v", codec, err)
+	}
+	watch := &compressionWatch{inner: inner, want: kgo.CompressionCodecType(codecID[codec])}
+	opts := []kgo.Opt{
 		kgo.DefaultProduceTopic(topic),
 		kgo.ProducerBatchCompression(comp),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), // murmur2, as Java
-	)
+	}
+	if inner != nil { // nil for none
+		opts = append(opts, kgo.WithCompressor(watch)) // comp, watched
+	}
+	// Defaults otherwise: idempotent, acks=all.
+	cl := c.b.Client(t, opts...)
 	ctx := testContext(t, 2*time.Minute)
 	acks := make([]acked, len(recs))
+	// franz-go sends a batch uncompressed when compressing it would not
+	// make it smaller (sink.go keeps the compressed records only when
+	// len(compressed) < len(toCompress)), as for a batch of one short
+	// record. Each acknowledged record carries the attributes of the batch
+	// it was written in: the records sent uncompressed are noted for
+	// verifyFetched, which then wants codec none for them.
+	uncompressed := map[int32][]int64{}
 	var mu sync.Mutex
 	var firstErr error
 	for i, r := range recs {
@@ -90,6 +109,16 @@ func (c *franzClient) Produce(t *testing.T, topic, codec string, recs []testReco
 				firstErr = fmt.Errorf("record %d: %w", i, err)
 			}
 			acks[i] = acked{Index: i, Partition: kr.Partition, Offset: kr.Offset}
+			if err != nil {
+				return
+			}
+			switch sent := kr.Attrs.CompressionType(); {
+			case sent == codecID[codec]:
+			case sent == 0 && kr.Offset >= 0:
+				uncompressed[kr.Partition] = append(uncompressed[kr.Partition], kr.Offset)
+			case firstErr == nil:
+				firstErr = fmt.Errorf("record %d: acknowledged at offset %d in a batch with codec %d, asked for %s", i, kr.Offset, sent, codec)
+			}
 		})
 	}
 	if err := cl.Flush(ctx); err != nil {
@@ -98,7 +127,68 @@ func (c *franzClient) Produce(t *testing.T, topic, codec string, recs []testReco
 	if firstErr != nil {
 		t.Fatalf("franz-go produce: %v", firstErr)
 	}
+	if trouble := watch.troubles(); trouble != "" {
+		t.Fatalf("franz-go produce with %s: %s", codec, trouble)
+	}
+	noteFranzUncompressed(t, codec, watch.larger.Load(), uncompressed)
 	return acks
+}
+
+// noteFranzUncompressed notes the offsets, per partition, that franz-go
+// acknowledged in batches sent uncompressed, larger being how many times
+// compressing a batch did not make it smaller.
+func noteFranzUncompressed(t *testing.T, codec string, larger int64, uncompressed map[int32][]int64) {
+	t.Helper()
+	if len(uncompressed) > 0 && larger == 0 {
+		t.Fatalf("franz-go produce with %s: records acknowledged in uncompressed batches, yet compression made no batch larger: %v", codec, uncompressed)
+	}
+	for p, offsets := range uncompressed {
+		slices.Sort(offsets)
+		for start := 0; start < len(offsets); {
+			end := start + 1
+			for end < len(offsets) && offsets[end] == offsets[end-1]+1 {
+				end++
+			}
+			first, last := offsets[start], offsets[end-1]+1
+			t.Logf("franz-go sent partition %d offsets %d..%d uncompressed (%s would not have made the batch smaller)", p, first, last-1, codec)
+			noteSentUncompressed(t, p, first, last)
+			start = end
+		}
+	}
+}
+
+// compressionWatch is franz-go's compressor for one codec that counts the
+// batches compressing did not make smaller, which franz-go then sends
+// uncompressed, and records any other way a batch would go out without
+// the codec: a compression error (nil) or another codec.
+type compressionWatch struct {
+	inner  kgo.Compressor
+	want   kgo.CompressionCodecType
+	larger atomic.Int64
+
+	mu      sync.Mutex
+	trouble string
+}
+
+func (w *compressionWatch) Compress(dst *bytes.Buffer, src []byte, flags ...kgo.CompressFlag) ([]byte, kgo.CompressionCodecType) {
+	out, codec := w.inner.Compress(dst, src, flags...)
+	switch {
+	case out == nil || codec != w.want:
+		w.mu.Lock()
+		if w.trouble == "" {
+			w.trouble = fmt.Sprintf("compressing a batch of %d bytes gave codec %d (output nil: %v), want %d", len(src), codec, out == nil, w.want)
+		}
+		w.mu.Unlock()
+	case len(out) >= len(src):
+		w.larger.Add(1)
+	}
+	return out, codec
+}
+
+func (w *compressionWatch) troubles() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.trouble
 }
 
 func (c *franzClient) Consume(t *testing.T, topic string, partitions int, from map[int32]int64) []fetched {
