@@ -8,7 +8,7 @@ GOFLAGS_BUILD := -trimpath
 # The e2e suite drives the real binary; give it a fresh one.
 export SLUICE_BIN := $(CURDIR)/$(BIN)
 
-.PHONY: help build run test unit e2e fuzz bench bench-modes lint generate check-generated clean
+.PHONY: help build run test unit e2e fuzz bench bench-modes bench-durable lint generate check-generated clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -86,6 +86,11 @@ bench-modes: build ## issue 5: page-cache vs direct write mode vs Kafka → benc
 	BENCH_COMMAND="make bench-modes" ./$(BIN) bench compare --suite bench/workloads/suites/direct-mode.yaml \
 	  --start sluice-page-cache,sluice-direct,kafka --work-dir $(BENCH_DIR)/modes --out bench/results \
 	  --name $$(date -u +%Y-%m-%d)-$$(hostname)-modes $(BENCH_FLAGS)
+
+bench-durable: build ## issue 5: durable throughput with 16 KiB records, page-cache vs direct → bench/results/DATE-HOST-durable-16k.md
+	BENCH_COMMAND="make bench-durable" ./$(BIN) bench compare --suite bench/workloads/suites/durable-16k.yaml \
+	  --start sluice-page-cache,sluice-direct --work-dir $(BENCH_DIR)/durable --out bench/results \
+	  --name $$(date -u +%Y-%m-%d)-$$(hostname)-durable-16k $(BENCH_FLAGS)
 
 .PHONY: generate-bpf test-tune
 generate-bpf: ## recompile the eBPF probes in tuning/probe/bpf (needs clang, llvm, libbpf-dev) and their Go wrappers
