@@ -19,6 +19,33 @@ func coldFS() *storage.FaultyFS {
 	return storage.NewFaulty(storage.OS(), storage.Rule{Ops: storage.OpReadNoWait, Err: storage.ErrWouldBlock})
 }
 
+// startColdShard starts a shard on coldFS with the test partition.
+func startColdShard(t *testing.T, m mode, segmentBytes string) *Shard {
+	t.Helper()
+	s, err := Start(m.config(Config{ID: 0, DataDir: t.TempDir(), FS: coldFS(), PinCPU: -1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	openTestPartition(t, s, map[string]string{"segment.bytes": segmentBytes})
+	return s
+}
+
+// timedBatch is a batch of n records of 1000 bytes of fill, timestamped
+// base, base+1, ... ms.
+func timedBatch(t *testing.T, n int, fill int, base int64) []byte {
+	t.Helper()
+	recs := make([]records.Record, n)
+	for j := range recs {
+		recs[j] = records.Record{OffsetDelta: int32(j), TimestampDelta: int64(j), Value: bytes.Repeat([]byte{byte(fill)}, 1000)}
+	}
+	h := records.Header{Magic: 2, ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: base}
+	b, err := records.AppendBatch(nil, h, recs, compress.None)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 type readChan chan ReadResult
 
 func (c readChan) ReadDone(r ReadResult) { c <- r }
@@ -55,26 +82,12 @@ func resultBytes(t *testing.T, r ReadResult) []byte {
 // what blocking reads answer, through the read slots.
 func TestColdReadsMatchBlockingReads(t *testing.T) {
 	backends(t, func(t *testing.T, m mode) {
-		fs := coldFS()
-		s, err := Start(m.config(Config{ID: 0, DataDir: t.TempDir(), FS: fs, PinCPU: -1}))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := startColdShard(t, m, "1048576")
 		defer s.Stop()
-		openTestPartition(t, s, map[string]string{"segment.bytes": "1048576"})
 		base := int64(1_700_000_000_000)
 		const batches = 300
 		for i := 0; i < batches; i++ {
-			recs := make([]records.Record, 10)
-			for j := range recs {
-				recs[j] = records.Record{OffsetDelta: int32(j), TimestampDelta: int64(j), Value: bytes.Repeat([]byte{byte(i)}, 1000)}
-			}
-			h := records.Header{Magic: 2, ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: base + int64(i)*1000}
-			b, err := records.AppendBatch(nil, h, recs, compress.None)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r := produce(s, b, -1); r.Err != kerr.None {
+			if r := produce(s, timedBatch(t, 10, i, base+int64(i)*1000), -1); r.Err != kerr.None {
 				t.Fatal(r.Err)
 			}
 		}
@@ -114,12 +127,8 @@ func TestColdReadsMatchBlockingReads(t *testing.T) {
 // NOT_LEADER_OR_FOLLOWER.
 func TestColdReadOfDeletedPartition(t *testing.T) {
 	backends(t, func(t *testing.T, m mode) {
-		s, err := Start(m.config(Config{ID: 0, DataDir: t.TempDir(), FS: coldFS(), PinCPU: -1}))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := startColdShard(t, m, "262144")
 		defer s.Stop()
-		openTestPartition(t, s, map[string]string{"segment.bytes": "262144"})
 		for i := 0; i < 100; i++ {
 			if r := produce(s, batch(t, 8, compress.None), 1); r.Err != kerr.None {
 				t.Fatal(r.Err)
@@ -152,24 +161,12 @@ func TestColdReadOfDeletedPartition(t *testing.T) {
 // cannot get a slot while the slot holders wait behind it).
 func TestColdReadsBeyondTheSlots(t *testing.T) {
 	backends(t, func(t *testing.T, m mode) {
-		s, err := Start(m.config(Config{ID: 0, DataDir: t.TempDir(), FS: coldFS(), PinCPU: -1}))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := startColdShard(t, m, "1048576")
 		defer s.Stop()
-		openTestPartition(t, s, map[string]string{"segment.bytes": "1048576"})
 		base := int64(1_700_000_000_000)
 		for i := 0; i < 40; i++ {
-			recs := make([]records.Record, 100) // about 100 KiB: two slots' worth
-			for j := range recs {
-				recs[j] = records.Record{OffsetDelta: int32(j), TimestampDelta: int64(j), Value: bytes.Repeat([]byte{byte(i)}, 1000)}
-			}
-			h := records.Header{Magic: 2, ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: base + int64(i)*1000}
-			b, err := records.AppendBatch(nil, h, recs, compress.None)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r := produce(s, b, 1); r.Err != kerr.None {
+			// About 100 KiB: two slots' worth.
+			if r := produce(s, timedBatch(t, 100, i, base+int64(i)*1000), 1); r.Err != kerr.None {
 				t.Fatal(r.Err)
 			}
 		}
