@@ -162,7 +162,13 @@ func TestColdReadOfDeletedPartition(t *testing.T) {
 func TestColdReadsBeyondTheSlots(t *testing.T) {
 	backends(t, func(t *testing.T, m mode) {
 		s := startColdShard(t, m, "1048576")
-		defer s.Stop()
+		defer func() {
+			// A shard with reads stuck in its queue would never stop: fail
+			// fast instead of waiting for the test binary's timeout.
+			if !t.Failed() {
+				s.Stop()
+			}
+		}()
 		base := int64(1_700_000_000_000)
 		for i := 0; i < 40; i++ {
 			// About 100 KiB: two slots' worth.
