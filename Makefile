@@ -21,6 +21,10 @@ run: build ## build and serve Kafka on 127.0.0.1:9092 with data in ./data
 
 test: build lint check-generated ## the whole suite, as CI runs it
 	$(GO) test -count=1 -timeout 25m ./...
+	@# The engine's, network's and codecs' unit tests under the race
+	@# detector: the shard's cross-goroutine paths (inbox, doorbell, pinned
+	@# segments, cold-read answers). It needs cgo (gcc; .ci/install-deps).
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./engine/... ./netio/ ./wire/...
 	@# The request handlers and the real-client suites once more in the
 	@# other write mode (the run above used the default, direct; issue 5).
 	SLUICE_IO_MODE=page-cache $(GO) test -count=1 -timeout 15m ./engine/api/ ./test/e2e/ ./test/groups/

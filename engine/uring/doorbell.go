@@ -5,6 +5,7 @@ package uring
 import (
 	"encoding/binary"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,6 +15,10 @@ import (
 // re-armed after each completion). Whether to ring at all (only when the
 // shard sleeps) is the shard's business, not the doorbell's.
 type Doorbell struct {
+	// mu makes Close wait for Rings in progress and later Rings see the
+	// close: a Ring racing with Close must not write to the descriptor
+	// number after it is closed (and perhaps reused by a socket).
+	mu sync.RWMutex
 	fd int
 }
 
@@ -35,6 +40,11 @@ func NewDoorbell() (*Doorbell, error) {
 // shard reads coalesce into one read of their sum. EAGAIN (the counter is
 // saturated) means it is rung already.
 func (d *Doorbell) Ring() {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.fd < 0 {
+		return // closed: nobody is listening
+	}
 	for {
 		_, err := unix.Write(d.fd, doorbellIncrement)
 		if err != unix.EINTR {
@@ -46,10 +56,11 @@ func (d *Doorbell) Ring() {
 // Fd is the eventfd, for PrepRead.
 func (d *Doorbell) Fd() int32 { return int32(d.fd) }
 
-// Close closes the eventfd; call it only once no goroutine can Ring any
-// more (a later Ring could hit a reused descriptor number). A read armed in
+// Close closes the eventfd; a Ring after it does nothing. A read armed in
 // a ring holds its own reference to the file until that ring is closed.
 func (d *Doorbell) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.fd < 0 {
 		return nil
 	}
