@@ -1,6 +1,8 @@
 package api
 
 import (
+	"sync"
+
 	"github.com/sluice-broker/sluice/engine/shard"
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
@@ -17,11 +19,17 @@ func (h *Handler) listOffsets(rc *request, req *msg.ListOffsetsRequest) *msg.Lis
 	var resp msg.ListOffsetsResponse
 	resp.Default()
 	snap := h.b.Meta.Snapshot()
+	// Every partition is asked at once: a shard may answer later (a cold
+	// read), and partitions on different shards (or waiting on different
+	// reads) should not wait for each other.
+	var wg sync.WaitGroup
+	var asked []*msg.ListOffsetsResponseListOffsetsPartitionResponse
 	for _, rt := range req.Topics {
 		out := msg.ListOffsetsResponseListOffsetsTopicResponse{Name: rt.Name}
 		t, known := snap.Topics[rt.Name]
-		for _, rp := range rt.Partitions {
-			var p msg.ListOffsetsResponseListOffsetsPartitionResponse
+		out.Partitions = make([]msg.ListOffsetsResponseListOffsetsPartitionResponse, len(rt.Partitions))
+		for i, rp := range rt.Partitions {
+			p := &out.Partitions[i]
 			p.Default()
 			p.PartitionIndex = rp.PartitionIndex
 			p.Timestamp, p.Offset = -1, -1
@@ -34,21 +42,24 @@ func (h *Handler) listOffsets(rc *request, req *msg.ListOffsetsRequest) *msg.Lis
 				p.ErrorCode = int16(kerr.UnsupportedVersion)
 			default:
 				k := shard.Key{Topic: t.Name, Partition: rp.PartitionIndex}
-				answered := make(chan struct{})
+				ts := rp.Timestamp
+				wg.Add(1)
+				asked = append(asked, p)
 				h.b.ShardOf(t, rp.PartitionIndex).Do(func(s *shard.Shard) {
-					s.ListOffset(k, rp.Timestamp, func(off, ts int64, code kerr.Code) {
-						p.Offset, p.Timestamp, p.ErrorCode = off, ts, int16(code)
-						close(answered)
+					s.ListOffset(k, ts, func(off, found int64, code kerr.Code) {
+						p.Offset, p.Timestamp, p.ErrorCode = off, found, int16(code)
+						wg.Done()
 					})
 				})
-				<-answered
-				if p.ErrorCode == 0 && p.Offset >= 0 {
-					p.LeaderEpoch = 0
-				}
 			}
-			out.Partitions = append(out.Partitions, p)
 		}
 		resp.Topics = append(resp.Topics, out)
+	}
+	wg.Wait()
+	for _, p := range asked {
+		if p.ErrorCode == 0 && p.Offset >= 0 {
+			p.LeaderEpoch = 0
+		}
 	}
 	return &resp
 }
