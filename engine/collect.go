@@ -30,6 +30,7 @@ var (
 	descTailReads   = prometheus.NewDesc("sluice_tail_cache_reads_total", "Direct mode: fetches of the active segment served from the tail cache (hit) or from the file (miss).", []string{"shard", "result"}, nil)
 	descTailEvict   = prometheus.NewDesc("sluice_tail_cache_evictions_total", "Direct mode: chunks taken from one partition to give to another.", []string{"shard"}, nil)
 	descTailReload  = prometheus.NewDesc("sluice_tail_cache_reloads_total", "Direct mode: partial last blocks read back after a partition's chunks were all taken.", []string{"shard"}, nil)
+	descTailRestore = prometheus.NewDesc("sluice_tail_cache_restores_total", "Direct mode: partial last blocks put back from the copy kept when a partition's chunks were all taken (no read).", []string{"shard"}, nil)
 	descDirectW     = prometheus.NewDesc("sluice_direct_writes_total", "Direct mode: O_DIRECT write SQEs submitted (dsync: RWF_DSYNC ones, for acks=all).", []string{"shard", "kind"}, nil)
 	descColdReads   = prometheus.NewDesc("sluice_cold_reads_total", "Regions of segment files a fetch or ListOffsets needed on the shard thread that were not in memory, read asynchronously (READ_FIXED) instead of blocking the shard.", []string{"shard"}, nil)
 	descColdBytes   = prometheus.NewDesc("sluice_cold_read_bytes_total", "Bytes the cold reads read.", []string{"shard"}, nil)
@@ -37,7 +38,7 @@ var (
 	descColdFall    = prometheus.NewDesc("sluice_cold_read_fallbacks_total", "Requests finished with blocking reads after too many cold reads, or a failed one.", []string{"shard"}, nil)
 	engineMetricSet = []*prometheus.Desc{descColdReads, descColdBytes, descColdFall, descColdErr, descInboxDepth, descBusy, descWakeups, descSyncRounds, descSubmitted, descCompleted,
 		descPartitions, descSegments, descSize, descLogStart, descHighWater, descLogEnd, descUnderRepl,
-		descTailBytes, descTailFree, descTailReads, descTailEvict, descTailReload, descDirectW}
+		descTailBytes, descTailFree, descTailReads, descTailEvict, descTailReload, descTailRestore, descDirectW}
 )
 
 // Describe implements prometheus.Collector.
@@ -70,6 +71,7 @@ func (b *Broker) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descTailReads, prometheus.CounterValue, float64(t.Misses), id, "miss")
 			ch <- prometheus.MustNewConstMetric(descTailEvict, prometheus.CounterValue, float64(t.Evictions), id)
 			ch <- prometheus.MustNewConstMetric(descTailReload, prometheus.CounterValue, float64(t.Reloads), id)
+			ch <- prometheus.MustNewConstMetric(descTailRestore, prometheus.CounterValue, float64(t.Restores), id)
 			ch <- prometheus.MustNewConstMetric(descDirectW, prometheus.CounterValue, float64(t.Writes-t.DsyncWrites), id, "plain")
 			ch <- prometheus.MustNewConstMetric(descDirectW, prometheus.CounterValue, float64(t.DsyncWrites), id, "dsync")
 		}

@@ -85,6 +85,9 @@ type TailCache struct {
 
 	// Counters for metrics (read on the shard thread).
 	Hits, Misses, Evictions, Reloads uint64
+	// Restores: partial last blocks put back from the copy kept at
+	// eviction, without a read (Reloads counts the reads).
+	Restores uint64
 }
 
 // NewTailCache builds a cache over mem, whose length is a multiple of
@@ -240,7 +243,11 @@ type tail struct {
 	zeroFrom, zeroEnd int64
 	zeroing           bool
 	inflight          []directWrite
-	nextSeq           uint64
+	// kept is a copy of the partial last block [keptAt, hi), taken when
+	// the tail lost its last chunk (keptAt -1: none).
+	kept    []byte
+	keptAt  int64
+	nextSeq uint64
 
 	prev, next *tail
 	linked     bool
@@ -292,6 +299,15 @@ func (t *tail) evictable() bool {
 }
 
 func (t *tail) evictFront() {
+	if len(t.chunks) == 1 {
+		// The last chunk holds the partial last block, which the next
+		// append rewrites: keep a copy, so that append need not read it
+		// back from the device on the shard thread.
+		if blk := alignDown(t.hi, BlockSize); t.hi > blk && blk >= t.lo && t.valid <= blk {
+			t.kept = append(t.kept[:0], t.at(blk)[:t.hi-blk]...)
+			t.keptAt = blk
+		}
+	}
 	t.cache.release(t.chunks[0])
 	t.chunks = t.chunks[1:]
 	t.lo += ChunkSize
@@ -315,6 +331,7 @@ func (t *tail) releaseAll() {
 func (t *tail) reset(size int64, end Offset) {
 	t.releaseAll()
 	t.lo, t.valid, t.hi = alignDown(size, ChunkSize), size, size
+	t.kept, t.keptAt = t.kept[:0], -1
 	t.submitted, t.written, t.lastEnd = size, size, alignUp(size, BlockSize)
 	t.writtenOff = end
 	t.inflight = t.inflight[:0]
@@ -456,6 +473,13 @@ func (l *Log) appendDirect(seg *segment, batches []byte) error {
 func (l *Log) reloadBlock(seg *segment, blk int64) error {
 	t := l.tail
 	buf := t.at(blk)[:t.hi-blk]
+	if t.keptAt == blk && len(t.kept) == len(buf) {
+		copy(buf, t.kept)
+		t.valid = blk
+		t.kept, t.keptAt = t.kept[:0], -1
+		t.cache.Restores++
+		return nil
+	}
 	if n, err := seg.file.ReadAt(buf, blk); n < len(buf) {
 		if err == nil {
 			err = io.ErrUnexpectedEOF

@@ -375,6 +375,7 @@ type Stats struct {
 type TailStats struct {
 	Bytes, FreeBytes                 int64
 	Hits, Misses, Evictions, Reloads uint64
+	Restores                         uint64
 	Writes, DsyncWrites              uint64 // write pieces submitted
 }
 
@@ -398,7 +399,7 @@ func (s *Shard) Snapshot() (Stats, []PartitionStats) {
 		st.Submitted, st.Completed = s.be.stats()
 		st.Cold = s.cold
 		if c := s.tail; c != nil {
-			st.Tail = &TailStats{Bytes: c.Bytes(), FreeBytes: c.Free(), Hits: c.Hits, Misses: c.Misses, Evictions: c.Evictions, Reloads: c.Reloads,
+			st.Tail = &TailStats{Bytes: c.Bytes(), FreeBytes: c.Free(), Hits: c.Hits, Misses: c.Misses, Evictions: c.Evictions, Reloads: c.Reloads, Restores: c.Restores,
 				Writes: s.directWrites, DsyncWrites: s.dsyncWrites}
 		}
 		for _, k := range s.sortedKeys() {
