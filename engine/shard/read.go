@@ -195,13 +195,13 @@ func (s *Shard) listTry(k Key, timestamp int64, done func(offset, ts int64, code
 	// The batch itself: from memory, the page cache, or read without
 	// blocking. ListOffsets is rare, so reading (and, if need be,
 	// decompressing) one batch here is fine.
-	buf := make([]byte, data.Len)
 	if data.Mem != nil || data.File == nil {
 		b, _ := data.Bytes()
 		data.Release()
 		done(recordAt(b, match))
 		return
 	}
+	buf := make([]byte, data.Len)
 	n, err := data.File.ReadAtNoWait(buf, int64(data.Pos))
 	if err == nil && n == len(buf) {
 		data.Release()
