@@ -23,8 +23,8 @@ type writeRef struct {
 	n   int
 }
 
-// setUpTail maps the tail cache (registered with the read slots, in
-// setUpBuffers).
+// setUpTail maps the tail cache (setUpReads registers it with the read
+// slots).
 func (s *Shard) setUpTail() error {
 	size := s.cfg.TailCacheBytes &^ (log.ChunkSize - 1)
 	size = min(max(size, 2*log.ChunkSize), 1<<30) // one registered buffer holds at most 1 GiB

@@ -95,8 +95,8 @@ func (o *osFile) ReadAt(p []byte, off int64) (int, error) {
 	return done, nil
 }
 
-// noWaitRefused is set once the kernel refuses RWF_NOWAIT reads
-// (EOPNOTSUPP: a file system without them); ReadAtNoWait then reads
+// noWaitRefused is set once the kernel refuses RWF_NOWAIT reads (see
+// ReadAtNoWait's EOPNOTSUPP, ENOSYS and EINVAL); ReadAtNoWait then reads
 // normally.
 var noWaitRefused atomic.Bool
 
