@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -78,5 +79,68 @@ func TestProduceAllocationsIndependentOfRecords(t *testing.T) {
 	t.Logf("allocations per Produce request: %.1f with 1 record, %.1f with 256 records", one, many)
 	if many > one+1 {
 		t.Fatalf("allocations grow with records: %.1f for 1, %.1f for 256", one, many)
+	}
+}
+
+// TestFetchBytesAllocatedIndependentOfRecords fetches a partition's records
+// over and over and checks that the heap bytes allocated per Fetch do not
+// grow with the record bytes returned. In direct mode the records come from
+// the tail cache through a pooled buffer; copying them again into the
+// response frame allocated their size per fetch, and tailing consumers
+// then drove the garbage collector at their own byte rate.
+func TestFetchBytesAllocatedIndependentOfRecords(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop buffers at random, so pooled buffers are reallocated")
+	}
+	h, br := newTestHandler(t)
+	perFetch := func(name string, n int) float64 {
+		topic, err := br.CreateTopic(name, 1, 1, nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame := produceFrame(t, name, n)
+		var pr kmsg.ProduceResponse
+		decodeResponse(t, written(t, h.Handle(frame, nil)), &pr, 11, true)
+		if code := pr.Topics[0].Partitions[0].ErrorCode; code != 0 {
+			t.Fatalf("produce: error %d", code)
+		}
+		req := kmsg.NewPtrFetchRequest()
+		req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 0, 1, 4<<20
+		rt := kmsg.NewFetchRequestTopic()
+		rt.TopicID = topic.ID
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.PartitionMaxBytes = 4 << 20
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		fetch := requestFrame(req, 13)
+		got := 0
+		run := func() {
+			r := h.Handle(fetch, nil)
+			r.Wait()
+			got = 0
+			for _, p := range r.Parts {
+				got += len(p.Bytes) + p.Len
+			}
+			r.Release()
+		}
+		for range 20 { // warm the buffer pools
+			run()
+		}
+		if got < n*1024 {
+			t.Fatalf("fetch returned %d bytes, want the %d records", got, n)
+		}
+		const runs = 200
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range runs {
+			run()
+		}
+		runtime.ReadMemStats(&after)
+		return float64(after.TotalAlloc-before.TotalAlloc) / runs
+	}
+	one, many := perFetch("one", 1), perFetch("many", 256)
+	t.Logf("heap bytes allocated per Fetch: %.0f returning 1 KiB of records, %.0f returning 256 KiB", one, many)
+	if many > one+16<<10 {
+		t.Fatalf("allocation grows with the record bytes fetched: %.0f bytes per fetch for 1 KiB, %.0f for 256 KiB", one, many)
 	}
 }

@@ -19,7 +19,8 @@ import (
 )
 
 // Records is where a partition's record bytes come from: memory (Bytes) or a
-// file range (File, Off, Len). Null records are Null.
+// file range (File, Off, Len). Null records are Null. Encode copies Bytes
+// of up to InlineMax bytes and references larger ones.
 type Records struct {
 	Null  bool
 	Bytes []byte
@@ -35,6 +36,11 @@ func (r Records) Size() int {
 	}
 	return r.Len
 }
+
+// InlineMax is the most record bytes from memory that Encode copies into
+// the frame; larger ones are referenced by a chunk of their own, so they
+// must stay unchanged until the frame is written.
+const InlineMax = 512
 
 // Chunk is one piece of the encoded frame: bytes, or a file range when Bytes
 // is nil.
@@ -95,6 +101,15 @@ func Encode(dst []Chunk, correlationID int32, m *msg.FetchResponse, version int1
 			switch {
 			case r.Null:
 				buf = appendNullLen(buf, flexible)
+			case r.Bytes != nil && len(r.Bytes) > InlineMax:
+				// Records in memory (the tail cache's copy) become a chunk
+				// of their own, as a file range does, rather than a second
+				// copy into a growing frame buffer: tailing consumers
+				// would otherwise churn the heap at their own byte rate.
+				buf = appendLen(buf, len(r.Bytes), flexible)
+				flush()
+				dst = append(dst, Chunk{Bytes: r.Bytes})
+				total += len(r.Bytes)
 			case r.Bytes != nil || r.Len == 0:
 				if flexible {
 					buf = wire.AppendCompactBytes(buf, r.Bytes)

@@ -50,7 +50,9 @@ func randomResponse(rng *rand.Rand) (*msg.FetchResponse, [][]Records) {
 			case 1:
 				r = Records{Bytes: []byte{}}
 			default:
-				r = Records{Bytes: bytes.Repeat([]byte{byte(p + 1)}, 1+rng.Intn(300))}
+				// Both sides of InlineMax: copied into the frame, or a
+				// chunk of their own.
+				r = Records{Bytes: bytes.Repeat([]byte{byte(p + 1)}, 1+rng.Intn(3*InlineMax))}
 			}
 			if !r.Null {
 				part.Records = r.Bytes
@@ -100,7 +102,7 @@ func TestMatchesGenerated(t *testing.T) {
 // TestFileRanges checks that file-backed records become file chunks with the
 // right framing around them.
 func TestFileRanges(t *testing.T) {
-	file := bytes.Repeat([]byte("0123456789"), 100)
+	file := bytes.Repeat([]byte("0123456789"), 4*InlineMax/10)
 	rng := rand.New(rand.NewSource(2))
 	for version := int16(4); version <= 17; version++ {
 		m, recs := randomResponse(rng)
@@ -133,6 +135,49 @@ func TestFileRanges(t *testing.T) {
 		binary.BigEndian.PutUint32(want, uint32(len(want)-4))
 		if got := join(t, chunks, file); !bytes.Equal(got, want) {
 			t.Fatalf("version %d: framing around file ranges differs", version)
+		}
+	}
+}
+
+// TestMemoryRecordsReferenced checks that records in memory larger than
+// InlineMax are written from the caller's buffer, not copied into the frame,
+// and that smaller ones are copied.
+func TestMemoryRecordsReferenced(t *testing.T) {
+	for version := int16(4); version <= 17; version++ {
+		var m msg.FetchResponse
+		m.Default()
+		var topic msg.FetchResponseFetchableTopicResponse
+		topic.Default()
+		topic.Topic = "t"
+		big := bytes.Repeat([]byte{1}, InlineMax+1)
+		small := bytes.Repeat([]byte{2}, InlineMax)
+		for i, b := range [][]byte{big, small} {
+			var part msg.FetchResponsePartitionData
+			part.Default()
+			part.PartitionIndex = int32(i)
+			part.Records = b
+			topic.Partitions = append(topic.Partitions, part)
+		}
+		m.Responses = append(m.Responses, topic)
+		chunks := Encode(nil, 1, &m, version, [][]Records{{{Bytes: big}, {Bytes: small}}})
+		refs := map[*byte]bool{}
+		for _, c := range chunks {
+			if len(c.Bytes) > 0 {
+				refs[&c.Bytes[0]] = true
+			}
+		}
+		if !refs[&big[0]] {
+			t.Errorf("version %d: records of %d bytes were copied into the frame", version, len(big))
+		}
+		if refs[&small[0]] {
+			t.Errorf("version %d: records of %d bytes were not copied into the frame", version, len(small))
+		}
+		want := make([]byte, 4)
+		want = wire.AppendResponseHeader(want, 1, version >= 12)
+		want = m.Append(want, version)
+		binary.BigEndian.PutUint32(want, uint32(len(want)-4))
+		if got := join(t, chunks, nil); !bytes.Equal(got, want) {
+			t.Fatalf("version %d: encoding differs from generated", version)
 		}
 	}
 }
