@@ -582,7 +582,23 @@ func (l *Log) segmentFor(off Offset) int {
 // producer snapshot. It blocks on those syncs; call it periodically (Kafka's
 // log.flush.offset.checkpoint.interval.ms), not per append. After a
 // successful Close it returns the clean checkpoint without I/O.
-func (l *Log) Checkpoint() (Checkpoint, error) {
+func (l *Log) Checkpoint() (Checkpoint, error) { return l.checkpoint(true) }
+
+// CheckpointSynced is Checkpoint without the data datasync, for the shard's
+// periodic checkpoint: the recovery point it returns is what the shard's
+// group-committed datasync rounds have already made durable
+// (SyncedOffset), and bytes appended since stay for the next round. The
+// shard runs its checkpoint on its own thread; a datasync there waited for
+// the writeback of everything appended since the round before (in
+// page-cache mode at max rate, hundreds of MiB), and every partition of the
+// shard waited with it. The active segment's index files and the producer
+// snapshot are still written and synced; they are small. The snapshot may
+// then describe batches past the recovery point, as it already could in
+// direct mode: if a crash loses them, recovery rebuilds the producer state
+// from the log.
+func (l *Log) CheckpointSynced() (Checkpoint, error) { return l.checkpoint(false) }
+
+func (l *Log) checkpoint(syncData bool) (Checkpoint, error) {
 	if l.closedClean {
 		return Checkpoint{RecoveryPoint: l.logEnd, LogStartOffset: l.logStart, Clean: true}, nil
 	}
@@ -593,7 +609,7 @@ func (l *Log) Checkpoint() (Checkpoint, error) {
 		return l.checkpointedPoint, nil // nothing happened since: no I/O
 	}
 	changes := l.changes
-	if err := l.persistTail(); err != nil {
+	if err := l.persistTail(syncData); err != nil {
 		return Checkpoint{}, err
 	}
 	cp := Checkpoint{RecoveryPoint: l.recoveryPoint, LogStartOffset: l.logStart}
@@ -601,8 +617,9 @@ func (l *Log) Checkpoint() (Checkpoint, error) {
 	return cp, nil
 }
 
-// persistTail syncs the data, the active segment's indexes and the snapshot.
-func (l *Log) persistTail() error {
+// persistTail syncs the active segment's indexes and the snapshot, and with
+// syncData the data (rolled segments and the directory too).
+func (l *Log) persistTail(syncData bool) error {
 	seg := l.active()
 	seg.sealTimeIndex()
 	if err := l.writeIndexFiles(seg); err != nil {
@@ -614,8 +631,10 @@ func (l *Log) persistTail() error {
 	if err := seg.timeFile.Datasync(); err != nil {
 		return l.fail(err)
 	}
-	if err := l.Sync(); err != nil { // data, rolled segments, directory
-		return err
+	if syncData {
+		if err := l.Sync(); err != nil { // data, rolled segments, directory
+			return err
+		}
 	}
 	if err := l.writeSnapshot(); err != nil {
 		return l.fail(err)
@@ -635,7 +654,7 @@ func (l *Log) Close() error {
 		err = l.flushDirect(l.active())
 	}
 	if err == nil {
-		err = l.persistTail()
+		err = l.persistTail(true)
 	}
 	l.closeFiles()
 	l.closed = true

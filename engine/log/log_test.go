@@ -917,3 +917,60 @@ func TestCheckpointWithoutChangesDoesNoIO(t *testing.T) {
 		t.Fatalf("after an append the checkpoint must persist again: %+v %v (I/O %d)", cp, err, io()-before)
 	}
 }
+
+// TestCheckpointSyncedLeavesDataToTheSyncRounds: the shard's periodic
+// checkpoint records what earlier datasync rounds made durable and never
+// datasyncs segment data itself (that waited, on the shard thread, for the
+// writeback of everything appended since). A crash that loses the unsynced
+// batches its producer snapshot already describes still recovers the right
+// producer state.
+func TestCheckpointSyncedLeavesDataToTheSyncRounds(t *testing.T) {
+	mem := storage.NewMem()
+	fs := storage.NewFaulty(mem)
+	l := mustOpen(t, fs, "d", Config{}, Checkpoint{})
+	const pid = 7
+	seq := int32(0)
+	appendSeq := func() {
+		mustAppend(t, l, makeBatch(batchSpec{records: 3, pid: pid, epoch: 0, seq: seq}, byte(seq)))
+		seq += 3
+	}
+	for range 4 {
+		appendSeq()
+	}
+	if err := l.Sync(); err != nil { // a datasync round: 12 offsets durable
+		t.Fatal(err)
+	}
+	for range 4 {
+		appendSeq() // appended, never synced
+	}
+	dataSyncs := func() int { return fs.Count(storage.OpDatasync) }
+	segSyncs := 0
+	fs.AddRule(storage.Rule{Ops: storage.OpDatasync, Pattern: "*.log", Err: unix.EIO})
+	before := dataSyncs()
+	cp, err := l.CheckpointSynced()
+	if err != nil {
+		t.Fatalf("CheckpointSynced datasynced segment data: %v", err)
+	}
+	segSyncs = dataSyncs() - before
+	if cp.RecoveryPoint != 12 || l.LogEndOffset() != 24 {
+		t.Fatalf("recovery point %d with log end %d, want 12 and 24", cp.RecoveryPoint, l.LogEndOffset())
+	}
+	t.Logf("CheckpointSynced: %d datasyncs (index files, snapshot; no segment data)", segSyncs)
+
+	// Power loss: only the synced batches survive, while the snapshot
+	// written by the checkpoint describes sequences up to 23.
+	r := mustOpen(t, mem.Crash(), "d", Config{}, cp)
+	defer r.Close()
+	if r.LogEndOffset() != 12 {
+		t.Fatalf("recovered log end %d, want 12", r.LogEndOffset())
+	}
+	// The producer's next sequence is the first lost one, 12: in order,
+	// neither a duplicate nor out of sequence.
+	if dup, err := r.CheckProducer(pid, 0, 12, 14); err != nil || dup != nil {
+		t.Fatalf("sequence 12 after recovery: dup %v, err %v", dup, err)
+	}
+	// Sequence 9 survived: its retry is a duplicate.
+	if dup, err := r.CheckProducer(pid, 0, 9, 11); err != nil || dup == nil || dup.FirstOffset != 9 {
+		t.Fatalf("retry of sequence 9 after recovery: dup %+v, err %v", dup, err)
+	}
+}

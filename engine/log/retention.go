@@ -148,7 +148,7 @@ func (l *Log) TruncateTo(off Offset) error {
 			return l.fail(err)
 		}
 	}
-	return l.persistTail()
+	return l.persistTail(true)
 }
 
 func (l *Log) truncateFullyAndStartAt(off Offset) error {
@@ -167,7 +167,7 @@ func (l *Log) truncateFullyAndStartAt(off Offset) error {
 			return l.fail(err)
 		}
 	}
-	return l.persistTail()
+	return l.persistTail(true)
 }
 
 // rebuildProducers recomputes the producer state after a truncation: from

@@ -24,6 +24,7 @@ type Metrics struct {
 	RequestLatency        *prometheus.HistogramVec // by api: frame read to response written
 	ProduceDurableLatency prometheus.Histogram     // acks=all append to acknowledgement
 	FsyncLatency          prometheus.Histogram     // one datasync round
+	CheckpointLatency     prometheus.Histogram     // one periodic checkpoint, on the shard thread
 	Connections           prometheus.Gauge
 }
 
@@ -41,9 +42,10 @@ func New() *Metrics {
 	m.RequestLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_request_duration_seconds", Help: "Time from reading a request frame to writing its response, by API.", Buckets: latencyBuckets}, []string{"api"})
 	m.ProduceDurableLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_produce_durable_seconds", Help: "Time from appending an acks=all batch to acknowledging it durable.", Buckets: latencyBuckets})
 	m.FsyncLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_fsync_duration_seconds", Help: "Duration of one datasync round of a partition.", Buckets: latencyBuckets})
+	m.CheckpointLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_checkpoint_duration_seconds", Help: "Time a shard thread spent writing one periodic checkpoint of its partitions (index files, producer snapshots, recovery points); the shard serves nothing meanwhile.", Buckets: latencyBuckets})
 	m.Connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_connections", Help: "Open client connections."})
 	m.Registry.MustRegister(m.BytesIn, m.RecordsIn, m.BytesOut, m.RecordsOut, m.RequestLatency,
-		m.ProduceDurableLatency, m.FsyncLatency, m.Connections,
+		m.ProduceDurableLatency, m.FsyncLatency, m.CheckpointLatency, m.Connections,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
