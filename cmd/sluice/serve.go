@@ -30,7 +30,7 @@ func serve(args []string) error {
 	advertise := fs.String("advertise", "", "host:port given to clients in Metadata (default: the listen address)")
 	httpAddr := fs.String("http", "", "metrics and admin listener host:port (default 127.0.0.1:9645; empty string disables)")
 	shards := fs.Int("shards", 0, "number of shards, one per core (default: number of CPUs)")
-	nodeID := fs.Int("node-id", -1, "broker node id (default 1)")
+	nodeID := fs.Int("node-id", int(cfg.NodeID), "broker node id (without this flag, node.id or broker.id from --config if set)")
 	configFile := fs.String("config", "", "a Kafka-style server.properties file; flags win over it")
 	pinCPUs := fs.Bool("pin-cpus", false, "pin each shard thread to its own CPU")
 	requireURing := fs.Bool("require-io-uring", false, "refuse to start when io_uring is unavailable instead of running on plain syscalls")
