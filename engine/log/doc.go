@@ -105,9 +105,10 @@
 // # Index files and restart time
 //
 // A segment's index files are written when it is rolled and datasynced with
-// its data (PendingSync returns them), so every segment below the recovery
-// point has durable indexes. The active segment's index files are written by
-// Checkpoint and Close. At open, older segments are not read at all: their
+// its data (PendingSync returns them), or by CheckpointSynced when a round
+// covered the segment's data before it rolled, so every segment below a
+// recorded recovery point has durable indexes. The active segment's index
+// files are written by Checkpoint, CheckpointSynced and Close. At open, older segments are not read at all: their
 // sizes come from the file sizes and their index files are loaded lazily on
 // first use (a read, a timestamp lookup, time retention). An index file that
 // is missing or fails validation (size not a multiple of the entry, entries
@@ -117,8 +118,11 @@
 // # producer.snapshot
 //
 // Written atomically (tmp file, datasync, rename, directory sync) by
-// Checkpoint and Close, always at the log end offset after a datasync of the
-// data, so it never describes bytes that could be lost. Besides the producer
+// Checkpoint, CheckpointSynced and Close, always at the log end offset.
+// Checkpoint and Close datasync the data first, so their snapshot never
+// describes bytes that could be lost; the shard's periodic CheckpointSynced
+// does not, and a crash that loses batches the snapshot describes makes
+// recovery rebuild the producer state from the log. Besides the producer
 // state it carries the log tail, which lets a clean open skip every scan:
 //
 //	 0        4         6          8          12
@@ -158,10 +162,12 @@
 //     segments are deleted; indexes and producer state are rebuilt from the
 //     same pass; then everything is datasynced so the next crash starts from
 //     here.
-//   - The producer state is replayed from the snapshot's endOffset. That is
-//     the recovery point whenever the shard recorded the checkpoint that
-//     Checkpoint returned; if the snapshot is older, the batch headers between
-//     it and the recovery point are read as well (not the records).
+//   - The producer state is replayed from the snapshot's endOffset, which
+//     is at or past the recovery point recorded with it; if the snapshot is
+//     older, the batch headers between it and the recovery point are read as
+//     well (not the records). A snapshot past the recovered log end (its
+//     batches were lost) is dropped and the state is rebuilt from the first
+//     segment's headers.
 //
 // Segments wholly below Checkpoint.LogStartOffset (deleted by retention just
 // before a crash) are removed at open.

@@ -609,12 +609,62 @@ func (l *Log) checkpoint(syncData bool) (Checkpoint, error) {
 		return l.checkpointedPoint, nil // nothing happened since: no I/O
 	}
 	changes := l.changes
+	if !syncData {
+		if err := l.syncRolledMetadata(); err != nil {
+			return Checkpoint{}, err
+		}
+	}
 	if err := l.persistTail(syncData); err != nil {
 		return Checkpoint{}, err
 	}
 	cp := Checkpoint{RecoveryPoint: l.recoveryPoint, LogStartOffset: l.logStart}
 	l.checkpointed, l.checkpointedPoint, l.haveCheckpoint = changes, cp, true
 	return cp, nil
+}
+
+// syncRolledMetadata makes durable what a datasync round can miss below the
+// recovery point: a round that covered a segment's last byte while it was
+// active moves the recovery point to its end, but the index files written
+// when it rolled, and in direct mode the cut of its zero padding, came after
+// the round listed its files. Recovery trusts every segment below the
+// recorded recovery point to have both. The files are small and their data
+// is durable, so these syncs write metadata only. The shard calls this with
+// no round in flight.
+func (l *Log) syncRolledMetadata() error {
+	for i := len(l.segs) - 2; i >= 0; i-- {
+		seg := l.segs[i]
+		if seg.indexDurable {
+			if seg.next <= l.recoveryPoint {
+				break // and so are all older segments (as in MarkSynced)
+			}
+			continue
+		}
+		if seg.next > l.recoveryPoint {
+			continue
+		}
+		for _, f := range []storage.File{seg.indexFile, seg.timeFile} {
+			if f == nil {
+				continue
+			}
+			if err := f.Datasync(); err != nil {
+				return l.fail(err)
+			}
+		}
+		seg.indexDurable = true
+		closeIndexFiles(seg)
+	}
+	var err error
+	l.cuts = slices.DeleteFunc(l.cuts, func(seg *segment) bool {
+		if err != nil || !seg.rolled || seg.next > l.recoveryPoint {
+			return false
+		}
+		if err = seg.file.Datasync(); err != nil {
+			err = l.fail(err)
+			return false
+		}
+		return true
+	})
+	return err
 }
 
 // persistTail syncs the active segment's indexes and the snapshot, and with

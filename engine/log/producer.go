@@ -161,8 +161,9 @@ type snapshot struct {
 }
 
 // writeSnapshot writes producer.snapshot atomically at the log end offset.
-// The caller synced the data first, so the snapshot never runs ahead of
-// what is durable.
+// After Close and Checkpoint, which sync the data first, it never runs ahead
+// of what is durable; after CheckpointSynced it may, and recovery rebuilds
+// the producer state when the batches it describes did not survive.
 func (l *Log) writeSnapshot() error {
 	act := l.active()
 	b := append(l.buf[:0], snapshotMagic...)
