@@ -367,7 +367,13 @@ func (r *run) produceRun() error {
 		}
 		break
 	}
-	halt()
+	// The producers stop by themselves at end, after sending every record
+	// scheduled before it (a loop that fell behind sends the overdue ones
+	// late). Stopping them here instead dropped those on a busy machine:
+	// the window's last tick may come before they are sent.
+	if interrupted != nil {
+		halt()
+	}
 	loops.Wait()
 	r.progress.finish()
 	if bg != nil {
