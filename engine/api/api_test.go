@@ -48,6 +48,20 @@ func requestFrame(req kmsg.Request, version int16) []byte {
 	return req.AppendTo(b)
 }
 
+// fetchFrame encodes a Fetch v13 request (min_bytes 1) for partition 0 of
+// the topic with id, from offset 0, at most maxBytes.
+func fetchFrame(id [16]byte, maxWaitMs, maxBytes int32) []byte {
+	req := kmsg.NewPtrFetchRequest()
+	req.MaxWaitMillis, req.MinBytes, req.MaxBytes = maxWaitMs, 1, maxBytes
+	rt := kmsg.NewFetchRequestTopic()
+	rt.TopicID = id
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.PartitionMaxBytes = maxBytes
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	return requestFrame(req, 13)
+}
+
 // written concatenates a response's byte parts (no file parts expected).
 func written(t testing.TB, r *Response) []byte {
 	t.Helper()
@@ -257,16 +271,8 @@ func TestLongPollEndsWhenConnectionCloses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := kmsg.NewPtrFetchRequest()
-	req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 20000, 1, 1<<20
-	rt := kmsg.NewFetchRequestTopic()
-	rt.TopicID = topic.ID
-	rp := kmsg.NewFetchRequestTopicPartition()
-	rp.PartitionMaxBytes = 1 << 20
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
 	closed := make(chan struct{})
-	r := h.Handle(requestFrame(req, 13), closed)
+	r := h.Handle(fetchFrame(topic.ID, 20000, 1<<20), closed)
 	done := make(chan struct{})
 	go func() { r.Wait(); close(done) }()
 	select {

@@ -104,15 +104,7 @@ func TestFetchBytesAllocatedIndependentOfRecords(t *testing.T) {
 		if code := pr.Topics[0].Partitions[0].ErrorCode; code != 0 {
 			t.Fatalf("produce: error %d", code)
 		}
-		req := kmsg.NewPtrFetchRequest()
-		req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 0, 1, 4<<20
-		rt := kmsg.NewFetchRequestTopic()
-		rt.TopicID = topic.ID
-		rp := kmsg.NewFetchRequestTopicPartition()
-		rp.PartitionMaxBytes = 4 << 20
-		rt.Partitions = append(rt.Partitions, rp)
-		req.Topics = append(req.Topics, rt)
-		fetch := requestFrame(req, 13)
+		fetch := fetchFrame(topic.ID, 0, 4<<20)
 		got := 0
 		run := func() {
 			r := h.Handle(fetch, nil)

@@ -66,6 +66,16 @@ func randomResponse(rng *rand.Rand) (*msg.FetchResponse, [][]Records) {
 	return &m, recs
 }
 
+// generated frames m with the generated encoder, the reference Encode must
+// match byte for byte.
+func generated(m *msg.FetchResponse, correlationID int32, version int16) []byte {
+	want := make([]byte, 4)
+	want = wire.AppendResponseHeader(want, correlationID, version >= 12)
+	want = m.Append(want, version)
+	binary.BigEndian.PutUint32(want, uint32(len(want)-4))
+	return want
+}
+
 func join(t *testing.T, chunks []Chunk, file []byte) []byte {
 	var out []byte
 	for _, c := range chunks {
@@ -86,11 +96,7 @@ func TestMatchesGenerated(t *testing.T) {
 	for version := int16(4); version <= 17; version++ {
 		for i := 0; i < 50; i++ {
 			m, recs := randomResponse(rng)
-			flexible := version >= 12
-			want := make([]byte, 4)
-			want = wire.AppendResponseHeader(want, 42, flexible)
-			want = m.Append(want, version)
-			binary.BigEndian.PutUint32(want, uint32(len(want)-4))
+			want := generated(m, 42, version)
 			got := join(t, Encode(nil, 42, m, version, recs), nil)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("seed %d version %d case %d: zero-copy encoding differs from generated\n got %x\nwant %x", seed, version, i, got, want)
@@ -129,10 +135,7 @@ func TestFileRanges(t *testing.T) {
 		if n != files {
 			t.Fatalf("version %d: %d file chunks, want %d", version, n, files)
 		}
-		want := make([]byte, 4)
-		want = wire.AppendResponseHeader(want, 7, version >= 12)
-		want = m.Append(want, version)
-		binary.BigEndian.PutUint32(want, uint32(len(want)-4))
+		want := generated(m, 7, version)
 		if got := join(t, chunks, file); !bytes.Equal(got, want) {
 			t.Fatalf("version %d: framing around file ranges differs", version)
 		}
@@ -172,10 +175,7 @@ func TestMemoryRecordsReferenced(t *testing.T) {
 		if refs[&small[0]] {
 			t.Errorf("version %d: records of %d bytes were not copied into the frame", version, len(small))
 		}
-		want := make([]byte, 4)
-		want = wire.AppendResponseHeader(want, 1, version >= 12)
-		want = m.Append(want, version)
-		binary.BigEndian.PutUint32(want, uint32(len(want)-4))
+		want := generated(&m, 1, version)
 		if got := join(t, chunks, nil); !bytes.Equal(got, want) {
 			t.Fatalf("version %d: encoding differs from generated", version)
 		}
