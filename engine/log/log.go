@@ -592,7 +592,9 @@ func (l *Log) Checkpoint() (Checkpoint, error) { return l.checkpoint(true) }
 // the writeback of everything appended since the round before (in
 // page-cache mode at max rate, hundreds of MiB), and every partition of the
 // shard waited with it. The active segment's index files and the producer
-// snapshot are still written and synced; they are small. The snapshot may
+// snapshot are still written and synced, and so is the metadata of rolled
+// segments below the recovery point (syncRolledMetadata); all are small.
+// The snapshot may
 // then describe batches past the recovery point, as it already could in
 // direct mode: if a crash loses them, recovery rebuilds the producer state
 // from the log.
