@@ -978,59 +978,74 @@ func TestCheckpointSyncedLeavesDataToTheSyncRounds(t *testing.T) {
 // TestCheckpointSyncedMakesRolledIndexesDurable: a datasync round that
 // covered a segment's last byte while it was active moves the recovery
 // point to the segment's end, but the index files its roll wrote afterwards
-// were not in the round. The checkpoint must make them durable before it
-// records that recovery point, since recovery trusts the indexes of every
-// segment below it (found by review).
+// (and in direct mode the cut of its zero padding) were not in the round.
+// The checkpoint must make them durable before it records that recovery
+// point, since recovery trusts every segment below it (found by review).
 func TestCheckpointSyncedMakesRolledIndexesDurable(t *testing.T) {
-	mem := storage.NewMem()
-	cfg := Config{SegmentBytes: 3000, IndexIntervalBytes: 200}
-	l := mustOpen(t, mem, "d", cfg, Checkpoint{})
-	batch := func(i int) []byte {
-		return makeBatch(batchSpec{records: 3, bodyBytes: 200, maxTs: int64(1000 + i)}, byte(i))
-	}
-	i := 0
-	for ; l.active().size+int64(len(batch(i)))*2 <= cfg.SegmentBytes; i++ {
-		mustAppend(t, l, batch(i)) // all but the last batch that fits
-	}
-	mustAppend(t, l, batch(i))
-	i++
-	first := l.active().base
-	// A round starts with the first segment active and wholly written.
-	upTo := Offset(-1)
-	for _, tg := range l.PendingSync() {
-		if err := tg.File.Datasync(); err != nil {
-			t.Fatal(err)
-		}
-		upTo = max(upTo, tg.UpTo)
-	}
-	// Before it completes, the next append rolls the segment.
-	mustAppend(t, l, batch(i))
-	if l.active().base == first {
-		t.Fatalf("the append did not roll the segment (size %d)", l.segs[0].size)
-	}
-	l.MarkSynced(upTo)
-	if l.SyncedOffset() != l.active().base {
-		t.Fatalf("recovery point %d, want the rolled segment's end %d", l.SyncedOffset(), l.active().base)
-	}
-	cp, err := l.CheckpointSynced()
-	if err != nil {
-		t.Fatal(err)
-	}
-	crashed := mem.Crash()
-	for _, suffix := range []string{indexSuffix, timeIndexSuffix} {
-		name := segmentName("d", first, suffix)
-		want, err := (&Log{fs: mem}).readWhole(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, _ := (&Log{fs: crashed}).readWhole(name)
-		if len(want) == 0 || !bytes.Equal(got, want) {
-			t.Errorf("%s: %d bytes survive a crash after the checkpoint, want its %d", suffix, len(got), len(want))
-		}
-	}
-	r := mustOpen(t, crashed, "d", cfg, cp)
-	defer r.Close()
-	if r.LogEndOffset() < cp.RecoveryPoint {
-		t.Fatalf("recovered log end %d below the recorded recovery point %d", r.LogEndOffset(), cp.RecoveryPoint)
+	for _, direct := range []bool{false, true} {
+		t.Run(map[bool]string{false: "page-cache", true: "direct"}[direct], func(t *testing.T) {
+			mem := storage.NewMem()
+			var fs storage.FS = mem
+			if direct {
+				fs = &directFS{mem, testZeroingCache(t, 64)}
+			}
+			cfg := Config{SegmentBytes: 3000, IndexIntervalBytes: 200}
+			l := mustOpen(t, fs, "d", cfg, Checkpoint{})
+			batch := func(i int) []byte {
+				return makeBatch(batchSpec{records: 3, bodyBytes: 200, maxTs: int64(1000 + i)}, byte(i))
+			}
+			i := 0
+			for ; l.active().size+int64(len(batch(i)))*2 <= cfg.SegmentBytes; i++ {
+				mustAppend(t, l, batch(i)) // all but the last batch that fits
+			}
+			mustAppend(t, l, batch(i))
+			i++
+			first := l.active().base
+			// A round starts with the first segment active and wholly written.
+			upTo := Offset(-1)
+			for _, tg := range l.PendingSync() {
+				if err := tg.File.Datasync(); err != nil {
+					t.Fatal(err)
+				}
+				upTo = max(upTo, tg.UpTo)
+			}
+			// Before it completes, the next append rolls the segment.
+			mustAppend(t, l, batch(i))
+			if l.active().base == first {
+				t.Fatalf("the append did not roll the segment (size %d)", l.segs[0].size)
+			}
+			l.MarkSynced(upTo)
+			if l.SyncedOffset() != l.active().base {
+				t.Fatalf("recovery point %d, want the rolled segment's end %d", l.SyncedOffset(), l.active().base)
+			}
+			size := l.segs[0].size
+			cp, err := l.CheckpointSynced()
+			if err != nil {
+				t.Fatal(err)
+			}
+			crashed := mem.Crash()
+			for _, suffix := range []string{indexSuffix, timeIndexSuffix} {
+				name := segmentName("d", first, suffix)
+				want, err := (&Log{fs: mem}).readWhole(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, _ := (&Log{fs: crashed}).readWhole(name)
+				if len(want) == 0 || !bytes.Equal(got, want) {
+					t.Errorf("%s: %d bytes survive a crash after the checkpoint, want its %d", suffix, len(got), len(want))
+				}
+			}
+			if got, _ := (&Log{fs: crashed}).readWhole(segmentName("d", first, logSuffix)); int64(len(got)) != size {
+				t.Errorf("the rolled segment is %d bytes after the crash, want %d (its padding cut off)", len(got), size)
+			}
+			r := mustOpen(t, crashed, "d", cfg, cp) // page-cache mode reads a direct-mode directory
+			defer r.Close()
+			if r.LogEndOffset() < cp.RecoveryPoint {
+				t.Fatalf("recovered log end %d below the recorded recovery point %d", r.LogEndOffset(), cp.RecoveryPoint)
+			}
+			if got := readAll(t, r); len(got) == 0 {
+				t.Fatal("nothing readable after recovery")
+			}
+		})
 	}
 }
