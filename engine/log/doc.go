@@ -118,10 +118,13 @@
 // # producer.snapshot
 //
 // Written atomically (tmp file, datasync, rename, directory sync) by
-// Checkpoint, CheckpointSynced and Close, always at the log end offset.
-// Checkpoint and Close datasync the data first, so their snapshot never
-// describes bytes that could be lost; the shard's periodic CheckpointSynced
-// does not, and a crash that loses batches the snapshot describes makes
+// Checkpoint, CheckpointSynced and Close. Checkpoint and Close write it at
+// the log end offset after a datasync of the data, so it never describes
+// bytes that could be lost. The shard's periodic CheckpointSynced writes the
+// state CaptureSnapshot encoded as the datasync rounds began, which the
+// rounds made durable; when there is no such capture (in direct mode, bytes
+// not yet written when the rounds began) it writes the state at the log
+// end offset, and a crash that loses batches that snapshot describes makes
 // recovery rebuild the producer state from the log. Besides the producer
 // state it carries the log tail, which lets a clean open skip every scan:
 //

@@ -181,6 +181,13 @@ type Log struct {
 	// syncRound counts PendingSync calls; MarkSynced answers the latest.
 	syncRound uint64
 	buf       []byte // scratch for index and snapshot encoding
+
+	// capture is the producer snapshot CaptureSnapshot encoded at
+	// captureAt, for CheckpointSynced to write once the recovery point
+	// reaches it; captured says it is current.
+	capture   []byte
+	captureAt Offset
+	captured  bool
 }
 
 // Open opens (creating if needed) the partition log in dir, recovering it
@@ -594,10 +601,11 @@ func (l *Log) Checkpoint() (Checkpoint, error) { return l.checkpoint(true) }
 // shard waited with it. The active segment's index files and the producer
 // snapshot are still written and synced, and so is the metadata of rolled
 // segments below the recovery point (syncRolledMetadata); all are small.
-// The snapshot may
-// then describe batches past the recovery point, as it already could in
-// direct mode: if a crash loses them, recovery rebuilds the producer state
-// from the log.
+// The snapshot
+// written is the one CaptureSnapshot encoded as the rounds began, when the
+// rounds covered it; else the state at the log end offset, which may
+// describe batches past the recovery point (if a crash loses them, recovery
+// rebuilds the producer state from the log).
 func (l *Log) CheckpointSynced() (Checkpoint, error) { return l.checkpoint(false) }
 
 func (l *Log) checkpoint(syncData bool) (Checkpoint, error) {
@@ -687,11 +695,38 @@ func (l *Log) persistTail(syncData bool) error {
 		if err := l.Sync(); err != nil { // data, rolled segments, directory
 			return err
 		}
+	} else if l.captured && l.captureAt <= l.recoveryPoint {
+		// A snapshot at or below the recovery point: after any crash it
+		// describes only batches that survived.
+		l.captured = false
+		if err := writeFileAtomic(l.fs, filepath.Join(l.dir, snapshotName), l.capture); err != nil {
+			return l.fail(err)
+		}
+		return nil
 	}
 	if err := l.writeSnapshot(); err != nil {
 		return l.fail(err)
 	}
 	return nil
+}
+
+// CaptureSnapshot encodes the producer snapshot at the log end offset for the
+// next CheckpointSynced, which writes it if the datasync rounds have made
+// everything below it durable by then. The shard calls it as it starts the
+// periodic rounds. Only a log whose every appended byte is written can be
+// captured (always in page-cache mode); otherwise CheckpointSynced writes
+// the snapshot at the log end offset, which may run ahead of the recovery
+// point (then a crash that loses those batches makes recovery rebuild the
+// producer state from the whole log). Nothing is captured for a log that
+// has not changed since its last checkpoint.
+func (l *Log) CaptureSnapshot() {
+	l.captured = false
+	if l.closed || l.err != nil || l.WrittenOffset() != l.logEnd ||
+		l.haveCheckpoint && l.checkpointed == l.changes {
+		return
+	}
+	l.capture = l.appendSnapshot(l.capture[:0])
+	l.captureAt, l.captured = l.logEnd, true
 }
 
 // Close shuts the log down cleanly: everything synced, indexes and producer

@@ -1049,3 +1049,72 @@ func TestCheckpointSyncedMakesRolledIndexesDurable(t *testing.T) {
 		})
 	}
 }
+
+// TestCaptureSnapshotKeepsTheSnapshotBehindTheRecoveryPoint: the shard
+// captures the producer snapshot as it starts the periodic datasync rounds,
+// and the checkpoint after them writes that capture, so the snapshot on disk
+// never describes batches a crash can lose (recovery then never has to
+// rebuild the producer state from the whole log). A truncation after the
+// capture drops it: the captured state describes batches that are gone.
+func TestCaptureSnapshotKeepsTheSnapshotBehindTheRecoveryPoint(t *testing.T) {
+	mem := storage.NewMem()
+	l := mustOpen(t, mem, "d", Config{}, Checkpoint{})
+	defer l.Close()
+	const pid = 7
+	seq := int32(0)
+	appendSeq := func() {
+		mustAppend(t, l, makeBatch(batchSpec{records: 3, pid: pid, epoch: 0, seq: seq}, byte(seq)))
+		seq += 3
+	}
+	onDisk := func() Offset {
+		t.Helper()
+		snap, err := l.readSnapshot()
+		if err != nil || snap == nil {
+			t.Fatalf("snapshot: %v %v", snap, err)
+		}
+		return snap.endOffset
+	}
+	for range 4 {
+		appendSeq()
+	}
+	l.CaptureSnapshot() // at 12, as the rounds start
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		appendSeq() // during the rounds: unsynced
+	}
+	cp, err := l.CheckpointSynced()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := onDisk(); got != 12 || cp.RecoveryPoint != 12 {
+		t.Fatalf("snapshot at %d with recovery point %d, want both at 12", got, cp.RecoveryPoint)
+	}
+	// Power loss: the unsynced batches are gone; the snapshot still holds.
+	r := mustOpen(t, mem.Crash(), "d", Config{}, cp)
+	if dup, err := r.CheckProducer(pid, 0, 12, 14); err != nil || dup != nil {
+		t.Fatalf("sequence 12 after recovery: dup %v, err %v", dup, err)
+	}
+	r.Close()
+
+	// A capture, then a truncation below it: the checkpoint must not write
+	// the stale capture even once the recovery point passes it again.
+	appendSeq()         // 24..26: a change since the checkpoint, so there is something to capture
+	l.CaptureSnapshot() // at 27
+	if err := l.TruncateTo(18); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		appendSeq() // 18..29, other batches than the captured state saw
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.CheckpointSynced(); err != nil {
+		t.Fatal(err)
+	}
+	if got := onDisk(); got != 30 {
+		t.Fatalf("snapshot at %d after the truncation and 4 appends, want 30 (the stale capture was at 27)", got)
+	}
+}

@@ -162,11 +162,20 @@ type snapshot struct {
 
 // writeSnapshot writes producer.snapshot atomically at the log end offset.
 // After Close and Checkpoint, which sync the data first, it never runs ahead
-// of what is durable; after CheckpointSynced it may, and recovery rebuilds
-// the producer state when the batches it describes did not survive.
+// of what is durable; CheckpointSynced uses it only when it has no capture
+// below the recovery point (CaptureSnapshot), and then recovery rebuilds the
+// producer state if the batches it describes did not survive.
 func (l *Log) writeSnapshot() error {
+	l.captured = false // superseded; and a truncation must not write it later
+	l.buf = l.appendSnapshot(l.buf[:0])
+	return writeFileAtomic(l.fs, filepath.Join(l.dir, snapshotName), l.buf)
+}
+
+// appendSnapshot appends the snapshot of the producer state at the log end
+// offset to b.
+func (l *Log) appendSnapshot(b []byte) []byte {
 	act := l.active()
-	b := append(l.buf[:0], snapshotMagic...)
+	b = append(b, snapshotMagic...)
 	b = binary.BigEndian.AppendUint16(b, snapshotVersion)
 	b = binary.BigEndian.AppendUint16(b, 0)
 	b = binary.BigEndian.AppendUint32(b, 0) // crc, below
@@ -190,8 +199,7 @@ func (l *Log) writeSnapshot() error {
 		}
 	}
 	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(b[snapshotCRCStart:], castagnoli))
-	l.buf = b
-	return writeFileAtomic(l.fs, filepath.Join(l.dir, snapshotName), b)
+	return b
 }
 
 // readSnapshot returns the snapshot, or nil if it is missing or invalid

@@ -347,6 +347,10 @@ func (s *Shard) Tick(now time.Time, retention, flush bool) {
 		}
 		if flush {
 			for _, p := range s.parts {
+				// The rounds started here will cover the captured
+				// snapshot, so the checkpoint after them can write one
+				// that never runs ahead of the recovery point.
+				p.Log.CaptureSnapshot()
 				if p.Log.SyncedOffset() < p.Log.LogEndOffset() {
 					s.wantSync(p)
 				}
