@@ -918,6 +918,17 @@ func TestCheckpointWithoutChangesDoesNoIO(t *testing.T) {
 	}
 }
 
+// sequencedAppender returns a function appending the next 3-record batch
+// of idempotent producer pid (epoch 0), its sequences following on.
+func sequencedAppender(t *testing.T, l *Log, pid int64) func() {
+	seq := int32(0)
+	return func() {
+		t.Helper()
+		mustAppend(t, l, makeBatch(batchSpec{records: 3, pid: pid, epoch: 0, seq: seq}, byte(seq)))
+		seq += 3
+	}
+}
+
 // TestCheckpointSyncedLeavesDataToTheSyncRounds: the shard's periodic
 // checkpoint records what earlier datasync rounds made durable and never
 // datasyncs segment data itself (that waited, on the shard thread, for the
@@ -929,11 +940,7 @@ func TestCheckpointSyncedLeavesDataToTheSyncRounds(t *testing.T) {
 	fs := storage.NewFaulty(mem)
 	l := mustOpen(t, fs, "d", Config{}, Checkpoint{})
 	const pid = 7
-	seq := int32(0)
-	appendSeq := func() {
-		mustAppend(t, l, makeBatch(batchSpec{records: 3, pid: pid, epoch: 0, seq: seq}, byte(seq)))
-		seq += 3
-	}
+	appendSeq := sequencedAppender(t, l, pid)
 	for range 4 {
 		appendSeq()
 	}
@@ -943,19 +950,16 @@ func TestCheckpointSyncedLeavesDataToTheSyncRounds(t *testing.T) {
 	for range 4 {
 		appendSeq() // appended, never synced
 	}
-	dataSyncs := func() int { return fs.Count(storage.OpDatasync) }
-	segSyncs := 0
 	fs.AddRule(storage.Rule{Ops: storage.OpDatasync, Pattern: "*.log", Err: unix.EIO})
-	before := dataSyncs()
+	before := fs.Count(storage.OpDatasync)
 	cp, err := l.CheckpointSynced()
 	if err != nil {
 		t.Fatalf("CheckpointSynced datasynced segment data: %v", err)
 	}
-	segSyncs = dataSyncs() - before
 	if cp.RecoveryPoint != 12 || l.LogEndOffset() != 24 {
 		t.Fatalf("recovery point %d with log end %d, want 12 and 24", cp.RecoveryPoint, l.LogEndOffset())
 	}
-	t.Logf("CheckpointSynced: %d datasyncs (index files, snapshot; no segment data)", segSyncs)
+	t.Logf("CheckpointSynced: %d datasyncs (index files, snapshot; no segment data)", fs.Count(storage.OpDatasync)-before)
 
 	// Power loss: only the synced batches survive, while the snapshot
 	// written by the checkpoint describes sequences up to 23.
@@ -1061,11 +1065,7 @@ func TestCaptureSnapshotKeepsTheSnapshotBehindTheRecoveryPoint(t *testing.T) {
 	l := mustOpen(t, mem, "d", Config{}, Checkpoint{})
 	defer l.Close()
 	const pid = 7
-	seq := int32(0)
-	appendSeq := func() {
-		mustAppend(t, l, makeBatch(batchSpec{records: 3, pid: pid, epoch: 0, seq: seq}, byte(seq)))
-		seq += 3
-	}
+	appendSeq := sequencedAppender(t, l, pid)
 	onDisk := func() Offset {
 		t.Helper()
 		snap, err := l.readSnapshot()
