@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"math"
 	"os"
 	"path/filepath"
@@ -506,20 +507,38 @@ func (l *Log) MarkSynced(upTo Offset) {
 	if len(l.cuts) > 0 {
 		l.cuts = slices.DeleteFunc(l.cuts, func(s *segment) bool { return s.cutListed == l.syncRound })
 	}
-	for i := len(l.segs) - 2; i >= 0; i-- {
-		seg := l.segs[i]
-		if seg.indexDurable {
-			if seg.next <= l.recoveryPoint {
-				break // and so are all older segments
-			}
-			continue
-		}
+	for seg := range l.indexPending() {
 		if seg.indexListed == l.syncRound && seg.next <= upTo {
-			// Durable now: the index files need no more writes.
-			seg.indexDurable = true
-			closeIndexFiles(seg)
+			seg.markIndexDurable()
 		}
 	}
+}
+
+// indexPending yields, newest first, the rolled segments whose index files
+// are not durable yet. It stops at the first durable one below the
+// recovery point: all older ones are durable too.
+func (l *Log) indexPending() iter.Seq[*segment] {
+	return func(yield func(*segment) bool) {
+		for i := len(l.segs) - 2; i >= 0; i-- {
+			seg := l.segs[i]
+			if seg.indexDurable {
+				if seg.next <= l.recoveryPoint {
+					return
+				}
+				continue
+			}
+			if !yield(seg) {
+				return
+			}
+		}
+	}
+}
+
+// markIndexDurable records that seg's index files are synced: they need
+// no more writes.
+func (seg *segment) markIndexDurable() {
+	seg.indexDurable = true
+	closeIndexFiles(seg)
 }
 
 // MarkSyncFailed tells the log a datasync it asked for failed (through
@@ -641,14 +660,7 @@ func (l *Log) checkpoint(syncData bool) (Checkpoint, error) {
 // is durable, so these syncs write metadata only. The shard calls this with
 // no round in flight.
 func (l *Log) syncRolledMetadata() error {
-	for i := len(l.segs) - 2; i >= 0; i-- {
-		seg := l.segs[i]
-		if seg.indexDurable {
-			if seg.next <= l.recoveryPoint {
-				break // and so are all older segments (as in MarkSynced)
-			}
-			continue
-		}
+	for seg := range l.indexPending() {
 		if seg.next > l.recoveryPoint {
 			continue
 		}
@@ -660,8 +672,7 @@ func (l *Log) syncRolledMetadata() error {
 				return l.fail(err)
 			}
 		}
-		seg.indexDurable = true
-		closeIndexFiles(seg)
+		seg.markIndexDurable()
 	}
 	var err error
 	l.cuts = slices.DeleteFunc(l.cuts, func(seg *segment) bool {
