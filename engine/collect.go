@@ -32,13 +32,14 @@ var (
 	descTailReload  = prometheus.NewDesc("sluice_tail_cache_reloads_total", "Direct mode: partial last blocks read back after a partition's chunks were all taken.", []string{"shard"}, nil)
 	descTailRestore = prometheus.NewDesc("sluice_tail_cache_restores_total", "Direct mode: partial last blocks put back from the copy kept when a partition's chunks were all taken (no read).", []string{"shard"}, nil)
 	descDirectW     = prometheus.NewDesc("sluice_direct_writes_total", "Direct mode: O_DIRECT write SQEs submitted (dsync: RWF_DSYNC ones, for acks=all).", []string{"shard", "kind"}, nil)
+	descDirectP     = prometheus.NewDesc("sluice_direct_write_pieces_total", "Direct mode: the tail cache pieces (chunks, partial blocks) those writes carried; above the writes when WRITEV_FIXED writes several pieces at once.", []string{"shard"}, nil)
 	descColdReads   = prometheus.NewDesc("sluice_cold_reads_total", "Regions of segment files a fetch or ListOffsets needed on the shard thread that were not in memory, read asynchronously (READ_FIXED) instead of blocking the shard.", []string{"shard"}, nil)
 	descColdBytes   = prometheus.NewDesc("sluice_cold_read_bytes_total", "Bytes the cold reads read.", []string{"shard"}, nil)
 	descColdErr     = prometheus.NewDesc("sluice_cold_read_errors_total", "Asynchronous cold reads that failed (the request then reads normally and reports what that read meets).", []string{"shard"}, nil)
 	descColdFall    = prometheus.NewDesc("sluice_cold_read_fallbacks_total", "Requests finished with blocking reads after too many cold reads, or a failed one.", []string{"shard"}, nil)
 	engineMetricSet = []*prometheus.Desc{descColdReads, descColdBytes, descColdFall, descColdErr, descInboxDepth, descBusy, descWakeups, descSyncRounds, descSubmitted, descCompleted,
 		descPartitions, descSegments, descSize, descLogStart, descHighWater, descLogEnd, descUnderRepl,
-		descTailBytes, descTailFree, descTailReads, descTailEvict, descTailReload, descTailRestore, descDirectW}
+		descTailBytes, descTailFree, descTailReads, descTailEvict, descTailReload, descTailRestore, descDirectW, descDirectP}
 )
 
 // Describe implements prometheus.Collector.
@@ -74,6 +75,7 @@ func (b *Broker) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descTailRestore, prometheus.CounterValue, float64(t.Restores), id)
 			ch <- prometheus.MustNewConstMetric(descDirectW, prometheus.CounterValue, float64(t.Writes-t.DsyncWrites), id, "plain")
 			ch <- prometheus.MustNewConstMetric(descDirectW, prometheus.CounterValue, float64(t.DsyncWrites), id, "dsync")
+			ch <- prometheus.MustNewConstMetric(descDirectP, prometheus.CounterValue, float64(t.WritePieces), id)
 		}
 		for _, p := range parts {
 			labels := []string{p.Key.Topic, strconv.Itoa(int(p.Key.Partition))}

@@ -616,7 +616,11 @@ const zeroSeq = 0
 
 // WriteDone records the completion of a piece of write seq. A failure
 // latches the log's error: the log refuses writes from then on.
-func (l *Log) WriteDone(seq uint64, err error) {
+func (l *Log) WriteDone(seq uint64, err error) { l.WritesDone(seq, 1, err) }
+
+// WritesDone records the completion of pieces pieces of write seq, written
+// together (one vectored write), as WriteDone does for one.
+func (l *Log) WritesDone(seq uint64, pieces int, err error) {
 	t := l.tail
 	if t == nil {
 		return
@@ -630,7 +634,7 @@ func (l *Log) WriteDone(seq uint64, err error) {
 	}
 	for i := range t.inflight {
 		if w := &t.inflight[i]; w.seq == seq {
-			w.pieces--
+			w.pieces -= pieces
 			if w.pieces == 0 && w.slot >= 0 {
 				t.cache.freeBounce = append(t.cache.freeBounce, w.slot)
 				w.slot = -1

@@ -29,6 +29,12 @@ type backend interface {
 	// completion coming back with tag like a sync's. False when full.
 	// With dsync the write is RWF_DSYNC: durable when it completes.
 	write(f storage.File, buf []byte, off int64, dsync bool, tag uint64) bool
+	// writev is write of several buffers (tail cache memory, at most
+	// vectorMax) to consecutive bytes of f from off: one write, one
+	// completion, one RWF_DSYNC. Only called when vectorMax is above 1.
+	writev(f storage.File, bufs [][]byte, off int64, dsync bool, tag uint64) bool
+	// vectorMax is how many buffers one writev takes; 1: no writev.
+	vectorMax() int
 	// read queues a read of f at off into buf (the shard's read slots),
 	// its completion (n bytes, 0 at the end of the file) coming back with
 	// tag. False when full.
@@ -111,6 +117,14 @@ func (b *plainBackend) sync(f storage.File, _ bool, tag uint64) bool {
 func (b *plainBackend) write(f storage.File, buf []byte, off int64, dsync bool, tag uint64) bool {
 	return b.queue(plainJob{f: f, tag: tag, buf: buf, off: off, dsync: dsync})
 }
+
+func (b *plainBackend) writev(storage.File, [][]byte, int64, bool, uint64) bool {
+	panic("shard: writev on the plain backend")
+}
+
+// vectorMax: the plain backend writes piece by piece (one pwritev2 each),
+// as a fallback for machines without io_uring.
+func (b *plainBackend) vectorMax() int { return 1 }
 
 func (b *plainBackend) read(f storage.File, buf []byte, off int64, tag uint64) bool {
 	return b.queue(plainJob{f: f, tag: tag, buf: buf, off: off, read: true})

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sluice-broker/sluice/engine/storage"
 	"github.com/sluice-broker/sluice/engine/uring"
@@ -27,7 +30,17 @@ type uringBackend struct {
 	// -1 when not registered: writes from the cache are then plain WRITE,
 	// reads plain READ, from and into the same memory.
 	tailBuf, readBuf int
+	// Vectored writes (WRITEV_FIXED from the tail cache): iovec arrays in
+	// slab memory, one slot per write in flight, freed at its completion.
+	iovSlab *uring.Slab
+	iovFree []int32
+	iovTag  map[uint64]int32
 }
+
+// writevSegs is how many pieces one vectored write takes. A tail cache
+// write's pieces are its 64 KiB chunks, scattered over the cache (and a
+// bounce block), so this is up to 4 MiB of chunks in one write.
+const writevSegs = 64
 
 func newURingBackend(entries uint32) (*uringBackend, error) {
 	ring, err := uring.New(uring.Params{Entries: entries})
@@ -150,8 +163,66 @@ func (b *uringBackend) registerBuffers(tail, reads *uring.Slab) error {
 	b.tailBuf, b.readBuf = -1, len(slabs)-1
 	if tail != nil {
 		b.tailBuf = 0
+		if b.r.WritevFixed() {
+			return b.setUpWritev()
+		}
 	}
 	return nil
+}
+
+// setUpWritev maps iovec slots for as many vectored writes as the SQ holds.
+func (b *uringBackend) setUpWritev() error {
+	slots := int(b.r.Info().SQEntries)
+	slab, err := uring.NewSlab(writevSegs*int(unsafe.Sizeof(unix.Iovec{})), slots)
+	if err != nil {
+		return err
+	}
+	b.iovSlab, b.iovTag = slab, make(map[uint64]int32, slots)
+	for i := slots - 1; i >= 0; i-- {
+		b.iovFree = append(b.iovFree, int32(i))
+	}
+	return nil
+}
+
+func (b *uringBackend) vectorMax() int {
+	if b.iovSlab == nil {
+		return 1
+	}
+	return writevSegs
+}
+
+func (b *uringBackend) writev(f storage.File, bufs [][]byte, off int64, dsync bool, tag uint64) bool {
+	if f.Fd() < 0 {
+		n, err := 0, error(nil)
+		for _, buf := range bufs {
+			var k int
+			k, err = writeDsync(f, buf, off+int64(n), dsync)
+			n += k
+			if err != nil {
+				break
+			}
+		}
+		b.inline = append(b.inline, completion{tag: tag, err: err, n: n})
+		return true
+	}
+	if b.r.SQSpace() < 2 || len(b.iovFree) == 0 {
+		return false
+	}
+	slot := b.iovFree[len(b.iovFree)-1]
+	iovs := uring.IovecsIn(b.iovSlab.Buf(int(slot)))[:len(bufs)]
+	for i, buf := range bufs {
+		iovs[i].Base = &buf[0]
+		iovs[i].SetLen(len(buf))
+	}
+	if !b.r.PrepWritevFixed(int32(f.Fd()), iovs, uint16(b.tailBuf), uint64(off), tag) {
+		return false
+	}
+	if dsync {
+		b.r.DsyncLast()
+	}
+	b.iovFree = b.iovFree[:len(b.iovFree)-1]
+	b.iovTag[tag] = slot
+	return true
 }
 
 func (b *uringBackend) collect(dst []completion) []completion {
@@ -163,6 +234,10 @@ func (b *uringBackend) collect(dst []completion) []completion {
 			b.armed = false
 			b.arm()
 			continue
+		}
+		if slot, ok := b.iovTag[c.UserData]; ok {
+			delete(b.iovTag, c.UserData)
+			b.iovFree = append(b.iovFree, slot)
 		}
 		var err error
 		n := 0
@@ -201,6 +276,9 @@ func (b *uringBackend) close() {
 	b.doorbell.Close()
 	b.r.Close()
 	b.slab.Close()
+	if b.iovSlab != nil {
+		b.iovSlab.Close()
+	}
 }
 
 func (b *uringBackend) name() string { return "io_uring" }

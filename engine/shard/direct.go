@@ -16,11 +16,13 @@ import (
 // io_uring. Completions release acks 0/1 and, once a datasync covers them,
 // acks=all.
 
-// writeRef is a write piece in flight.
+// writeRef is a write in flight: one piece of the log's write, or
+// several written as one vectored write.
 type writeRef struct {
-	p   *Partition
-	seq uint64
-	n   int
+	p      *Partition
+	seq    uint64
+	n      int
+	pieces int
 }
 
 // setUpTail maps the tail cache (setUpReads registers it with the read
@@ -67,17 +69,30 @@ func (s *Shard) submitWrites() {
 		}
 		for p.wqi < len(p.wq) {
 			w := p.wq[p.wqi]
+			k, n := s.vectorRun(p.wq[p.wqi:])
 			s.nextTag++
-			if !s.be.write(w.File, w.Buf, w.Off, w.Dsync, s.nextTag) {
+			var ok bool
+			if k == 1 {
+				ok = s.be.write(w.File, w.Buf, w.Off, w.Dsync, s.nextTag)
+			} else {
+				s.iov = s.iov[:0]
+				for _, v := range p.wq[p.wqi : p.wqi+k] {
+					s.iov = append(s.iov, v.Buf)
+				}
+				ok = s.be.writev(w.File, s.iov, w.Off, w.Dsync, s.nextTag)
+				clear(s.iov) // no reference to the cache past the call
+			}
+			if !ok {
 				break
 			}
-			s.writes[s.nextTag] = writeRef{p: p, seq: w.Seq, n: len(w.Buf)}
+			s.writes[s.nextTag] = writeRef{p: p, seq: w.Seq, n: n, pieces: k}
 			s.directWrites++
+			s.writePieces += uint64(k)
 			if w.Dsync {
 				s.dsyncWrites++
 			}
 			p.writing++
-			p.wqi++
+			p.wqi += k
 		}
 		if p.wqi < len(p.wq) {
 			keep = append(keep, p) // the ring is full: the rest next turn
@@ -86,6 +101,24 @@ func (s *Shard) submitWrites() {
 		p.wqueued = false
 	}
 	s.toWrite = keep
+}
+
+// vectorRun returns how many of the pieces at the front of wq go into one
+// write, and their bytes: consecutive pieces of the same write of the
+// log, up to what the backend's writev takes. One write instead of one per
+// 64 KiB chunk means one RWF_DSYNC (a device cache flush where the device
+// has no FUA) per write, not per chunk.
+func (s *Shard) vectorRun(wq []log.DirectWrite) (k, n int) {
+	w := wq[0]
+	k, n = 1, len(w.Buf)
+	for limit := s.be.vectorMax(); k < len(wq) && k < limit; k++ {
+		v := wq[k]
+		if v.Seq != w.Seq || v.File != w.File || v.Off != w.Off+int64(n) {
+			break
+		}
+		n += len(v.Buf)
+	}
+	return k, n
 }
 
 // dsyncWanted: an acks=all append waits on p, so its next write should be
@@ -110,7 +143,7 @@ func (s *Shard) written(ref writeRef, c completion) {
 	if err == nil && c.n != ref.n {
 		err = fmt.Errorf("direct write of %d bytes wrote %d: %w", ref.n, c.n, io.ErrShortWrite)
 	}
-	p.Log.WriteDone(ref.seq, err)
+	p.Log.WritesDone(ref.seq, ref.pieces, err)
 	if err != nil {
 		if p.failed == nil {
 			p.failed = err

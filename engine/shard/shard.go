@@ -78,6 +78,7 @@ type Shard struct {
 	parts    map[Key]*Partition
 	syncs    map[uint64]*syncJob
 	writes   map[uint64]writeRef // direct writes in flight, by tag
+	iov      [][]byte            // scratch: the pieces of one vectored write
 	toWrite  []*Partition
 	tail     *log.TailCache
 	tailSlab *uring.Slab
@@ -94,6 +95,7 @@ type Shard struct {
 	cold       ColdStats
 	// direct write pieces submitted, and how many were RWF_DSYNC
 	directWrites, dsyncWrites uint64
+	writePieces               uint64
 	nextTag                   uint64
 	comps                     []completion
 	toSync                    []*Partition
@@ -384,7 +386,8 @@ type TailStats struct {
 	Bytes, FreeBytes                 int64
 	Hits, Misses, Evictions, Reloads uint64
 	Restores                         uint64
-	Writes, DsyncWrites              uint64 // write pieces submitted
+	Writes, DsyncWrites              uint64 // write SQEs submitted
+	WritePieces                      uint64 // the log's write pieces they carried
 }
 
 // PartitionStats describes one partition for metrics.
@@ -408,7 +411,7 @@ func (s *Shard) Snapshot() (Stats, []PartitionStats) {
 		st.Cold = s.cold
 		if c := s.tail; c != nil {
 			st.Tail = &TailStats{Bytes: c.Bytes(), FreeBytes: c.Free(), Hits: c.Hits, Misses: c.Misses, Evictions: c.Evictions, Reloads: c.Reloads, Restores: c.Restores,
-				Writes: s.directWrites, DsyncWrites: s.dsyncWrites}
+				Writes: s.directWrites, DsyncWrites: s.dsyncWrites, WritePieces: s.writePieces}
 		}
 		for _, k := range s.sortedKeys() {
 			p := s.parts[k]

@@ -39,7 +39,33 @@ const (
 	opWriteFixed = 5
 	opRead       = 22
 	opWrite      = 23
+	// opWritevFixed is a pwritev2 whose iovecs all lie inside one
+	// registered buffer (Linux 6.15).
+	opWritevFixed = 61
 )
+
+// opLast bounds the opcodes a probe is asked about.
+const opLast = 64
+
+// probeOpSupported is IO_URING_OP_SUPPORTED in io_uring_probe_op.flags.
+const probeOpSupported = 1 << 0
+
+// probe is struct io_uring_probe with room for opLast ops.
+type probe struct {
+	lastOp uint8
+	opsLen uint8
+	_      uint16
+	_      [3]uint32
+	ops    [opLast]probeOp
+}
+
+// probeOp is struct io_uring_probe_op.
+type probeOp struct {
+	op    uint8
+	_     uint8
+	flags uint16
+	_     uint32
+}
 
 // fsync flags (sqe.opFlags for opFsync).
 const fsyncDatasync = 1 << 0
@@ -65,6 +91,7 @@ const (
 	registerBuffers     = 0
 	registerFiles       = 2
 	registerFilesUpdate = 6
+	registerProbe       = 8
 )
 
 // mmap offsets of the three ring regions.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Preparing SQEs. Every Prep* returns false, and changes nothing, when the
@@ -105,6 +107,52 @@ func (r *Ring) PrepFsync(fd int32, datasync bool, userData uint64) bool {
 // bufIndex; buf must lie inside that buffer (panics otherwise).
 func (r *Ring) PrepWriteFixed(fd int32, buf []byte, bufIndex uint16, off uint64, userData uint64) bool {
 	return r.prepFixed(opWriteFixed, fd, buf, bufIndex, off, userData)
+}
+
+// PrepWritevFixed prepares a pwritev of the buffers iovs points at, all
+// inside registered buffer bufIndex, at off: one write, one completion.
+// iovs itself is slab memory (IovecsIn) and must stay untouched until the
+// completion (the kernel may read it as late as the write's issue). It
+// panics on a buffer outside the registered one or iovs outside a slab,
+// and on a kernel without the opcode (see WritevFixed).
+func (r *Ring) PrepWritevFixed(fd int32, iovs []unix.Iovec, bufIndex uint16, off uint64, userData uint64) bool {
+	if !r.writevFixed {
+		panic("uring: PrepWritevFixed: the kernel has no IORING_OP_WRITEV_FIXED")
+	}
+	p, n := uintptr(unsafe.Pointer(unsafe.SliceData(iovs))), uintptr(len(iovs))*unsafe.Sizeof(unix.Iovec{})
+	if len(iovs) == 0 || !inSlab(p, n) {
+		panic(fmt.Sprintf("uring: iovec array [%#x,+%d) is empty or not slab memory", p, n))
+	}
+	if int(bufIndex) >= len(r.buffers) {
+		panic(fmt.Sprintf("uring: registered buffer %d does not exist", bufIndex))
+	}
+	for _, v := range iovs {
+		if b := uintptr(unsafe.Pointer(v.Base)); !r.buffers[bufIndex].contains(b, uintptr(v.Len)) {
+			panic(fmt.Sprintf("uring: buffer [%#x,+%d) is not inside registered buffer %d", b, v.Len, bufIndex))
+		}
+	}
+	s := r.next()
+	if s == nil {
+		return false
+	}
+	s.opcode = opWritevFixed
+	s.fd = fd
+	s.off = off
+	s.addr = uint64(p)
+	s.len = uint32(len(iovs))
+	s.bufIndex = bufIndex
+	s.userData = userData
+	return true
+}
+
+// IovecsIn lays an iovec array over buf (slab memory, 8-byte aligned),
+// for PrepWritevFixed.
+func IovecsIn(buf []byte) []unix.Iovec {
+	size := int(unsafe.Sizeof(unix.Iovec{}))
+	if len(buf) < size || uintptr(unsafe.Pointer(&buf[0]))%8 != 0 {
+		panic("uring: IovecsIn needs at least one 8-byte aligned iovec's room")
+	}
+	return unsafe.Slice((*unix.Iovec)(unsafe.Pointer(&buf[0])), len(buf)/size)
 }
 
 // PrepReadFixed prepares a pread into buf at off, buf inside registered

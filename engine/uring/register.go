@@ -86,6 +86,20 @@ func (r *Ring) UpdateFile(slot int, fd int32) error {
 	return r.register(registerFilesUpdate, unsafe.Pointer(up), 1)
 }
 
+// supports asks the kernel whether it knows op (IORING_REGISTER_PROBE,
+// Linux 5.6); false when it cannot say.
+func (r *Ring) supports(op uint8) bool {
+	var pr probe
+	if err := r.register(registerProbe, unsafe.Pointer(&pr), opLast); err != nil {
+		return false
+	}
+	return op <= pr.lastOp && pr.ops[op].flags&probeOpSupported != 0
+}
+
+// WritevFixed reports whether PrepWritevFixed can be used on this kernel
+// (IORING_OP_WRITEV_FIXED, Linux 6.15).
+func (r *Ring) WritevFixed() bool { return r.writevFixed }
+
 func (r *Ring) register(op uintptr, arg unsafe.Pointer, n int) error {
 	for {
 		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), op, uintptr(arg), uintptr(n), 0, 0)

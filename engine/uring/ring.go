@@ -127,6 +127,8 @@ type Ring struct {
 	info    Info
 	buffers []span // registered buffers, by index
 	files   int    // size of the registered file table
+	// writevFixed: the kernel has IORING_OP_WRITEV_FIXED (probed at New).
+	writevFixed bool
 
 	submitted   uint64
 	completed   uint64
@@ -190,6 +192,7 @@ func New(p Params) (*Ring, error) {
 		r.Close()
 		return nil, err
 	}
+	r.writevFixed = r.supports(opWritevFixed)
 	return r, nil
 }
 
