@@ -3,6 +3,7 @@ package log
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 )
 
@@ -34,6 +35,19 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // ErrCorruptBatch reports bytes given to Append that are not whole v2 batches.
 var ErrCorruptBatch = errors.New("log: malformed record batch")
+
+// CRCError is AppendCheckingCRC's refusal of a batch whose CRC-32C does not
+// match its bytes; it matches ErrCorruptBatch.
+type CRCError struct {
+	Batch              int // its index in the appended set
+	Stored, Calculated uint32
+}
+
+func (e *CRCError) Error() string {
+	return fmt.Sprintf("log: batch %d of the set: crc %#08x, computed %#08x", e.Batch, e.Stored, e.Calculated)
+}
+
+func (e *CRCError) Is(target error) bool { return target == ErrCorruptBatch }
 
 // batchHeader is the part of a batch header the log uses.
 type batchHeader struct {

@@ -260,6 +260,19 @@ func (l *Log) writable() error {
 // Producer state is recorded for batches with a producer id; call
 // CheckProducer first. Nothing is fsynced: see PendingSync.
 func (l *Log) Append(batches []byte, now time.Time) (AppendResult, error) {
+	return l.append(batches, now, false)
+}
+
+// AppendCheckingCRC is Append for batches whose CRC-32C the caller has not
+// checked: a batch whose CRC does not match fails the whole append with a
+// *CRCError and appends nothing. In direct mode each block of a batch is
+// checked right after it is copied into the tail cache, while it is still
+// in the CPU's cache: one pass over the bytes from memory instead of two.
+func (l *Log) AppendCheckingCRC(batches []byte, now time.Time) (AppendResult, error) {
+	return l.append(batches, now, true)
+}
+
+func (l *Log) append(batches []byte, now time.Time, checkCRC bool) (AppendResult, error) {
 	if err := l.writable(); err != nil {
 		return AppendResult{}, err
 	}
@@ -316,10 +329,15 @@ func (l *Log) Append(batches []byte, now time.Time) (AppendResult, error) {
 		buffered = true
 	}
 	if buffered {
+		if checkCRC {
+			if err := checkCRCs(batches); err != nil {
+				return AppendResult{}, err
+			}
+		}
 		if _, err := seg.file.WriteAt(batches, seg.size); err != nil {
 			return AppendResult{}, l.fail(err)
 		}
-	} else if err := l.appendDirect(seg, batches); err != nil {
+	} else if err := l.appendDirect(seg, batches, checkCRC); err != nil {
 		return AppendResult{}, err
 	}
 

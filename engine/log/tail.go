@@ -3,6 +3,7 @@ package log
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"slices"
@@ -371,6 +372,48 @@ func (t *tail) copyIn(b []byte, pos int64) {
 	}
 }
 
+// crcBlock is how much of a batch copyInCheckingCRC copies before it
+// checksums the copy: small enough to still be in L1 when it does.
+const crcBlock = 16 << 10
+
+// copyInCheckingCRC is copyIn of whole batches (framing checked), each
+// batch's CRC-32C computed over the copy block by block; a mismatch stops
+// it with a *CRCError.
+func (t *tail) copyInCheckingCRC(batches []byte, pos int64) error {
+	for i, off := 0, 0; off < len(batches); i++ {
+		h := parseHeader(batches[off:])
+		end := off + int(h.size())
+		crc := uint32(0)
+		for p := off; p < end; {
+			dst := t.at(pos + int64(p))
+			n := min(len(dst), end-p, crcBlock)
+			copy(dst[:n], batches[p:p+n])
+			if from := max(p, off+batchCRCStart); from < p+n {
+				crc = crc32.Update(crc, castagnoli, dst[from-p:n])
+			}
+			p += n
+		}
+		if crc != h.crc {
+			return &CRCError{Batch: i, Stored: h.crc, Calculated: crc}
+		}
+		off = end
+	}
+	return nil
+}
+
+// checkCRCs checks every batch's CRC-32C (framing checked).
+func checkCRCs(batches []byte) error {
+	for i, off := 0, 0; off < len(batches); i++ {
+		h := parseHeader(batches[off:])
+		end := off + int(h.size())
+		if crc := batchCRC(batches[off:end]); crc != h.crc {
+			return &CRCError{Batch: i, Stored: h.crc, Calculated: crc}
+		}
+		off = end
+	}
+	return nil
+}
+
 // tailReader reads the active segment through the cache where it holds the
 // bytes, from the file below it.
 type tailReader struct {
@@ -441,7 +484,7 @@ func (l *Log) detachTail() {
 // appendDirect copies batches to the cache at the end of the active
 // segment. It fails with ErrTailFull, changing nothing, when the cache
 // cannot hold them now.
-func (l *Log) appendDirect(seg *segment, batches []byte) error {
+func (l *Log) appendDirect(seg *segment, batches []byte, checkCRC bool) error {
 	t := l.tail
 	end := alignUp(t.hi+int64(len(batches)), BlockSize)
 	if len(t.chunks) == 0 {
@@ -463,7 +506,13 @@ func (l *Log) appendDirect(seg *segment, batches []byte) error {
 			return err
 		}
 	}
-	t.copyIn(batches, t.hi)
+	if checkCRC {
+		if err := t.copyInCheckingCRC(batches, t.hi); err != nil {
+			return err // nothing appended: the bytes past hi are not the log's
+		}
+	} else {
+		t.copyIn(batches, t.hi)
+	}
 	t.hi += int64(len(batches))
 	return nil
 }

@@ -171,9 +171,13 @@ func (s *Shard) runAfterWrites(p *Partition) { p.afterWrites.run(p.writesIdle) }
 // cache full, or need the writer idle before a roll; the shard then runs
 // its I/O until that changes (backpressure: the shard is bound by the
 // disk) and tries again.
-func (s *Shard) append(p *Partition, set []byte, now time.Time) (log.AppendResult, error) {
+func (s *Shard) append(p *Partition, set []byte, now time.Time, checkCRC bool) (log.AppendResult, error) {
+	appendFn := p.Log.Append
+	if checkCRC {
+		appendFn = p.Log.AppendCheckingCRC
+	}
 	for {
-		res, err := p.Log.Append(set, now)
+		res, err := appendFn(set, now)
 		switch {
 		case errors.Is(err, log.ErrTailBusy):
 			if !s.drain(func() bool { return p.Log.WritesIdle() }) {

@@ -78,10 +78,14 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		s.release(p)
 		return
 	}
-	appended, err := s.append(p, set, now)
+	appended, err := s.append(p, set, now, s.crcOnCopy(p))
 	if errors.Is(err, log.ErrTailFull) || errors.Is(err, log.ErrTailBusy) {
 		// Nothing in flight could make room: not a storage failure.
 		done(produceFailed(kerr.KafkaStorageError, err.Error()))
+		return
+	}
+	if crcErr := (*log.CRCError)(nil); errors.As(err, &crcErr) {
+		done(crcFailed(crcErr))
 		return
 	}
 	if errors.Is(err, log.ErrCorruptBatch) {
@@ -133,7 +137,11 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 // LogAppendTime stamping and recompression to the topic's codec. It returns
 // the (possibly rebuilt) record set and its record count. A result with
 // BaseOffset >= 0 and ok means the set is a duplicate of an appended batch.
+//
+// Where the log checks CRCs as it copies (crcOnCopy), validate leaves them
+// to it, except for a batch it answers as a duplicate.
 func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64, ProduceResult, bool) {
+	crcLater := s.crcOnCopy(p)
 	maxBytes := p.Cfg.MaxMessageBytes()
 	target := compress.None
 	recompress := false
@@ -155,7 +163,16 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64
 		if len(batch) > maxBytes {
 			return nil, 0, produceFailed(kerr.MessageTooLarge, fmt.Sprintf("batch of %d bytes exceeds max.message.bytes %d", len(batch), maxBytes)), false
 		}
-		if _, err := records.Validate(batch); err != nil {
+		validate := records.Validate
+		if crcLater {
+			validate = records.ValidateExceptCRC
+		}
+		if _, err := validate(batch); err != nil {
+			if crcLater {
+				// Answer what Kafka answers: a damaged batch fails its
+				// CRC before its records are looked at.
+				_, err = records.Validate(batch)
+			}
 			return nil, 0, batchError(n, err), false
 		}
 		if h.Idempotent() {
@@ -164,6 +181,11 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64
 				return nil, 0, producerError(err), false
 			}
 			if dup != nil {
+				if crcLater { // answered without an append: check it here
+					if _, err := records.VerifyCRC(batch); err != nil {
+						return nil, 0, batchError(n, err), false
+					}
+				}
 				return set, 0, ProduceResult{BaseOffset: int64(dup.FirstOffset), LogAppendTime: -1, LogStartOffset: int64(p.Log.LogStartOffset()), dupEnd: dup.LastOffset + 1}, true
 			}
 		}
@@ -197,6 +219,15 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64
 		return nil, 0, produceFailed(kerr.RecordListTooLarge, fmt.Sprintf("record set of %d bytes exceeds segment.bytes %d", len(set), p.Cfg.SegmentBytes())), false
 	}
 	return set, count, ProduceResult{BaseOffset: -1}, true
+}
+
+// crcOnCopy reports whether p's appends leave the CRC check to the log's
+// copy into the tail cache (AppendCheckingCRC): in direct mode, unless the
+// broker rewrites batches before appending them (LogAppendTime recomputes
+// the CRC; recompression decompresses), which needs the producer's CRC
+// checked first.
+func (s *Shard) crcOnCopy(p *Partition) bool {
+	return p.Log.Direct() && !p.Cfg.LogAppendTime() && p.Cfg.CompressionType() == "producer"
 }
 
 // rebuild recompresses every batch of set to codec.
@@ -234,6 +265,11 @@ func batchError(index int32, err error) ProduceResult {
 	}
 	res.RecordErrors = []RecordError{{BatchIndex: index, Message: err.Error()}}
 	return res
+}
+
+// crcFailed answers a batch the log found corrupt as validate would have.
+func crcFailed(e *log.CRCError) ProduceResult {
+	return batchError(int32(e.Batch), fmt.Errorf("%w: %w", records.ErrCorrupt, e))
 }
 
 func producerError(err error) ProduceResult {

@@ -167,30 +167,62 @@ func TestDatasyncFailureIsSticky(t *testing.T) {
 	})
 }
 
+// Bad batches get Kafka's error codes in every mode; in direct mode the
+// CRC is checked by the log's copy into the tail cache, which must answer
+// the same, name the same batch, and append nothing of the set.
 func TestProduceValidation(t *testing.T) {
-	s := startShard(t, storage.NewMem(), mode{})
-	defer s.Stop()
-	openTestPartition(t, s, map[string]string{"max.message.bytes": "2000"})
-	corrupt := batch(t, 1, compress.None)
-	corrupt[len(corrupt)-1] ^= 0xff
-	old := batch(t, 1, compress.None)
-	old[16] = 1 // magic 1
-	cases := []struct {
-		name string
-		set  []byte
-		want kerr.Code
-	}{
-		{"crc", corrupt, kerr.CorruptMessage},
-		{"magic 1", old, kerr.UnsupportedForMessageFormat},
-		{"too large", batch(t, 3, compress.None), kerr.MessageTooLarge},
-		{"truncated", batch(t, 1, compress.None)[:40], kerr.InvalidRecord},
-		{"empty", []byte{}, kerr.InvalidRecord},
-	}
-	for _, c := range cases {
-		if r := produce(s, c.set, 1); r.Err != c.want {
-			t.Errorf("%s: %v, want %v", c.name, r.Err, c.want)
+	backends(t, func(t *testing.T, m mode) {
+		s := startShard(t, storage.NewMem(), m)
+		defer s.Stop()
+		openTestPartition(t, s, map[string]string{"max.message.bytes": "2000"})
+		corrupt := batch(t, 1, compress.None)
+		corrupt[len(corrupt)-1] ^= 0xff
+		old := batch(t, 1, compress.None)
+		old[16] = 1 // magic 1
+		secondBad := append(batch(t, 1, compress.None), corrupt...)
+		cases := []struct {
+			name     string
+			set      []byte
+			want     kerr.Code
+			badBatch int32
+		}{
+			{"crc", corrupt, kerr.CorruptMessage, 0},
+			{"crc of the second batch", secondBad, kerr.CorruptMessage, 1},
+			{"magic 1", old, kerr.UnsupportedForMessageFormat, 0},
+			{"too large", batch(t, 3, compress.None), kerr.MessageTooLarge, -1},
+			{"truncated", batch(t, 1, compress.None)[:40], kerr.InvalidRecord, -1},
+			{"empty", []byte{}, kerr.InvalidRecord, -1},
 		}
-	}
+		for _, c := range cases {
+			r := produce(s, c.set, 1)
+			if r.Err != c.want {
+				t.Errorf("%s: %v, want %v", c.name, r.Err, c.want)
+			}
+			if c.badBatch >= 0 && (len(r.RecordErrors) != 1 || r.RecordErrors[0].BatchIndex != c.badBatch) {
+				t.Errorf("%s: record errors %+v, want one for batch %d", c.name, r.RecordErrors, c.badBatch)
+			}
+		}
+		if _, _, end := offsetsOf(s); end != 0 {
+			t.Fatalf("refused sets moved the log end to %d", end)
+		}
+		if r := produce(s, batch(t, 1, compress.None), -1); r.Err != kerr.None || r.BaseOffset != 0 {
+			t.Fatalf("a good batch after the refusals: %+v", r)
+		}
+		// A retry of an appended idempotent batch is answered without an
+		// append; damaged in transit, it still fails its CRC.
+		h := records.Header{Magic: 2, ProducerID: 7, ProducerEpoch: 0, BaseSequence: 0, BaseTimestamp: time.Now().UnixMilli()}
+		idem, err := records.AppendBatch(nil, h, []records.Record{{Value: []byte("v")}}, compress.None)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := produce(s, idem, -1); r.Err != kerr.None {
+			t.Fatalf("idempotent batch: %v", r.Err)
+		}
+		idem[len(idem)-2] ^= 0x01
+		if r := produce(s, idem, -1); r.Err != kerr.CorruptMessage {
+			t.Fatalf("a damaged retry of an appended batch: %v, want CORRUPT_MESSAGE", r.Err)
+		}
+	})
 }
 
 func TestLongPollWokenByAppend(t *testing.T) {

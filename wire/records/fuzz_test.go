@@ -71,6 +71,15 @@ func FuzzValidate(f *testing.F) {
 func checkValidate(t *testing.T, batch []byte) {
 	{
 		h, err := Validate(batch)
+		// ValidateExceptCRC is Validate less the CRC: it accepts all
+		// Validate accepts, and what it refuses Validate refuses too.
+		// (Validate's error is the same one, unless the CRC failed first.)
+		switch _, errNoCRC := ValidateExceptCRC(batch); {
+		case err == nil && errNoCRC != nil:
+			t.Fatalf("ValidateExceptCRC refuses a batch Validate accepts: %v", errNoCRC)
+		case errNoCRC != nil && !errors.Is(err, ErrCorrupt) && err.Error() != errNoCRC.Error():
+			t.Fatalf("ValidateExceptCRC: %v; Validate: %v", errNoCRC, err)
+		}
 		if err != nil {
 			for _, known := range []error{ErrTruncated, ErrCorrupt, ErrUnsupportedMagic, ErrInvalidRecord} {
 				if errors.Is(err, known) {

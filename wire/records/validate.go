@@ -28,27 +28,43 @@ func Validate(batch []byte) (Header, error) {
 	if err != nil {
 		return h, err
 	}
+	return h, checkClientBatch(batch, &h)
+}
+
+// ValidateExceptCRC is Validate without the CRC check, for a caller that
+// checks the CRC as it copies the batch (direct mode's log, in
+// AppendCheckingCRC), so that the bytes are read from memory once.
+func ValidateExceptCRC(batch []byte) (Header, error) {
+	h, err := checkFrame(batch)
+	if err != nil {
+		return h, err
+	}
+	return h, checkClientBatch(batch, &h)
+}
+
+// checkClientBatch is Validate's rules past the framing and the CRC.
+func checkClientBatch(batch []byte, h *Header) error {
 	if !h.Codec().Valid() {
-		return h, fmt.Errorf("%w: %w", ErrInvalidRecord, compress.ErrUnknownCodec)
+		return fmt.Errorf("%w: %w", ErrInvalidRecord, compress.ErrUnknownCodec)
 	}
 	if h.NumRecords <= 0 {
-		return h, fmt.Errorf("%w: record count %d", ErrInvalidRecord, h.NumRecords)
+		return fmt.Errorf("%w: record count %d", ErrInvalidRecord, h.NumRecords)
 	}
 	if h.LastOffsetDelta != h.NumRecords-1 {
-		return h, fmt.Errorf("%w: last offset delta %d with %d records", ErrInvalidRecord, h.LastOffsetDelta, h.NumRecords)
+		return fmt.Errorf("%w: last offset delta %d with %d records", ErrInvalidRecord, h.LastOffsetDelta, h.NumRecords)
 	}
 	if h.Control() {
-		return h, fmt.Errorf("%w: clients may not write control batches", ErrInvalidRecord)
+		return fmt.Errorf("%w: clients may not write control batches", ErrInvalidRecord)
 	}
 	if h.ProducerID >= 0 && h.BaseSequence < 0 {
-		return h, fmt.Errorf("%w: sequence %d with producer id %d", ErrInvalidRecord, h.BaseSequence, h.ProducerID)
+		return fmt.Errorf("%w: sequence %d with producer id %d", ErrInvalidRecord, h.BaseSequence, h.ProducerID)
 	}
 	if h.Codec() == compress.None {
 		if err := checkRecords(batch[HeaderSize:], h.NumRecords); err != nil {
-			return h, err
+			return err
 		}
 	}
-	return h, nil
+	return nil
 }
 
 // ValidateDeep is Validate plus, for a compressed batch, decompressing the
