@@ -2,7 +2,10 @@ package log
 
 import (
 	"errors"
+	"path/filepath"
 	"testing"
+
+	"github.com/sluice-broker/sluice/engine/storage"
 )
 
 // AppendCheckingCRC refuses a set with a corrupt batch whole, whichever
@@ -101,4 +104,60 @@ func TestAppendCheckingCRC(t *testing.T) {
 			t.Fatalf("after reopening, read back %d bytes that differ from the %d appended", len(got), len(want))
 		}
 	})
+}
+
+// A corrupt set that would roll the log is refused before the roll, as
+// Kafka checks CRCs before it rolls: no new segment for bad input.
+func TestAppendCheckingCRCRefusesBeforeRolling(t *testing.T) {
+	forEachFS(t, func(t *testing.T, c fsCase) {
+		cfg := Config{SegmentBytes: 64 << 10, IndexIntervalBytes: 4096}
+		l := mustOpen(t, c.fs, c.dir, cfg, Checkpoint{})
+		defer l.Close()
+		mustAppend(t, l, makeBatch(batchSpec{bodyBytes: 40 << 10}, 1))
+		drive(t, l)
+		bad := makeBatch(batchSpec{bodyBytes: 40 << 10}, 2) // does not fit: would roll
+		bad[len(bad)-1] ^= 1
+		segs := len(l.segs)
+		_, err := l.AppendCheckingCRC(bad, t0)
+		if !errors.Is(err, ErrCorruptBatch) {
+			t.Fatalf("append answered %v, want ErrCorruptBatch", err)
+		}
+		if len(l.segs) != segs {
+			t.Fatalf("the refused set rolled the log: %d segments, was %d", len(l.segs), segs)
+		}
+	})
+}
+
+// While a write in flight reads the log's partial last block from the
+// cache (no bounce slot), a refused set must not be copied into that block
+// first: the device could get its bytes past the log end, and recovery
+// after a crash could find a batch the client was told was corrupt.
+func TestRefusedSetNeverEntersTheBlockBeingWritten(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "topic-0")
+	cfg := Config{SegmentBytes: 1 << 20, IndexIntervalBytes: 4096, Tail: testCache(t, 8)} // no bounce slots
+	l := mustOpen(t, storage.OS(), dir, cfg, Checkpoint{})
+	defer l.Close()
+	if _, err := l.Append(makeBatch(batchSpec{bodyBytes: 100}, 1), t0); err != nil {
+		t.Fatal(err)
+	}
+	ws := l.PendingWrites(nil, false) // in flight, from the cache
+	if len(ws) == 0 {
+		t.Fatal("no write due")
+	}
+	good, bad := makeBatch(batchSpec{bodyBytes: 200}, 2), makeBatch(batchSpec{bodyBytes: 200}, 3)
+	bad[len(bad)-1] ^= 1
+	if _, err := l.AppendCheckingCRC(append(good, bad...), t0); !errors.Is(err, ErrCorruptBatch) {
+		t.Fatalf("append answered %v, want ErrCorruptBatch", err)
+	}
+	tl := l.tail
+	past := tl.at(tl.hi)[:alignUp(tl.hi, BlockSize)-tl.hi]
+	for i, b := range past {
+		if b != 0 {
+			t.Fatalf("byte %d past the log end in the block being written is %#x: the refused set was copied there", i, b)
+		}
+	}
+	for _, w := range ws {
+		_, err := w.File.WriteAt(w.Buf, w.Off)
+		l.WriteDone(w.Seq, err)
+	}
 }

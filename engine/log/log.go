@@ -301,6 +301,13 @@ func (l *Log) append(batches []byte, now time.Time, checkCRC bool) (AppendResult
 	if seg.size > 0 && (seg.size+int64(len(batches)) > l.cfg.SegmentBytes ||
 		now.UnixMilli()-l.rollStartMs >= l.cfg.SegmentMs.Milliseconds() ||
 		int64(l.logEnd)+span-int64(seg.base) > math.MaxUint32) {
+		if checkCRC {
+			// A corrupt set must not roll the log (its span may be
+			// nonsense): check before, as Kafka does. Rolls are rare.
+			if err := checkCRCs(batches); err != nil {
+				return AppendResult{}, err
+			}
+		}
 		if l.tail != nil && !l.tail.idle() {
 			return AppendResult{}, ErrTailBusy
 		}

@@ -401,6 +401,18 @@ func (t *tail) copyInCheckingCRC(batches []byte, pos int64) error {
 	return nil
 }
 
+// writingFromTailBlock reports whether a write in flight reads the block
+// holding hi from the cache itself (it had no bounce slot for its partial
+// last block), so that bytes copied past hi can reach the device with it.
+func (t *tail) writingFromTailBlock() bool {
+	n := len(t.inflight)
+	if n == 0 || t.hi%BlockSize == 0 {
+		return false
+	}
+	w := t.inflight[n-1]
+	return w.slot < 0 && alignUp(w.end, BlockSize) > alignDown(t.hi, BlockSize)
+}
+
 // checkCRCs checks every batch's CRC-32C (framing checked).
 func checkCRCs(batches []byte) error {
 	for i, off := 0, 0; off < len(batches); i++ {
@@ -506,11 +518,20 @@ func (l *Log) appendDirect(seg *segment, batches []byte, checkCRC bool) error {
 			return err
 		}
 	}
-	if checkCRC {
+	switch {
+	case checkCRC && t.writingFromTailBlock():
+		// A write in flight reads the block holding hi from the cache:
+		// a set refused after its copy could reach the disk past the
+		// log end there, so check before copying.
+		if err := checkCRCs(batches); err != nil {
+			return err
+		}
+		t.copyIn(batches, t.hi)
+	case checkCRC:
 		if err := t.copyInCheckingCRC(batches, t.hi); err != nil {
 			return err // nothing appended: the bytes past hi are not the log's
 		}
-	} else {
+	default:
 		t.copyIn(batches, t.hi)
 	}
 	t.hi += int64(len(batches))

@@ -3,6 +3,7 @@ package shard
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/sluice-broker/sluice/engine/log"
@@ -139,9 +140,22 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 // BaseOffset >= 0 and ok means the set is a duplicate of an appended batch.
 //
 // Where the log checks CRCs as it copies (crcOnCopy), validate leaves them
-// to it, except for a batch it answers as a duplicate.
+// to it, except when it answers without an append: a refusal, or a
+// duplicate. Kafka checks every batch's CRC before the batch's records,
+// sequence numbers or producer epoch (and after its size), so those
+// answers first check the CRCs of the batches they depend on, and a damaged
+// batch gets CORRUPT_MESSAGE as it would in Kafka.
 func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64, ProduceResult, bool) {
 	crcLater := s.crcOnCopy(p)
+	// refuse answers res unless one of the batches 0..through fails its CRC.
+	refuse := func(res ProduceResult, through int32) ([]byte, int64, ProduceResult, bool) {
+		if crcLater {
+			if bad, ok := firstBadCRC(set, through); ok {
+				res = bad
+			}
+		}
+		return nil, 0, res, false
+	}
 	maxBytes := p.Cfg.MaxMessageBytes()
 	target := compress.None
 	recompress := false
@@ -161,30 +175,24 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64
 			break
 		}
 		if len(batch) > maxBytes {
-			return nil, 0, produceFailed(kerr.MessageTooLarge, fmt.Sprintf("batch of %d bytes exceeds max.message.bytes %d", len(batch), maxBytes)), false
+			return refuse(produceFailed(kerr.MessageTooLarge, fmt.Sprintf("batch of %d bytes exceeds max.message.bytes %d", len(batch), maxBytes)), n-1)
 		}
 		validate := records.Validate
 		if crcLater {
 			validate = records.ValidateExceptCRC
 		}
 		if _, err := validate(batch); err != nil {
-			if crcLater {
-				// Answer what Kafka answers: a damaged batch fails its
-				// CRC before its records are looked at.
-				_, err = records.Validate(batch)
-			}
-			return nil, 0, batchError(n, err), false
+			return refuse(batchError(n, err), n)
 		}
 		if h.Idempotent() {
 			dup, err := p.Log.CheckProducer(h.ProducerID, h.ProducerEpoch, h.BaseSequence, h.LastSequence())
 			if err != nil {
-				return nil, 0, producerError(err), false
+				return refuse(producerError(err), n)
 			}
 			if dup != nil {
-				if crcLater { // answered without an append: check it here
-					if _, err := records.VerifyCRC(batch); err != nil {
-						return nil, 0, batchError(n, err), false
-					}
+				// The whole set is answered as this duplicate.
+				if bad, ok := firstBadCRC(set, math.MaxInt32); crcLater && ok {
+					return nil, 0, bad, false
 				}
 				return set, 0, ProduceResult{BaseOffset: int64(dup.FirstOffset), LogAppendTime: -1, LogStartOffset: int64(p.Log.LogStartOffset()), dupEnd: dup.LastOffset + 1}, true
 			}
@@ -202,7 +210,7 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64
 		n++
 	}
 	if err := it.Err(); err != nil {
-		return nil, 0, batchError(n, err), false
+		return refuse(batchError(n, err), n-1)
 	}
 	if n == 0 {
 		return nil, 0, produceFailed(kerr.InvalidRecord, "record set holds no batch"), false
@@ -216,9 +224,25 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64
 	}
 	if int64(len(set)) > p.Cfg.SegmentBytes() {
 		// Kafka's UnifiedLog refuses what cannot fit in one segment.
-		return nil, 0, produceFailed(kerr.RecordListTooLarge, fmt.Sprintf("record set of %d bytes exceeds segment.bytes %d", len(set), p.Cfg.SegmentBytes())), false
+		return refuse(produceFailed(kerr.RecordListTooLarge, fmt.Sprintf("record set of %d bytes exceeds segment.bytes %d", len(set), p.Cfg.SegmentBytes())), math.MaxInt32)
 	}
 	return set, count, ProduceResult{BaseOffset: -1}, true
+}
+
+// firstBadCRC checks the CRCs of set's batches 0..through (framing already
+// walked) and answers the first that fails, as validate would.
+func firstBadCRC(set []byte, through int32) (ProduceResult, bool) {
+	it := records.NewIter(set)
+	for i := int32(0); i <= through; i++ {
+		batch, _, ok := it.Next()
+		if !ok {
+			break
+		}
+		if _, err := records.VerifyCRC(batch); err != nil {
+			return batchError(i, err), true
+		}
+	}
+	return ProduceResult{}, false
 }
 
 // crcOnCopy reports whether p's appends leave the CRC check to the log's

@@ -218,9 +218,34 @@ func TestProduceValidation(t *testing.T) {
 		if r := produce(s, idem, -1); r.Err != kerr.None {
 			t.Fatalf("idempotent batch: %v", r.Err)
 		}
+		good := append([]byte(nil), idem...)
 		idem[len(idem)-2] ^= 0x01
 		if r := produce(s, idem, -1); r.Err != kerr.CorruptMessage {
 			t.Fatalf("a damaged retry of an appended batch: %v, want CORRUPT_MESSAGE", r.Err)
+		}
+		// Kafka checks every batch's CRC before sequence numbers, sizes of
+		// later batches, or duplicates: the damaged batch is the answer.
+		h.BaseSequence = 5
+		gap, err := records.AppendBatch(nil, h, []records.Record{{Value: []byte("v")}}, compress.None)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gap[len(gap)-2] ^= 0x01
+		// Damaged inside a value: well-formed records, a wrong CRC.
+		damagedValue := batch(t, 1, compress.None)
+		damagedValue[len(damagedValue)-100] ^= 0xff
+		for _, c := range []struct {
+			name string
+			set  []byte
+		}{
+			{"damaged, and out of sequence", gap},
+			{"damaged, then too large", append(append([]byte(nil), damagedValue...), batch(t, 3, compress.None)...)},
+			{"damaged, then a duplicate", append(append([]byte(nil), damagedValue...), good...)},
+		} {
+			r := produce(s, c.set, -1)
+			if r.Err != kerr.CorruptMessage || len(r.RecordErrors) != 1 || r.RecordErrors[0].BatchIndex != 0 {
+				t.Errorf("%s: %v %+v, want CORRUPT_MESSAGE for batch 0", c.name, r.Err, r.RecordErrors)
+			}
 		}
 	})
 }
