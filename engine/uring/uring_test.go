@@ -271,6 +271,26 @@ func TestFixedRoundTrip(t *testing.T) {
 	}
 }
 
+// openDirectTemp creates a temporary file opened with O_DIRECT, removed
+// and closed when the test ends; it skips where the file system refuses
+// O_DIRECT.
+func openDirectTemp(t *testing.T, prefix string) (int, string) {
+	t.Helper()
+	path := filepath.Join(os.TempDir(), prefix+time.Now().Format("150405.000000000"))
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_DIRECT|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, unix.EINVAL) {
+		t.Skipf("%s does not support O_DIRECT: %v", os.TempDir(), err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.Close(fd)
+		os.Remove(path)
+	})
+	return fd, path
+}
+
 // TestDirectWrite writes 4 KiB-aligned registered buffers to an O_DIRECT
 // file and reads them back.
 func TestDirectWrite(t *testing.T) {
@@ -279,16 +299,7 @@ func TestDirectWrite(t *testing.T) {
 	if err := r.RegisterBuffers(slab); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(os.TempDir(), "uring-direct-"+time.Now().Format("150405.000000000"))
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_DIRECT|unix.O_CLOEXEC, 0o600)
-	if errors.Is(err, unix.EINVAL) {
-		t.Skipf("%s does not support O_DIRECT: %v", os.TempDir(), err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(path)
-	defer unix.Close(fd)
+	fd, _ := openDirectTemp(t, "uring-direct-")
 	out := slab.Buf(0)
 	for i := range out {
 		out[i] = byte(i>>12) ^ byte(i)
@@ -325,16 +336,7 @@ func TestWritevFixed(t *testing.T) {
 	if err := r.RegisterBuffers(slab); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(os.TempDir(), "uring-writev-"+time.Now().Format("150405.000000000"))
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_DIRECT|unix.O_CLOEXEC, 0o600)
-	if errors.Is(err, unix.EINVAL) {
-		t.Skipf("%s does not support O_DIRECT: %v", os.TempDir(), err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(path)
-	defer unix.Close(fd)
+	fd, path := openDirectTemp(t, "uring-writev-")
 	mem := slab.Buf(0)
 	for i := range mem {
 		mem[i] = byte(i>>12) ^ byte(i)
