@@ -85,11 +85,11 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		done(produceFailed(kerr.KafkaStorageError, err.Error()))
 		return
 	}
-	if crcErr := (*log.CRCError)(nil); errors.As(err, &crcErr) {
-		done(crcFailed(crcErr))
-		return
-	}
 	if errors.Is(err, log.ErrCorruptBatch) {
+		if crcErr, ok := err.(*log.CRCError); ok { // a value, not errors.As: nothing escapes on the hot path
+			done(crcFailed(crcErr))
+			return
+		}
 		// The log refused the input before writing anything: the request
 		// fails, the partition does not.
 		done(produceFailed(kerr.CorruptMessage, err.Error()))

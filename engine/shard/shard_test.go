@@ -328,6 +328,41 @@ func BenchmarkProduce(b *testing.B) {
 	}
 }
 
+// The shard's produce path allocates nothing per append, in every mode
+// (what BenchmarkProduce reports, kept by a test: a per-produce escape
+// once crept in unnoticed).
+func TestProduceAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	for _, m := range []mode{{false, false}, {true, false}, {true, true}} {
+		t.Run(m.String(), func(t *testing.T) {
+			s, err := Start(m.config(Config{ID: 0, DataDir: t.TempDir(), FS: storage.OS(), PinCPU: -1}))
+			if err != nil {
+				t.Skip(err)
+			}
+			defer s.Stop()
+			openTestPartition(t, s, nil)
+			set := batch(t, 16, compress.None)
+			done := make(chan ProduceResult, 1)
+			callback := func(r ProduceResult) { done <- r }
+			op := func(s *Shard) { s.Produce(testKey, set, 1, callback) }
+			produceOnce := func() {
+				s.Do(op)
+				if r := <-done; r.Err != kerr.None {
+					t.Fatal(r.Err)
+				}
+			}
+			for range 100 { // warm up pools, maps and slices
+				produceOnce()
+			}
+			if n := testing.AllocsPerRun(1000, produceOnce); n >= 0.5 {
+				t.Fatalf("%.2f allocations per produce, want none", n)
+			}
+		})
+	}
+}
+
 // TestListOffsetByTimestampFindsTheRecord: within a batch, ListOffsets
 // answers the first record at or after the timestamp, as Kafka does, and
 // MAX_TIMESTAMP the record that holds it.
