@@ -74,6 +74,9 @@ func SelfCPU() time.Duration {
 // MachineCPU is a cumulative reading of the first line of /proc/stat.
 type MachineCPU struct {
 	Busy, Total uint64 // clock ticks
+	// Steal is the part of Busy the hypervisor gave to other guests while
+	// this one's CPUs wanted to run (a virtual machine's "steal" time).
+	Steal uint64
 }
 
 // ReadMachineCPU reads /proc/stat.
@@ -87,7 +90,13 @@ func ReadMachineCPU() (MachineCPU, error) {
 	if !sc.Scan() {
 		return MachineCPU{}, fmt.Errorf("/proc/stat: empty")
 	}
-	fields := strings.Fields(sc.Text())
+	return parseMachineCPU(sc.Text())
+}
+
+// parseMachineCPU reads the "cpu" line of /proc/stat: user nice system
+// idle iowait irq softirq steal (guest, guest_nice are inside user).
+func parseMachineCPU(line string) (MachineCPU, error) {
+	fields := strings.Fields(line)
 	if len(fields) < 5 || fields[0] != "cpu" {
 		return MachineCPU{}, fmt.Errorf("/proc/stat: unexpected first line")
 	}
@@ -101,6 +110,9 @@ func ReadMachineCPU() (MachineCPU, error) {
 		if i != 3 && i != 4 { // idle, iowait
 			m.Busy += n
 		}
+		if i == 7 {
+			m.Steal = n
+		}
 	}
 	return m, nil
 }
@@ -112,6 +124,16 @@ func (m MachineCPU) BusyFraction(since MachineCPU) float64 {
 		return 0
 	}
 	return float64(m.Busy-since.Busy) / float64(total)
+}
+
+// StealFraction is the fraction of all CPUs stolen by the hypervisor
+// between two readings.
+func (m MachineCPU) StealFraction(since MachineCPU) float64 {
+	total := m.Total - since.Total
+	if total == 0 {
+		return 0
+	}
+	return float64(m.Steal-since.Steal) / float64(total)
 }
 
 // FindListenerPID returns the process that listens on TCP port (any local
@@ -184,6 +206,7 @@ type resourceReading struct {
 	BrokerRSS   int64
 	ClientCPU   float64
 	MachineBusy float64
+	Steal       float64 // fraction of all CPUs, part of MachineBusy
 	BrokerOK    bool
 }
 
@@ -200,6 +223,7 @@ func (s *resourceSampler) sample() resourceReading {
 	s.lastSelf = self
 	if m, err := ReadMachineCPU(); err == nil {
 		r.MachineBusy = m.BusyFraction(s.lastCPU)
+		r.Steal = m.StealFraction(s.lastCPU)
 		s.lastCPU = m
 	}
 	if s.brokerPID > 0 && s.brokerErr == nil {

@@ -89,6 +89,7 @@ type Interval struct {
 	BrokerRSS       int64   `json:"broker_rss"`
 	ClientCPU       float64 `json:"client_cpu"`
 	MachineBusy     float64 `json:"machine_busy"`
+	Steal           float64 `json:"steal,omitempty"` // of all CPUs, part of MachineBusy
 	Seconds         float64 `json:"seconds"`
 }
 
@@ -106,6 +107,9 @@ type ResourceSummary struct {
 	// processes, and kernel work not charged to either): on a shared
 	// machine, the load the run competed with.
 	OtherCPUAvg float64 `json:"other_cpu_avg"`
+	// StealCPUAvg is the part of OtherCPUAvg the hypervisor gave to other
+	// guests (steal time), in cores: load from outside this machine.
+	StealCPUAvg float64 `json:"steal_cpu_avg,omitempty"`
 	SampleError string  `json:"sample_error,omitempty"`
 }
 

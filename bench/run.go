@@ -526,6 +526,7 @@ func (r *run) closeInterval(length, sinceMeasured time.Duration, warmup bool) {
 	}
 	s := r.sampler.sample()
 	iv.BrokerCPU, iv.BrokerRSS, iv.ClientCPU, iv.MachineBusy = round3(s.BrokerCPU), s.BrokerRSS, round3(s.ClientCPU), round3(s.MachineBusy)
+	iv.Steal = round3(s.Steal)
 	if !warmup {
 		r.res.MeasuredSeconds += length.Seconds()
 	}
@@ -563,6 +564,7 @@ func (r *run) finish(measured time.Time) {
 		rs.BrokerCPUAvg += iv.BrokerCPU
 		rs.ClientCPUAvg += iv.ClientCPU
 		rs.MachineBusyAvg += iv.MachineBusy
+		rs.StealCPUAvg += iv.Steal
 		rs.BrokerCPUMax = max(rs.BrokerCPUMax, iv.BrokerCPU)
 		rs.BrokerRSSMax = max(rs.BrokerRSSMax, iv.BrokerRSS)
 		if iv.BrokerRSS > 0 {
@@ -574,6 +576,7 @@ func (r *run) finish(measured time.Time) {
 		rs.ClientCPUAvg = round3(rs.ClientCPUAvg / float64(n))
 		rs.MachineBusyAvg = round3(rs.MachineBusyAvg / float64(n))
 		rs.OtherCPUAvg = round3(max(0, rs.MachineBusyAvg*float64(res.CPUs)-rs.BrokerCPUAvg-rs.ClientCPUAvg))
+		rs.StealCPUAvg = round3(min(rs.OtherCPUAvg, rs.StealCPUAvg/float64(n)*float64(res.CPUs)))
 	}
 	rs.BrokerSampled = rs.BrokerRSSMax > 0
 	if r.sampler.brokerErr != nil && rs.SampleError == "" {

@@ -40,7 +40,11 @@ func WriteTable(out io.Writer, r *Result) {
 	} else if rs.SampleError != "" {
 		fmt.Fprintf(out, "  broker not sampled: %s\n", rs.SampleError)
 	}
-	fmt.Fprintf(out, "  client cpu avg %.2f cores, other processes %.2f cores, machine %.0f%% busy\n", rs.ClientCPUAvg, rs.OtherCPUAvg, 100*rs.MachineBusyAvg)
+	steal := ""
+	if rs.StealCPUAvg >= 0.01 {
+		steal = fmt.Sprintf(" (%.2f of it stolen by the hypervisor)", rs.StealCPUAvg)
+	}
+	fmt.Fprintf(out, "  client cpu avg %.2f cores, other processes %.2f cores%s, machine %.0f%% busy\n", rs.ClientCPUAvg, rs.OtherCPUAvg, steal, 100*rs.MachineBusyAvg)
 	if c := r.Check; c != nil {
 		status := "ok"
 		if !c.OK {

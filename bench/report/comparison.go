@@ -497,7 +497,7 @@ func (c *Comparison) Doc() *Doc {
 	d.add(Heading{2, "Summary"})
 	d.add(c.SummaryTable())
 	d.add(Para{"Throughput is the median over the repetitions (interleaved, so drift in the machine falls on every broker alike); latencies are percentiles of all repetitions' HDR histograms merged. " +
-		"CPU figures are cores (1.00 = one CPU busy), averaged over the measured phase; \"other CPU\" is what neither the broker nor the benchmark client used (other processes on a shared machine, and kernel work charged to neither). " +
+		"CPU figures are cores (1.00 = one CPU busy), averaged over the measured phase; \"other CPU\" is what neither the broker nor the benchmark client used (other processes on a shared machine, kernel work charged to neither, and on a virtual machine the hypervisor's steal time, which a disturbed run's note gives on its own). " +
 		"Produce latency is acknowledgement time minus the record's intended send time; at max rate that includes time queued in the client, " +
 		"so compare it between brokers, not with the end-to-end figures. Ratios are the first broker ÷ the second: above 1 is better for throughput, below 1 for latency."})
 	if n, total := c.disturbedRuns(); n > 0 {
@@ -654,7 +654,11 @@ func (c *Comparison) scenarioSection(d *Doc, s *Scenario) {
 			notes = append(notes, "FAILED: "+r.Failed)
 		}
 		if rs.OtherCPUAvg >= DisturbedCPU {
-			notes = append(notes, fmt.Sprintf("**disturbed**: %.2f CPUs used by other processes or kernel threads", rs.OtherCPUAvg))
+			note := fmt.Sprintf("**disturbed**: %.2f CPUs used by other processes or kernel threads", rs.OtherCPUAvg)
+			if rs.StealCPUAvg >= 0.01 {
+				note += fmt.Sprintf(", %.2f of them stolen by the hypervisor", rs.StealCPUAvg)
+			}
+			notes = append(notes, note)
 		}
 		if r.ClientBound {
 			notes = append(notes, "client-bound")

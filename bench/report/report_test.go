@@ -137,6 +137,28 @@ func TestWriteReport(t *testing.T) {
 	}
 }
 
+// A disturbed run says how much of the other load was the hypervisor's
+// steal time, which no process on the machine could have caused.
+func TestDisturbedRunNamesSteal(t *testing.T) {
+	a, b := result("sluice", bench.ModeProduce, 100, 5), result("kafka", bench.ModeProduce, 50, 9)
+	a.Resources.OtherCPUAvg, a.Resources.StealCPUAvg = 0.9, 0.4
+	b.Resources.OtherCPUAvg = 0.8
+	c := FromResults("steal", []*bench.Result{a, b})
+	files, err := c.Doc().Write(filepath.Join(t.TempDir(), "r"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, _ := os.ReadFile(files.Markdown)
+	for _, want := range []string{
+		"**disturbed**: 0.90 CPUs used by other processes or kernel threads, 0.40 of them stolen by the hypervisor",
+		"**disturbed**: 0.80 CPUs used by other processes or kernel threads |",
+	} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("markdown lacks %q", want)
+		}
+	}
+}
+
 func TestNiceTicks(t *testing.T) {
 	for _, tc := range []struct{ lo, hi float64 }{{0, 1}, {0, 487}, {-3, 10}, {0, 123456}, {0.001, 0.02}} {
 		ticks := niceTicks(tc.lo, tc.hi, 5)
