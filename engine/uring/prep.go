@@ -131,18 +131,7 @@ func (r *Ring) PrepWritevFixed(fd int32, iovs []unix.Iovec, bufIndex uint16, off
 			panic(fmt.Sprintf("uring: buffer [%#x,+%d) is not inside registered buffer %d", b, v.Len, bufIndex))
 		}
 	}
-	s := r.next()
-	if s == nil {
-		return false
-	}
-	s.opcode = opWritevFixed
-	s.fd = fd
-	s.off = off
-	s.addr = uint64(p)
-	s.len = uint32(len(iovs))
-	s.bufIndex = bufIndex
-	s.userData = userData
-	return true
+	return r.prepIO(opWritevFixed, fd, off, uint64(p), uint32(len(iovs)), bufIndex, userData)
 }
 
 // IovecsIn lays an iovec array over buf (slab memory, 8-byte aligned),
@@ -166,6 +155,12 @@ func (r *Ring) prepFixed(op uint8, fd int32, buf []byte, bufIndex uint16, off ui
 	if int(bufIndex) >= len(r.buffers) || !r.buffers[bufIndex].contains(p, n) {
 		panic(fmt.Sprintf("uring: buffer [%#x,+%d) is not inside registered buffer %d", p, n, bufIndex))
 	}
+	return r.prepIO(op, fd, off, uint64(p), uint32(n), bufIndex, userData)
+}
+
+// prepIO fills the next SQE for a read or write (addr and len as op
+// reads them: a buffer, or an iovec array and its length).
+func (r *Ring) prepIO(op uint8, fd int32, off, addr uint64, n uint32, bufIndex uint16, userData uint64) bool {
 	s := r.next()
 	if s == nil {
 		return false
@@ -173,8 +168,8 @@ func (r *Ring) prepFixed(op uint8, fd int32, buf []byte, bufIndex uint16, off ui
 	s.opcode = op
 	s.fd = fd
 	s.off = off
-	s.addr = uint64(p)
-	s.len = uint32(n)
+	s.addr = addr
+	s.len = n
 	s.bufIndex = bufIndex
 	s.userData = userData
 	return true
@@ -197,17 +192,7 @@ func (r *Ring) prepRW(op uint8, fd int32, buf []byte, off uint64, userData uint6
 	if !inSlab(p, n) {
 		panic(fmt.Sprintf("uring: buffer [%#x,+%d) is not slab memory", p, n))
 	}
-	s := r.next()
-	if s == nil {
-		return false
-	}
-	s.opcode = op
-	s.fd = fd
-	s.off = off
-	s.addr = uint64(p)
-	s.len = uint32(n)
-	s.userData = userData
-	return true
+	return r.prepIO(op, fd, off, uint64(p), uint32(n), 0, userData)
 }
 
 func bufferSpan(buf []byte) (uintptr, uintptr) {
