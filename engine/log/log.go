@@ -307,6 +307,7 @@ func (l *Log) append(batches []byte, now time.Time, checkCRC bool) (AppendResult
 			if err := checkCRCs(batches); err != nil {
 				return AppendResult{}, err
 			}
+			checkCRC = false // checked: the copy need not check again
 		}
 		if l.tail != nil && !l.tail.idle() {
 			return AppendResult{}, ErrTailBusy

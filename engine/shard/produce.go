@@ -60,7 +60,8 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		return
 	}
 	now := time.Now()
-	set, records, res, ok := s.validate(p, set, now)
+	crcOnCopy := s.crcOnCopy(p)
+	set, records, res, ok := s.validate(p, set, now, crcOnCopy)
 	if !ok {
 		done(res)
 		return
@@ -79,7 +80,7 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		s.release(p)
 		return
 	}
-	appended, err := s.append(p, set, now, s.crcOnCopy(p))
+	appended, err := s.append(p, set, now, crcOnCopy)
 	if errors.Is(err, log.ErrTailFull) || errors.Is(err, log.ErrTailBusy) {
 		// Nothing in flight could make room: not a storage failure.
 		done(produceFailed(kerr.KafkaStorageError, err.Error()))
@@ -139,14 +140,13 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 // the (possibly rebuilt) record set and its record count. A result with
 // BaseOffset >= 0 and ok means the set is a duplicate of an appended batch.
 //
-// Where the log checks CRCs as it copies (crcOnCopy), validate leaves them
-// to it, except when it answers without an append: a refusal, or a
-// duplicate. Kafka checks every batch's CRC before the batch's records,
+// With crcLater (crcOnCopy: the log checks CRCs as it copies), validate
+// leaves them to the log, except when it answers without an append: a
+// refusal, or a duplicate. Kafka checks every batch's CRC before the batch's records,
 // sequence numbers or producer epoch (and after its size), so those
 // answers first check the CRCs of the batches they depend on, and a damaged
 // batch gets CORRUPT_MESSAGE as it would in Kafka.
-func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64, ProduceResult, bool) {
-	crcLater := s.crcOnCopy(p)
+func (s *Shard) validate(p *Partition, set []byte, now time.Time, crcLater bool) ([]byte, int64, ProduceResult, bool) {
 	// refuse answers res unless one of the batches 0..through fails its CRC.
 	refuse := func(res ProduceResult, through int32) ([]byte, int64, ProduceResult, bool) {
 		if crcLater {
@@ -191,8 +191,10 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time) ([]byte, int64
 			}
 			if dup != nil {
 				// The whole set is answered as this duplicate.
-				if bad, ok := firstBadCRC(set, math.MaxInt32); crcLater && ok {
-					return nil, 0, bad, false
+				if crcLater {
+					if bad, ok := firstBadCRC(set, math.MaxInt32); ok {
+						return nil, 0, bad, false
+					}
 				}
 				return set, 0, ProduceResult{BaseOffset: int64(dup.FirstOffset), LogAppendTime: -1, LogStartOffset: int64(p.Log.LogStartOffset()), dupEnd: dup.LastOffset + 1}, true
 			}
