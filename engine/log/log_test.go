@@ -1118,3 +1118,47 @@ func TestCaptureSnapshotKeepsTheSnapshotBehindTheRecoveryPoint(t *testing.T) {
 		t.Fatalf("snapshot at %d after the truncation and 4 appends, want 30 (the stale capture was at 27)", got)
 	}
 }
+
+// Recovery's cut of a torn tail is durable: when the checkpoint already
+// covers the log up to the cut, no later sync round lists that segment, so
+// a cut left in the page cache would let a second crash bring the torn
+// bytes back, and that recovery would drop the segments appended since.
+// (Found with SLUICE_SEED=1795353812927908415 of
+// TestCrashKeepsSyncedBatchesAndTruncatesTornTail.)
+func TestRecoveryCutOfATornTailSurvivesASecondCrash(t *testing.T) {
+	mem := storage.NewMem()
+	a, b := makeBatch(batchSpec{bodyBytes: 300}, 1), makeBatch(batchSpec{bodyBytes: 300}, 2)
+	cfg := Config{SegmentBytes: int64(len(a) + len(b) + 50), IndexIntervalBytes: 4096}
+	l := mustOpen(t, mem, "d/t-0", cfg, Checkpoint{})
+	mustAppend(t, l, a)
+	mustAppend(t, l, b)
+	cp, err := l.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A torn write that reached the disk: half a batch past the end.
+	seg := l.active()
+	torn := makeBatch(batchSpec{bodyBytes: 300}, 3)[:200]
+	if _, err := seg.file.WriteAt(torn, seg.size); err != nil {
+		t.Fatal(err)
+	}
+	if err := seg.file.Datasync(); err != nil {
+		t.Fatal(err)
+	}
+	first := mem.Crash()
+	r := mustOpen(t, first, "d/t-0", cfg, cp) // cuts the torn half batch
+	c := makeBatch(batchSpec{bodyBytes: 300}, 4)
+	mustAppend(t, r, c) // rolls: the cut segment is below the recovery point
+	if r.SegmentCount() != 2 {
+		t.Fatalf("%d segments, want the append to have rolled", r.SegmentCount())
+	}
+	if err := r.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	r2 := mustOpen(t, first.Crash(), "d/t-0", cfg, Checkpoint{})
+	defer r2.Close()
+	want := withOffsets(append(append(append([]byte(nil), a...), b...), c...), 0)
+	if got := readAll(t, r2); string(got) != string(want) {
+		t.Fatalf("after the second crash the log holds %d bytes, want %d: the synced batch after the cut was lost", len(got), len(want))
+	}
+}

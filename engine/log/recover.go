@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sluice-broker/sluice/engine/storage"
 )
 
 // ErrCorruptSegment reports a segment below the recovery point whose batch
@@ -167,7 +169,7 @@ func (l *Log) recover(cp Checkpoint, snap *snapshot, now time.Time) error {
 			if pad, err := l.zeroPadding(s, end); err != nil {
 				return err
 			} else if pad {
-				if err := s.file.Truncate(end); err != nil {
+				if err := truncateDurably(s.file, end); err != nil {
 					return err
 				}
 				l.size -= s.size - end
@@ -176,7 +178,7 @@ func (l *Log) recover(cp Checkpoint, snap *snapshot, now time.Time) error {
 			}
 		}
 		if end < s.size {
-			if err := s.file.Truncate(end); err != nil {
+			if err := truncateDurably(s.file, end); err != nil {
 				return err
 			}
 			l.size -= s.size - end
@@ -217,6 +219,18 @@ func (l *Log) recover(cp Checkpoint, snap *snapshot, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// truncateDurably cuts a segment file at end and datasyncs the cut.
+// Recovery leaves the recovery point at or below end, so no later sync
+// round lists the file for the bytes below it: were the cut lost in a
+// second crash, the torn bytes would come back behind data appended since,
+// and that recovery would drop every segment after this one.
+func truncateDurably(f storage.File, end int64) error {
+	if err := f.Truncate(end); err != nil {
+		return err
+	}
+	return f.Datasync()
 }
 
 // zeroPadding reports whether s holds only zeros from end to its size: the
