@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-broker/sluice/engine/shard"
 	"github.com/sluice-broker/sluice/wire/msg"
 )
 
@@ -24,6 +25,8 @@ var (
 	descLogStart    = prometheus.NewDesc("sluice_partition_log_start_offset", "First offset of a partition.", []string{"topic", "partition"}, nil)
 	descHighWater   = prometheus.NewDesc("sluice_partition_high_watermark", "High watermark of a partition.", []string{"topic", "partition"}, nil)
 	descLogEnd      = prometheus.NewDesc("sluice_partition_log_end_offset", "Log end offset of a partition.", []string{"topic", "partition"}, nil)
+	descRefusing    = prometheus.NewDesc("sluice_partition_refusing_writes", "1 for each partition that refuses writes (KAFKA_STORAGE_ERROR), labelled with why: storage_error (a write or datasync failed; recovered by a restart).", []string{"topic", "partition", "reason"}, nil)
+	descRefusingN   = prometheus.NewDesc("sluice_partitions_refusing_writes", "Partitions that refuse writes; /readyz answers 503 while this is above 0.", nil, nil)
 	descUnderRepl   = prometheus.NewDesc("sluice_under_replicated_partitions", "Partitions whose standby is out of sync (0 without a standby).", nil, nil)
 	descTailBytes   = prometheus.NewDesc("sluice_tail_cache_bytes", "Direct mode: the shard's tail cache size.", []string{"shard"}, nil)
 	descTailFree    = prometheus.NewDesc("sluice_tail_cache_free_bytes", "Direct mode: tail cache memory no partition holds.", []string{"shard"}, nil)
@@ -38,7 +41,7 @@ var (
 	descColdErr     = prometheus.NewDesc("sluice_cold_read_errors_total", "Asynchronous cold reads that failed (the request then reads normally and reports what that read meets).", []string{"shard"}, nil)
 	descColdFall    = prometheus.NewDesc("sluice_cold_read_fallbacks_total", "Requests finished with blocking reads after too many cold reads, or a failed one.", []string{"shard"}, nil)
 	engineMetricSet = []*prometheus.Desc{descColdReads, descColdBytes, descColdFall, descColdErr, descInboxDepth, descBusy, descWakeups, descSyncRounds, descSubmitted, descCompleted,
-		descPartitions, descSegments, descSize, descLogStart, descHighWater, descLogEnd, descUnderRepl,
+		descPartitions, descSegments, descSize, descLogStart, descHighWater, descLogEnd, descUnderRepl, descRefusing, descRefusingN,
 		descTailBytes, descTailFree, descTailReads, descTailEvict, descTailReload, descTailRestore, descDirectW, descDirectP}
 )
 
@@ -86,7 +89,23 @@ func (b *Broker) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descLogEnd, prometheus.GaugeValue, float64(p.LogEndOffset), labels...)
 		}
 	}
+	refusing := b.RefusingWrites()
+	for k, why := range refusing {
+		ch <- prometheus.MustNewConstMetric(descRefusing, prometheus.GaugeValue, 1, k.Topic, strconv.Itoa(int(k.Partition)), why.Reason)
+	}
+	ch <- prometheus.MustNewConstMetric(descRefusingN, prometheus.GaugeValue, float64(len(refusing)))
 	ch <- prometheus.MustNewConstMetric(descUnderRepl, prometheus.GaugeValue, 0)
+}
+
+// RefusingWrites returns every partition that refuses writes, with why.
+func (b *Broker) RefusingWrites() map[shard.Key]shard.Refusal {
+	all := map[shard.Key]shard.Refusal{}
+	for _, sh := range b.Shards {
+		for k, why := range sh.RefusingWrites() {
+			all[k] = why
+		}
+	}
+	return all
 }
 
 // ObserveRequest records a request's latency under its API's name; callable

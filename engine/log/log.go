@@ -203,6 +203,9 @@ func Open(fs storage.FS, dir string, cfg Config, cp Checkpoint, now time.Time) (
 		l.closeFiles()
 		return nil, err
 	}
+	// Open made everything present durable: the baseline a failed log
+	// falls back to before its first checkpoint (failedCheckpoint).
+	l.checkpointedPoint = Checkpoint{RecoveryPoint: l.recoveryPoint, LogStartOffset: l.logStart}
 	if cfg.Tail != nil {
 		l.tail = &tail{cache: cfg.Tail, log: l}
 		if err := l.openDirect(); err != nil {
@@ -473,8 +476,8 @@ func writeTail(f storage.File, b []byte, off int64) error {
 // largest UpTo.
 func (l *Log) PendingSync() []SyncTarget {
 	l.targets = l.targets[:0]
-	if l.closed {
-		return l.targets
+	if l.closed || l.err != nil {
+		return l.targets // a failed log has nothing more to make durable
 	}
 	first := len(l.segs) - 1
 	for first > 0 && (l.segs[first-1].next > l.recoveryPoint || !l.segs[first-1].indexDurable) {
@@ -521,8 +524,11 @@ func (l *Log) PendingSync() []SyncTarget {
 
 // MarkSynced records that every target the latest PendingSync returned
 // with UpTo <= upTo has been synced (each sync started after that call).
+// A failed log ignores it: a datasync that succeeds after one that failed
+// proves nothing about the pages the failure dropped (Linux reports a
+// writeback error to one fsync and then clears it).
 func (l *Log) MarkSynced(upTo Offset) {
-	if l.closed {
+	if l.closed || l.err != nil {
 		return
 	}
 	if l.pendingDirGen > l.dirSyncedGen && l.pendingDirUpTo <= upTo {
@@ -567,11 +573,17 @@ func (seg *segment) markIndexDurable() {
 	closeIndexFiles(seg)
 }
 
-// MarkSyncFailed tells the log a datasync it asked for failed (through
-// io_uring, outside storage.Sticky): the log refuses every later write.
-func (l *Log) MarkSyncFailed(err error) { l.fail(err) }
+// MarkFailed tells the log that I/O it handed out failed outside
+// storage.Sticky: a datasync or a write the shard ran through io_uring or
+// its helper. From then on the log is failed, for good until it is opened
+// again: it refuses every write, its recovery point and high watermark
+// never move again, it never closes clean, and its checkpoint is the one
+// it had when it failed (see Checkpoint). Only a restart, which recovers
+// the log by a CRC scan from that recovery point, takes it out of this
+// state.
+func (l *Log) MarkFailed(err error) { l.fail(err) }
 
-// Err returns the sticky error, if any.
+// Err returns the sticky error, if any: non-nil means the log is failed.
 func (l *Log) Err() error { return l.err }
 
 func closeIndexFiles(seg *segment) {
@@ -612,11 +624,23 @@ func (l *Log) Sync() error {
 
 func (l *Log) LogStartOffset() Offset { return l.logStart }
 func (l *Log) LogEndOffset() Offset   { return l.logEnd }
-func (l *Log) HighWatermark() Offset  { return l.hw }
 
-// SetHighWatermark sets the high watermark, clamped to [LogStartOffset,
-// LogEndOffset].
-func (l *Log) SetHighWatermark(off Offset) { l.hw = max(min(off, l.logEnd), l.logStart) }
+// HighWatermark is the end of what consumers may read: the offset below
+// which everything is acknowledged under the durability rules. The log is
+// its one owner; the shard moves it with AdvanceHighWatermark.
+func (l *Log) HighWatermark() Offset { return l.hw }
+
+// AdvanceHighWatermark raises the high watermark to off (clamped to the log
+// end) and reports whether it moved. It never moves down, and never moves
+// on a failed log: what lies past it may never have reached the disk.
+func (l *Log) AdvanceHighWatermark(off Offset) bool {
+	off = min(off, l.logEnd)
+	if l.err != nil || off <= l.hw {
+		return false
+	}
+	l.hw = off
+	return true
+}
 
 // Size is the number of bytes in the log's segments.
 func (l *Log) Size() int64       { return l.size }
@@ -657,6 +681,9 @@ func (l *Log) checkpoint(syncData bool) (Checkpoint, error) {
 	if l.closedClean {
 		return Checkpoint{RecoveryPoint: l.logEnd, LogStartOffset: l.logStart, Clean: true}, nil
 	}
+	if l.err != nil {
+		return l.failedCheckpoint(), l.err
+	}
 	if err := l.writable(); err != nil {
 		return Checkpoint{}, err
 	}
@@ -666,15 +693,25 @@ func (l *Log) checkpoint(syncData bool) (Checkpoint, error) {
 	changes := l.changes
 	if !syncData {
 		if err := l.syncRolledMetadata(); err != nil {
-			return Checkpoint{}, err
+			return l.failedCheckpoint(), err
 		}
 	}
 	if err := l.persistTail(syncData); err != nil {
-		return Checkpoint{}, err
+		return l.failedCheckpoint(), err
 	}
 	cp := Checkpoint{RecoveryPoint: l.recoveryPoint, LogStartOffset: l.logStart}
 	l.checkpointed, l.checkpointedPoint, l.haveCheckpoint = changes, cp, true
 	return cp, nil
+}
+
+// failedCheckpoint is what a failed log records: the recovery point the
+// last successful datasync rounds reached, never clean, so that a restart
+// scans, CRC-checks and truncates everything past it. The recovery point
+// froze when the log failed (MarkSynced ignores later rounds), and the
+// segment metadata below it was made durable before (syncRolledMetadata
+// runs before a checkpoint records a recovery point past a roll).
+func (l *Log) failedCheckpoint() Checkpoint {
+	return Checkpoint{RecoveryPoint: min(l.recoveryPoint, l.checkpointedPoint.RecoveryPoint), LogStartOffset: l.logStart}
 }
 
 // syncRolledMetadata makes durable what a datasync round can miss below the

@@ -468,7 +468,7 @@ func TestWriteAndSyncErrorsAreSticky(t *testing.T) {
 		l := mustOpen(t, storage.NewMem(), "d", Config{}, Checkpoint{})
 		mustAppend(t, l, makeBatch(batchSpec{}, 0))
 		boom := errors.New("fsync: EIO")
-		l.MarkSyncFailed(boom)
+		l.MarkFailed(boom)
 		if _, err := l.Append(makeBatch(batchSpec{}, 0), t0); err != boom {
 			t.Fatalf("got %v", err)
 		}
@@ -549,7 +549,7 @@ func TestDeleteRecordsBefore(t *testing.T) {
 		if err := l.DeleteRecordsBefore(50); !errors.Is(err, ErrOffsetOutOfRange) {
 			t.Fatalf("above the high watermark: %v", err)
 		}
-		l.SetHighWatermark(100)
+		l.AdvanceHighWatermark(100)
 		if err := l.DeleteRecordsBefore(47); err != nil {
 			t.Fatal(err)
 		}
@@ -584,7 +584,7 @@ func TestTruncateTo(t *testing.T) {
 			mustAppend(t, l, b)
 			all = append(all, b)
 		}
-		l.SetHighWatermark(100)
+		l.AdvanceHighWatermark(100)
 		if err := l.TruncateTo(33); err != nil {
 			t.Fatal(err)
 		}

@@ -62,7 +62,11 @@ func (s *Shard) setUpReads() error {
 		s.freeSlots = append(s.freeSlots, i)
 	}
 	s.reads = map[uint64]*readJob{}
-	if ub, ok := s.be.(*uringBackend); ok {
+	be := s.be
+	if fb, ok := be.(*faultyBackend); ok {
+		be = fb.backend
+	}
+	if ub, ok := be.(*uringBackend); ok {
 		if err := ub.registerBuffers(s.tailSlab, slab); err != nil {
 			s.cfg.Logger.Warn("buffers not registered with io_uring; using READ and WRITE instead of READ_FIXED and WRITE_FIXED", "shard", s.cfg.ID, "err", err)
 		}

@@ -143,13 +143,9 @@ func (s *Shard) written(ref writeRef, c completion) {
 	if err == nil && c.n != ref.n {
 		err = fmt.Errorf("direct write of %d bytes wrote %d: %w", ref.n, c.n, io.ErrShortWrite)
 	}
-	p.Log.WritesDone(ref.seq, ref.pieces, err)
+	p.Log.WritesDone(ref.seq, ref.pieces, err) // latches err: the log fails
 	if err != nil {
-		if p.failed == nil {
-			p.failed = err
-			s.cfg.Logger.Error("direct write failed; partition refuses writes", "partition", p.Key.Dir(), "err", err)
-		}
-		p.failWaiters(err)
+		s.reportFailure(p, "direct write")
 	} else {
 		s.release(p)
 		if s.needSync(p) {

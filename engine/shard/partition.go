@@ -20,7 +20,6 @@ type Partition struct {
 	Log     *log.Log
 	Cfg     config.Topic
 
-	hw      log.Offset
 	waiters []waiter        // acks=all appends waiting for their datasync, in offset order
 	parked  []chan struct{} // long-poll fetches waiting for the high watermark to move
 	syncing bool            // a datasync of this partition is in flight
@@ -31,7 +30,8 @@ type Partition struct {
 	wq      []log.DirectWrite
 	wqi     int
 	wqueued bool
-	failed  error // sticky storage error: the partition refuses writes
+	// failureReported: the log's failure was logged and counted once.
+	failureReported bool
 	// afterSync holds work that deletes or closes segment files (retention,
 	// DeleteRecords, deletion): it must not run while a datasync of this
 	// partition is in flight, or the ring would fsync a closed (or reused)
@@ -88,11 +88,13 @@ func (p *Partition) wakeParked() {
 
 // advanceHighWatermark moves the high watermark to the end of what is
 // acknowledged: the written end (the log end in page-cache mode), or the
-// first append still waiting for its write or datasync. A partition whose
-// storage failed keeps its high watermark: what follows it may never have
-// been written.
+// first append still waiting for its write or datasync. The log owns the
+// high watermark: it never moves down (an idempotent retry waiting, with
+// acks=all, for a batch already acknowledged with acks=1 must not pull it
+// back), and never moves on a failed log, whose later bytes may never have
+// reached the disk.
 func (p *Partition) advanceHighWatermark() {
-	if p.failed != nil {
+	if p.Log.Err() != nil {
 		p.wakeParked()
 		return
 	}
@@ -100,14 +102,13 @@ func (p *Partition) advanceHighWatermark() {
 	if len(p.waiters) > 0 {
 		hw = min(hw, p.waiters[0].base)
 	}
-	// Never down: an idempotent retry waiting (acks=all) for a batch that
-	// was acknowledged already (acks=1) must not pull it back.
-	if hw > p.hw {
-		p.hw = hw
-		p.Log.SetHighWatermark(hw)
+	if p.Log.AdvanceHighWatermark(hw) {
 		p.wakeParked()
 	}
 }
+
+// highWatermark is the log's high watermark.
+func (p *Partition) highWatermark() log.Offset { return p.Log.HighWatermark() }
 
 // Errors a shard reports for partitions.
 var (
@@ -131,8 +132,6 @@ func (s *Shard) OpenPartition(k Key, topicID [16]byte, cfg config.Topic) (*Parti
 	}
 	p := &Partition{Key: k, TopicID: topicID, Log: l, Cfg: cfg,
 		bytesIn: s.cfg.Metrics.BytesIn.WithLabelValues(k.Topic), recordsIn: s.cfg.Metrics.RecordsIn.WithLabelValues(k.Topic)}
-	p.hw = l.LogEndOffset()
-	l.SetHighWatermark(p.hw)
 	s.parts[k] = p
 	s.partitionsN.Add(1)
 	return p, nil
@@ -181,6 +180,7 @@ func (s *Shard) DeletePartition(k Key, done func(error)) {
 	}
 	delete(s.parts, k)
 	s.partitionsN.Add(-1)
+	s.setRefusing(k, Refusal{})
 	p.wq, p.wqi = p.wq[:0], 0 // never submit pieces of a deleted log
 	p.failWaiters(ErrUnknownPartition)
 	// Deleting closes the O_DIRECT descriptor too: wait for its writes.
@@ -310,12 +310,14 @@ func (s *Shard) complete(comps []completion) {
 		s.cfg.Metrics.FsyncLatency.Observe(time.Since(job.started).Seconds())
 		idle = append(idle, p)
 		if job.err != nil {
-			// A failed fdatasync leaves the page cache in an unknown state:
-			// the partition refuses further writes (sticky), as Kafka takes
-			// the log directory offline.
-			p.failed = job.err
-			s.cfg.Logger.Error("datasync failed; partition refuses writes", "partition", p.Key.Dir(), "err", job.err)
-			p.failWaiters(job.err)
+			// A failed fdatasync leaves the page cache in an unknown state,
+			// and Linux clears the error once it has reported it: the log
+			// must fail for good, or the next round's "success" would move
+			// the recovery point over pages that never reached the disk.
+			// Kafka takes the whole log directory offline; sluice confines
+			// the fault to the partition.
+			p.Log.MarkFailed(job.err)
+			s.reportFailure(p, "datasync")
 			continue
 		}
 		if job.upTo > 0 {

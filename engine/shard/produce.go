@@ -50,8 +50,8 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		done(produceFailed(kerr.NotLeaderOrFollower, "partition is not on this broker"))
 		return
 	}
-	if p.failed != nil {
-		done(produceFailed(kerr.KafkaStorageError, p.failed.Error()))
+	if err := p.Log.Err(); err != nil {
+		done(produceFailed(kerr.KafkaStorageError, err.Error()))
 		return
 	}
 	if acks == -1 && p.Cfg.MinInsyncReplicas() > 1 {
@@ -97,8 +97,8 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		return
 	}
 	if err != nil {
-		p.failed = err
-		s.cfg.Logger.Error("append failed; partition refuses writes", "partition", k.Dir(), "err", err)
+		p.Log.MarkFailed(err) // the log latched it already if it wrote anything
+		s.reportFailure(p, "append")
 		done(produceFailed(kerr.KafkaStorageError, err.Error()))
 		return
 	}

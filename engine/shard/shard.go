@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -61,6 +62,10 @@ type Config struct {
 	DsyncWrites bool
 	// PreZero: pre-zero segment space ahead of the direct writer.
 	PreZero bool
+	// Faults, for tests: fail chosen datasyncs, writes and reads where the
+	// shard hands them to its backend (backend_faulty.go). Nil in
+	// production.
+	Faults *storage.Injector
 }
 
 // spinBeforeSleep is how long an idle shard keeps polling its inbox and
@@ -103,9 +108,13 @@ type Shard struct {
 	stopping                  bool
 	stopped                   chan error
 	syncRounds                atomic.Int64 // datasync rounds started (one covers many appends)
-	busyNanos                 atomic.Int64
-	wakeups                   atomic.Int64
-	partitionsN               atomic.Int64
+	// refusing names the partitions that refuse writes and why, for
+	// /readyz and the metrics; written on the shard thread.
+	refusingMu  sync.Mutex
+	refusing    map[Key]Refusal
+	busyNanos   atomic.Int64
+	wakeups     atomic.Int64
+	partitionsN atomic.Int64
 }
 
 // Start launches the shard's thread and returns once its ring is set up.
@@ -178,6 +187,9 @@ func (s *Shard) run(ready chan<- error) {
 		s.be = be
 	} else {
 		s.be = newPlainBackend()
+	}
+	if s.cfg.Faults != nil {
+		s.be = newFaultyBackend(s.be, s.cfg.Faults)
 	}
 	if s.cfg.Direct {
 		if err := s.setUpTail(); err != nil {
@@ -267,7 +279,9 @@ func (s *Shard) shutdown() error {
 	keys := s.sortedKeys()
 	for _, k := range keys {
 		p := s.parts[k]
-		if err := p.Log.Close(); err != nil {
+		if err := p.Log.Close(); err != nil && p.Log.Err() == nil {
+			// A failed log's error was reported when it failed, and the
+			// checkpoint below returns it again.
 			errs = append(errs, fmt.Errorf("%s: %w", k.Dir(), err))
 		}
 		p.failWaiters(errShuttingDown)
@@ -312,8 +326,14 @@ func (s *Shard) writeCheckpoint(clean bool) {
 	}
 }
 
+// writeCheckpointEntries records every partition's checkpoint in one
+// atomically replaced file. A failed partition does not hold the others
+// back: its entry is the one its log had when it failed, never clean, so
+// the next start scans it from there; its failure was reported when it
+// happened, and is returned here only at shutdown.
 func (s *Shard) writeCheckpointEntries(clean bool) error {
 	entries := make(map[string]log.Checkpoint, len(s.parts))
+	var errs []error
 	for k, p := range s.parts {
 		// After Close, it reports the clean state without I/O; before, it
 		// records what the datasync rounds Tick started have made
@@ -321,14 +341,22 @@ func (s *Shard) writeCheckpointEntries(clean bool) error {
 		// thread.
 		cp, err := p.Log.CheckpointSynced()
 		if err != nil {
-			return fmt.Errorf("%s: %w", k.Dir(), err)
-		}
-		if cp.Clean != clean {
+			if p.Log.Err() == nil {
+				return fmt.Errorf("%s: %w", k.Dir(), err) // not a storage failure: a bug
+			}
+			s.reportFailure(p, "checkpoint")
+			if clean {
+				errs = append(errs, fmt.Errorf("%s: %w", k.Dir(), err))
+			}
+		} else if cp.Clean != clean {
 			return fmt.Errorf("%s: checkpoint clean=%v, want %v", k.Dir(), cp.Clean, clean)
 		}
 		entries[k.Dir()] = cp
 	}
-	return log.WriteCheckpointFile(s.cfg.FS, s.checkpointPath(), entries)
+	if err := log.WriteCheckpointFile(s.cfg.FS, s.checkpointPath(), entries); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // Tick runs the shard's periodic work: retention, and a flush of every
@@ -360,6 +388,59 @@ func (s *Shard) Tick(now time.Time, retention, flush bool) {
 			s.checkpoint = true
 		}
 	})
+}
+
+// reportFailure answers p's waiting appends with its log's error and, the
+// first time, logs which partition refuses writes and why (one line per
+// partition, however many requests it refuses afterwards).
+func (s *Shard) reportFailure(p *Partition, during string) {
+	err := p.Log.Err()
+	p.failWaiters(err)
+	if p.failureReported {
+		return
+	}
+	p.failureReported = true
+	s.cfg.Logger.Error("partition refuses writes until the broker restarts", "partition", p.Key.Dir(), "during", during, "err", err)
+	s.setRefusing(p.Key, Refusal{Reason: RefusalStorageError, Detail: fmt.Sprintf("%s failed: %v", during, err)})
+}
+
+// Refusal says why a partition refuses writes.
+type Refusal struct {
+	Reason string // RefusalStorageError, ...: a metric label
+	Detail string // for people: what failed, with the error
+}
+
+// Why a partition refuses writes.
+const (
+	// RefusalStorageError: a write or datasync failed; the log is failed
+	// until the broker restarts and recovers it.
+	RefusalStorageError = "storage_error"
+)
+
+// setRefusing records (why.Reason != "") or clears why k refuses writes.
+func (s *Shard) setRefusing(k Key, why Refusal) {
+	s.refusingMu.Lock()
+	defer s.refusingMu.Unlock()
+	if why.Reason == "" {
+		delete(s.refusing, k)
+		return
+	}
+	if s.refusing == nil {
+		s.refusing = map[Key]Refusal{}
+	}
+	s.refusing[k] = why
+}
+
+// RefusingWrites returns the partitions that refuse writes, with why;
+// callable from any goroutine.
+func (s *Shard) RefusingWrites() map[Key]Refusal {
+	s.refusingMu.Lock()
+	defer s.refusingMu.Unlock()
+	out := make(map[Key]Refusal, len(s.refusing))
+	for k, v := range s.refusing {
+		out[k] = v
+	}
+	return out
 }
 
 // Stats is a snapshot of the shard's counters for metrics.
@@ -417,7 +498,7 @@ func (s *Shard) Snapshot() (Stats, []PartitionStats) {
 			p := s.parts[k]
 			parts = append(parts, PartitionStats{
 				Key: k, Segments: p.Log.SegmentCount(), SizeBytes: p.Log.Size(),
-				LogStartOffset: int64(p.Log.LogStartOffset()), HighWatermark: int64(p.hw), LogEndOffset: int64(p.Log.LogEndOffset()),
+				LogStartOffset: int64(p.Log.LogStartOffset()), HighWatermark: int64(p.highWatermark()), LogEndOffset: int64(p.Log.LogEndOffset()),
 			})
 		}
 	})

@@ -34,6 +34,9 @@ type Rule struct {
 	// Pattern is a filepath.Match pattern on the base name of the file or
 	// directory operated on; empty matches every name.
 	Pattern string
+	// Dir is a filepath.Match pattern on the base name of the directory
+	// holding it (a partition's directory, "orders-3"); empty matches all.
+	Dir string
 	// After is how many matching operations succeed before the rule fires.
 	After int
 	// Times is how many times the rule fires; 0 means every time from then on.
@@ -57,9 +60,11 @@ func ENOSPC(pattern string, after int) Rule {
 	return Rule{Ops: OpWrite, Pattern: pattern, After: after, Err: unix.ENOSPC, Short: true}
 }
 
-// FaultyFS wraps an FS and injects faults according to its rules.
-type FaultyFS struct {
-	inner FS
+// Injector decides which operations fail, by its rules; FaultyFS consults
+// one for file system calls, and the shard (engine/shard) for the I/O it
+// hands to io_uring or its helper goroutine, which never calls File's
+// methods. Safe for concurrent use.
+type Injector struct {
 	mu    sync.Mutex
 	rules []Rule
 	seen  []int // matching operations seen per rule
@@ -67,13 +72,24 @@ type FaultyFS struct {
 	count [16]int // operations seen per Op bit
 }
 
+// NewInjector returns an injector with rules.
+func NewInjector(rules ...Rule) *Injector {
+	return &Injector{rules: rules, seen: make([]int, len(rules)), fired: make([]int, len(rules))}
+}
+
+// FaultyFS wraps an FS and injects faults according to its rules.
+type FaultyFS struct {
+	*Injector
+	inner FS
+}
+
 // NewFaulty wraps inner with fault-injecting rules.
 func NewFaulty(inner FS, rules ...Rule) *FaultyFS {
-	return &FaultyFS{inner: inner, rules: rules, seen: make([]int, len(rules)), fired: make([]int, len(rules))}
+	return &FaultyFS{inner: inner, Injector: NewInjector(rules...)}
 }
 
 // AddRule adds a rule; its count starts now.
-func (f *FaultyFS) AddRule(r Rule) {
+func (f *Injector) AddRule(r Rule) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rules = append(f.rules, r)
@@ -81,8 +97,19 @@ func (f *FaultyFS) AddRule(r Rule) {
 	f.fired = append(f.fired, 0)
 }
 
+// Fired returns how many times the rules have fired in all.
+func (f *Injector) Fired() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, k := range f.fired {
+		n += k
+	}
+	return n
+}
+
 // Count returns how many operations of kind op (a single bit) were issued.
-func (f *FaultyFS) Count(op Op) int {
+func (f *Injector) Count(op Op) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i := 0; i < len(f.count); i++ {
@@ -93,8 +120,13 @@ func (f *FaultyFS) Count(op Op) int {
 	return 0
 }
 
+// Check records an operation of kind op on the file name and returns the
+// fault to inject, if any, and whether a write should be cut short (write
+// part of its bytes, then fail).
+func (f *Injector) Check(op Op, name string) (err error, short bool) { return f.check(op, name) }
+
 // check records an operation and returns the fault to inject, if any.
-func (f *FaultyFS) check(op Op, name string) (error, bool) {
+func (f *Injector) check(op Op, name string) (error, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i := 0; i < len(f.count); i++ {
@@ -102,13 +134,18 @@ func (f *FaultyFS) check(op Op, name string) (error, bool) {
 			f.count[i]++
 		}
 	}
-	base := filepath.Base(name)
+	base, dir := filepath.Base(name), filepath.Base(filepath.Dir(name))
 	for i, r := range f.rules {
 		if r.Ops&op == 0 {
 			continue
 		}
 		if r.Pattern != "" {
 			if ok, _ := filepath.Match(r.Pattern, base); !ok {
+				continue
+			}
+		}
+		if r.Dir != "" {
+			if ok, _ := filepath.Match(r.Dir, dir); !ok {
 				continue
 			}
 		}
