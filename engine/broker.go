@@ -69,6 +69,11 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, err
 	}
+	if before, after, err := raiseOpenFileLimit(); err != nil {
+		logger.Warn("could not raise the open file limit", "limit", before, "err", err)
+	} else if after != before {
+		logger.Info("open file limit raised", "from", before, "to", after)
+	}
 	b := &Broker{Cfg: cfg, Logger: logger, Metrics: metrics.New(), fs: storage.OS(), stopTick: make(chan struct{})}
 	useURing := true
 	if err := shard.URingAvailable(); err != nil {

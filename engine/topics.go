@@ -29,6 +29,13 @@ func (b *Broker) partitionCount() int {
 }
 
 func (b *Broker) checkPartitionBudget(more int32) error {
+	if err := b.checkPartitionCount(more); err != nil {
+		return err
+	}
+	return b.checkDescriptorBudget(more)
+}
+
+func (b *Broker) checkPartitionCount(more int32) error {
 	if have := b.partitionCount(); have+int(more) > maxPartitions {
 		return kerr.New(kerr.InvalidPartitions, fmt.Sprintf("this broker holds %d partitions; %d more would exceed its limit of %d", have, more, maxPartitions))
 	}
@@ -88,7 +95,12 @@ func (b *Broker) CreateTopic(name string, partitions int32, replicationFactor in
 		return nil, err
 	}
 	if err := b.openTopicPartitions(t, 0); err != nil {
-		return nil, kerr.New(kerr.KafkaStorageError, err.Error())
+		// Never leave a topic half-created: some of its partitions would
+		// refuse every request, and a restart would try them again.
+		if _, derr := b.deleteTopicLocked(name); derr != nil {
+			b.Logger.Error("removing a topic whose partitions could not all be created", "topic", name, "err", derr)
+		}
+		return nil, kerr.New(kerr.KafkaStorageError, "creating the topic's partitions failed, and the topic was removed: "+err.Error())
 	}
 	return t, nil
 }
@@ -103,7 +115,8 @@ func (b *Broker) EnsureInternalTopic(name string, partitions int32, configs map[
 	if t, ok := b.Meta.Topic(name); ok {
 		return t, nil
 	}
-	if err := b.checkPartitionBudget(partitions); err != nil {
+	// No descriptor budget: the broker cannot serve groups without it.
+	if err := b.checkPartitionCount(partitions); err != nil {
 		return nil, err
 	}
 	t, err := b.Meta.Create(name, partitions, configs, true)
@@ -146,6 +159,13 @@ func (b *Broker) DeleteTopic(name string) (*meta.Topic, error) {
 	if t, ok := b.Meta.Topic(name); ok && t.Internal {
 		return nil, kerr.New(kerr.InvalidRequest, "cannot delete internal topic "+name)
 	}
+	return b.deleteTopicLocked(name)
+}
+
+// deleteTopicLocked removes a topic and its data; the caller holds topicMu.
+// Partitions that were never opened are answered ErrUnknownPartition by
+// their shard, which is not an error here.
+func (b *Broker) deleteTopicLocked(name string) (*meta.Topic, error) {
 	t, err := b.Meta.Delete(name)
 	if err != nil {
 		return nil, kerr.New(kerr.UnknownTopicOrPartition, "unknown topic "+name)
@@ -156,7 +176,7 @@ func (b *Broker) DeleteTopic(name string) (*meta.Topic, error) {
 		k := shard.Key{Topic: t.Name, Partition: p.Index}
 		b.Shards[p.Shard].Do(func(s *shard.Shard) {
 			s.DeletePartition(k, func(err error) {
-				if err != nil {
+				if err != nil && !errors.Is(err, shard.ErrUnknownPartition) {
 					b.Logger.Error("delete partition", "partition", k.Dir(), "err", err)
 				}
 				wg.Done()

@@ -428,16 +428,23 @@ func (l *Log) writeIndexFiles(seg *segment) error {
 		if seg.indexFile, err = l.fs.OpenFile(segmentName(l.dir, seg.base, indexSuffix), os.O_CREATE|os.O_RDWR, 0o644); err != nil {
 			return err
 		}
-		seg.indexFlushed = 0
-		l.markDirChanged()
+		if !seg.indexWritten {
+			seg.indexFlushed = 0
+			l.markDirChanged()
+		}
 	}
 	if seg.timeFile == nil {
 		if seg.timeFile, err = l.fs.OpenFile(segmentName(l.dir, seg.base, timeIndexSuffix), os.O_CREATE|os.O_RDWR, 0o644); err != nil {
 			return err
 		}
-		seg.timeFlushed = 0
-		l.markDirChanged()
+		if !seg.indexWritten {
+			seg.timeFlushed = 0
+			l.markDirChanged()
+		}
 	}
+	// From here on the files hold indexFlushed and timeFlushed entries: a
+	// reopen after closeIndexFiles appends to them.
+	seg.indexWritten = true
 	l.buf = appendIndexEntries(l.buf[:0], seg.index[seg.indexFlushed:])
 	if err := writeTail(seg.indexFile, l.buf, int64(seg.indexFlushed)*indexEntrySize); err != nil {
 		return err
@@ -516,6 +523,18 @@ func (l *Log) PendingSync() []SyncTarget {
 		}
 	}
 	if l.dirDirty() {
+		if l.dirFile == nil {
+			// Opened only while the directory has changes to sync, and
+			// closed by the MarkSynced that makes them durable: a
+			// descriptor per partition would cost thousands.
+			f, err := l.fs.OpenFile(l.dir, os.O_RDONLY, 0)
+			if err != nil {
+				l.fail(err)
+				l.targets = l.targets[:0]
+				return l.targets
+			}
+			l.dirFile = f
+		}
 		l.targets = append(l.targets, SyncTarget{File: l.dirFile, UpTo: l.WrittenOffset(), Dir: true})
 		l.pendingDirGen, l.pendingDirUpTo = l.dirGen, l.WrittenOffset()
 	}
@@ -533,6 +552,10 @@ func (l *Log) MarkSynced(upTo Offset) {
 	}
 	if l.pendingDirGen > l.dirSyncedGen && l.pendingDirUpTo <= upTo {
 		l.dirSyncedGen = l.pendingDirGen
+	}
+	if !l.dirDirty() && l.dirFile != nil {
+		l.dirFile.Close()
+		l.dirFile = nil
 	}
 	upTo = min(upTo, l.logEnd)
 	l.recoveryPoint = max(l.recoveryPoint, upTo)
@@ -765,6 +788,9 @@ func (l *Log) persistTail(syncData bool) error {
 	if err := seg.timeFile.Datasync(); err != nil {
 		return l.fail(err)
 	}
+	// Synced: the next checkpoint reopens them. Keeping them open would
+	// cost two descriptors per partition between checkpoints.
+	closeIndexFiles(seg)
 	if syncData {
 		if err := l.Sync(); err != nil { // data, rolled segments, directory
 			return err

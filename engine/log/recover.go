@@ -30,9 +30,6 @@ func (l *Log) open(cp Checkpoint, now time.Time) error {
 	} else if err != nil {
 		return err
 	}
-	if l.dirFile, err = l.fs.OpenFile(l.dir, os.O_RDONLY, 0); err != nil {
-		return err
-	}
 
 	var bases []Offset
 	for _, name := range names {

@@ -69,8 +69,11 @@ type segment struct {
 	loaded    bool
 	index     []indexEntry
 	timeIndex []timeEntry
-	// Entries already written to the index files.
+	// Entries already written to the index files; indexWritten says this
+	// run created (or rewrote) them, so the counts describe them. The
+	// files are open only while they have writes or a sync to come.
 	indexFlushed, timeFlushed int
+	indexWritten              bool
 	indexFile, timeFile       storage.File
 	bytesSinceIndex           int64
 

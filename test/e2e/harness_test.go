@@ -104,6 +104,9 @@ type BrokerOptions struct {
 	Shards int
 	// Flags are extra command-line flags for serve.
 	Flags []string
+	// Prefix runs the broker through a command that then execs it, such
+	// as prlimit or setpriv (the broker keeps the process id).
+	Prefix []string
 }
 
 // defaultBrokerConfig is Kafka's default for the keys the suite relies on,
@@ -221,7 +224,11 @@ func repoRoot() (string, error) {
 	}
 }
 
-func newSluice(opts BrokerOptions) (*Broker, error) {
+func newSluice(opts BrokerOptions) (*Broker, error) { return newSluiceWith(opts, nil) }
+
+// newSluiceWith is newSluice with a step run after the directories are
+// made and before the broker starts.
+func newSluiceWith(opts BrokerOptions, prepare func(*Broker) error) (*Broker, error) {
 	bin, err := sluiceBinary()
 	if err != nil {
 		return nil, err
@@ -251,6 +258,11 @@ func newSluice(opts BrokerOptions) (*Broker, error) {
 	}
 	if err := writeProperties(b.configPath, opts.Config); err != nil {
 		return nil, err
+	}
+	if prepare != nil {
+		if err := prepare(b); err != nil {
+			return nil, err
+		}
 	}
 	if err := b.start(); err != nil {
 		return nil, err
@@ -335,6 +347,9 @@ func (b *Broker) start() error {
 	defer logFile.Close() // the child has its own descriptor
 	fmt.Fprintf(logFile, "=== e2e harness %s: %s %s\n", time.Now().Format(time.RFC3339Nano), b.bin, strings.Join(b.args(), " "))
 	cmd := exec.Command(b.bin, b.args()...)
+	if p := b.opts.Prefix; len(p) > 0 {
+		cmd = exec.Command(p[0], append(append(p[1:len(p):len(p)], b.bin), b.args()...)...)
+	}
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	// Own process group, so a ^C to `go test` reaches the harness, which
