@@ -25,7 +25,7 @@ var (
 	descLogStart    = prometheus.NewDesc("sluice_partition_log_start_offset", "First offset of a partition.", []string{"topic", "partition"}, nil)
 	descHighWater   = prometheus.NewDesc("sluice_partition_high_watermark", "High watermark of a partition.", []string{"topic", "partition"}, nil)
 	descLogEnd      = prometheus.NewDesc("sluice_partition_log_end_offset", "Log end offset of a partition.", []string{"topic", "partition"}, nil)
-	descRefusing    = prometheus.NewDesc("sluice_partition_refusing_writes", "1 for each partition that refuses writes (KAFKA_STORAGE_ERROR), labelled with why: storage_error (a write or datasync failed; recovered by a restart).", []string{"topic", "partition", "reason"}, nil)
+	descRefusing    = prometheus.NewDesc("sluice_partition_refusing_writes", "1 for each partition that refuses writes (KAFKA_STORAGE_ERROR), labelled with why: storage_error (a write or datasync failed; recovered by a restart) or disk_full (no space for the last append; writes resume when one fits).", []string{"topic", "partition", "reason"}, nil)
 	descRefusingN   = prometheus.NewDesc("sluice_partitions_refusing_writes", "Partitions that refuse writes; /readyz answers 503 while this is above 0.", nil, nil)
 	descUnderRepl   = prometheus.NewDesc("sluice_under_replicated_partitions", "Partitions whose standby is out of sync (0 without a standby).", nil, nil)
 	descTailBytes   = prometheus.NewDesc("sluice_tail_cache_bytes", "Direct mode: the shard's tail cache size.", []string{"shard"}, nil)

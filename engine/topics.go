@@ -9,6 +9,7 @@ import (
 	"github.com/sluice-broker/sluice/engine/config"
 	"github.com/sluice-broker/sluice/engine/meta"
 	"github.com/sluice-broker/sluice/engine/shard"
+	"github.com/sluice-broker/sluice/engine/storage"
 	"github.com/sluice-broker/sluice/wire/kerr"
 )
 
@@ -167,9 +168,36 @@ func (b *Broker) DeleteTopic(name string) (*meta.Topic, error) {
 // their shard, which is not an error here.
 func (b *Broker) deleteTopicLocked(name string) (*meta.Topic, error) {
 	t, err := b.Meta.Delete(name)
-	if err != nil {
+	if storage.IsNoSpace(err) {
+		// The catalogue could not be rewritten for want of space, and
+		// deleting a topic is how an operator frees it: remove the data
+		// first, then the catalogue entry. A crash in between leaves the
+		// topic in the catalogue with empty partitions, never with data
+		// that was asked to go.
+		cur, ok := b.Meta.Topic(name)
+		if !ok {
+			return nil, kerr.New(kerr.UnknownTopicOrPartition, "unknown topic "+name)
+		}
+		b.Logger.Warn("the disk is full: deleting the topic's data before its catalogue entry", "topic", name)
+		b.deletePartitions(cur)
+		t, err = b.Meta.Delete(name)
+		if err != nil {
+			return nil, kerr.New(kerr.KafkaStorageError, fmt.Sprintf("topic %s: its data is deleted but the catalogue could not be written: %v", name, err))
+		}
+		return t, nil
+	}
+	if errors.Is(err, meta.ErrUnknownTopic) {
 		return nil, kerr.New(kerr.UnknownTopicOrPartition, "unknown topic "+name)
 	}
+	if err != nil {
+		return nil, kerr.New(kerr.KafkaStorageError, fmt.Sprintf("deleting topic %s: %v", name, err))
+	}
+	b.deletePartitions(t)
+	return t, nil
+}
+
+// deletePartitions deletes t's partitions on their shards and waits.
+func (b *Broker) deletePartitions(t *meta.Topic) {
 	var wg sync.WaitGroup
 	for _, p := range t.Partitions {
 		wg.Add(1)
@@ -184,7 +212,6 @@ func (b *Broker) deleteTopicLocked(name string) (*meta.Topic, error) {
 		})
 	}
 	wg.Wait()
-	return t, nil
 }
 
 // AddPartitions grows a topic to total partitions.

@@ -118,18 +118,25 @@ func writeFileAtomic(fs storage.FS, path string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteAt(data, 0); err != nil {
+	fail := func(err error) error {
+		// The old file stays; the half-written new one must not take the
+		// space a full disk needs for the next try.
 		f.Close()
+		fs.Remove(tmp)
 		return err
+	}
+	if _, err := f.WriteAt(data, 0); err != nil {
+		return fail(err)
 	}
 	if err := f.Datasync(); err != nil {
-		f.Close()
-		return err
+		return fail(err)
 	}
 	if err := f.Close(); err != nil {
+		fs.Remove(tmp)
 		return err
 	}
 	if err := fs.Rename(tmp, path); err != nil {
+		fs.Remove(tmp)
 		return err
 	}
 	return fs.SyncDir(filepath.Dir(path))

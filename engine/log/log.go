@@ -242,6 +242,22 @@ func (l *Log) openSegment(base Offset, create bool) (*segment, error) {
 	return s, nil
 }
 
+// ErrDiskFull reports that the file system had no room (ENOSPC, EDQUOT)
+// for an append, a roll or a checkpoint. It does not fail the log: nothing
+// of the append is in it, what a write put past the log's end is cut off,
+// and the same call succeeds once space returns (retention, DeleteRecords,
+// a deleted topic, the operator). The error wraps the file system's.
+var ErrDiskFull = errors.New("log: no space left on the device")
+
+// writeFailed is what a failed write means for the log: a full disk
+// leaves it writable (ErrDiskFull); any other error fails it for good.
+func (l *Log) writeFailed(err error) error {
+	if storage.IsNoSpace(err) {
+		return fmt.Errorf("%w (%w)", ErrDiskFull, err)
+	}
+	return l.fail(err)
+}
+
 // fail latches err as the log's sticky error.
 func (l *Log) fail(err error) error {
 	if l.err == nil {
@@ -346,7 +362,16 @@ func (l *Log) append(batches []byte, now time.Time, checkCRC bool) (AppendResult
 			}
 		}
 		if _, err := seg.file.WriteAt(batches, seg.size); err != nil {
-			return AppendResult{}, l.fail(err)
+			if storage.IsNoSpace(err) && l.tail == nil {
+				// Cut what the write put past the end: in page-cache mode
+				// the file size is the bytes of whole batches. (In direct
+				// mode the bytes past the end lie in allocated space the
+				// next append overwrites.)
+				if terr := seg.file.Truncate(seg.size); terr != nil {
+					return AppendResult{}, l.fail(terr)
+				}
+			}
+			return AppendResult{}, l.writeFailed(err)
 		}
 	} else if err := l.appendDirect(seg, batches, checkCRC); err != nil {
 		return AppendResult{}, err
@@ -398,12 +423,14 @@ func (l *Log) roll() error {
 		}
 	}
 	old.sealTimeIndex()
+	// A full disk fails the roll, not the log: nothing has changed that a
+	// later roll does not do again.
 	if err := l.writeIndexFiles(old); err != nil {
-		return l.fail(err)
+		return l.writeFailed(err)
 	}
 	seg, err := l.openSegment(l.logEnd, true)
 	if err != nil {
-		return l.fail(err)
+		return l.writeFailed(err)
 	}
 	old.rolled, old.next, old.indexDurable = true, l.logEnd, false
 	l.segs = append(l.segs, seg)
@@ -704,11 +731,8 @@ func (l *Log) checkpoint(syncData bool) (Checkpoint, error) {
 	if l.closedClean {
 		return Checkpoint{RecoveryPoint: l.logEnd, LogStartOffset: l.logStart, Clean: true}, nil
 	}
-	if l.err != nil {
-		return l.failedCheckpoint(), l.err
-	}
 	if err := l.writable(); err != nil {
-		return Checkpoint{}, err
+		return l.fallbackCheckpoint(), err
 	}
 	if l.haveCheckpoint && l.checkpointed == l.changes && l.checkpointedPoint.RecoveryPoint == l.recoveryPoint {
 		return l.checkpointedPoint, nil // nothing happened since: no I/O
@@ -716,24 +740,26 @@ func (l *Log) checkpoint(syncData bool) (Checkpoint, error) {
 	changes := l.changes
 	if !syncData {
 		if err := l.syncRolledMetadata(); err != nil {
-			return l.failedCheckpoint(), err
+			return l.fallbackCheckpoint(), err
 		}
 	}
 	if err := l.persistTail(syncData); err != nil {
-		return l.failedCheckpoint(), err
+		return l.fallbackCheckpoint(), err
 	}
 	cp := Checkpoint{RecoveryPoint: l.recoveryPoint, LogStartOffset: l.logStart}
 	l.checkpointed, l.checkpointedPoint, l.haveCheckpoint = changes, cp, true
 	return cp, nil
 }
 
-// failedCheckpoint is what a failed log records: the recovery point the
-// last successful datasync rounds reached, never clean, so that a restart
-// scans, CRC-checks and truncates everything past it. The recovery point
-// froze when the log failed (MarkSynced ignores later rounds), and the
-// segment metadata below it was made durable before (syncRolledMetadata
-// runs before a checkpoint records a recovery point past a roll).
-func (l *Log) failedCheckpoint() Checkpoint {
+// fallbackCheckpoint is what a log records when it cannot checkpoint: it
+// failed, the disk is full, or it closed without syncing. It is the last
+// checkpoint it recorded, or the recovery point if that is lower (a failed
+// log's froze when it failed: MarkSynced ignores later rounds), never
+// clean, so that a restart scans, CRC-checks and truncates everything past
+// it. The segment metadata below it was made durable before it was
+// recorded (syncRolledMetadata runs before a checkpoint records a recovery
+// point past a roll).
+func (l *Log) fallbackCheckpoint() Checkpoint {
 	return Checkpoint{RecoveryPoint: min(l.recoveryPoint, l.checkpointedPoint.RecoveryPoint), LogStartOffset: l.logStart}
 }
 
@@ -780,7 +806,7 @@ func (l *Log) persistTail(syncData bool) error {
 	seg := l.active()
 	seg.sealTimeIndex()
 	if err := l.writeIndexFiles(seg); err != nil {
-		return l.fail(err)
+		return l.writeFailed(err)
 	}
 	if err := seg.indexFile.Datasync(); err != nil {
 		return l.fail(err)
@@ -800,12 +826,12 @@ func (l *Log) persistTail(syncData bool) error {
 		// describes only batches that survived.
 		l.captured = false
 		if err := writeFileAtomic(l.fs, filepath.Join(l.dir, snapshotName), l.capture); err != nil {
-			return l.fail(err)
+			return l.writeFailed(err) // the old snapshot stays
 		}
 		return nil
 	}
 	if err := l.writeSnapshot(); err != nil {
-		return l.fail(err)
+		return l.writeFailed(err)
 	}
 	return nil
 }

@@ -499,6 +499,11 @@ func (l *Log) detachTail() {
 func (l *Log) appendDirect(seg *segment, batches []byte, checkCRC bool) error {
 	t := l.tail
 	end := alignUp(t.hi+int64(len(batches)), BlockSize)
+	// Space first, while nothing has changed: a full disk refuses the
+	// append here (ErrDiskFull), never a write of data already taken.
+	if err := t.allocate(end); err != nil {
+		return l.writeFailed(err)
+	}
 	if len(t.chunks) == 0 {
 		t.lo = alignDown(t.hi, ChunkSize)
 	}
@@ -635,12 +640,27 @@ func (l *Log) PendingWrites(dst []DirectWrite, dsync bool) []DirectWrite {
 // allocate allocates the segment file to allocAhead past end and extends
 // its size there; the zeros past the logical end are cut at roll and Close,
 // and recovery after a crash stops at them.
+// On a nearly full disk it allocates just to end when the allocation ahead
+// does not fit, and answers ENOSPC only when that does not either.
 func (t *tail) allocate(end int64) error {
 	// Never past the segment size limit: the segment rolls before that.
-	to := max(min(alignUp(end+allocAhead, allocAhead), alignUp(t.log.cfg.SegmentBytes, BlockSize)), end)
+	need := alignUp(end, BlockSize)
+	to := max(min(alignUp(end+allocAhead, allocAhead), alignUp(t.log.cfg.SegmentBytes, BlockSize)), need)
 	if to <= t.allocEnd {
 		return nil
 	}
+	err := t.extend(to)
+	if storage.IsNoSpace(err) && need < to {
+		if need <= t.allocEnd {
+			return nil // what is written next has its space
+		}
+		err = t.extend(need)
+	}
+	return err
+}
+
+// extend allocates the active segment to size to and sets its size there.
+func (t *tail) extend(to int64) error {
 	f := t.seg.file
 	if err := f.Allocate(t.allocEnd, to-t.allocEnd); err != nil {
 		return err

@@ -374,3 +374,62 @@ func TestFailedSegmentRoll(t *testing.T) {
 		r.mustHold(acked...)
 	})
 }
+
+// A full disk is not a failed disk: the append is refused with
+// KAFKA_STORAGE_ERROR (clients retry it), the partition is reported as
+// refusing writes for disk_full, nothing is appended, reads go on, and the
+// next append that fits is acknowledged and ends the refusal, with no
+// restart.
+func TestFullDiskRefusesUntilSpaceReturns(t *testing.T) {
+	backends(t, func(t *testing.T, m mode) {
+		fs := storage.NewFaulty(storage.OS())
+		r := newFaultRig(t, m, fs)
+		a := r.produceOK(-1)
+		// Page-cache mode meets the full disk in its write; direct mode
+		// when it allocates space (a new segment: segment.bytes is small).
+		rule := storage.Rule{Ops: storage.OpWrite, Pattern: "*.log", Times: 2, Err: unix.ENOSPC, Short: true}
+		if m.direct {
+			rule.Ops = storage.OpAllocate
+		}
+		seg := map[string]string{"segment.bytes": "16384"}
+		r.restart(seg)
+		acked := [][]byte{a}
+		fs.AddRule(rule)
+		refused := 0
+		for i := 0; i < 20 && fs.Fired() < rule.Times; i++ {
+			b := batch(t, 3, compress.None)
+			switch res := produce(r.s, b, -1); res.Err {
+			case kerr.None:
+				acked = append(acked, b)
+			case kerr.KafkaStorageError:
+				refused++
+				if why := r.s.RefusingWrites()[testKey]; why.Reason != RefusalDiskFull {
+					t.Fatalf("a partition refused for a full disk is reported as %+v", why)
+				}
+				if _, _, _, err := r.state(); err != nil {
+					t.Fatalf("a full disk failed the log: %v", err)
+				}
+			default:
+				t.Fatalf("append on a full disk answered %v", res.Err)
+			}
+		}
+		if refused == 0 {
+			t.Fatalf("no append was refused (the rule fired %d times)", fs.Fired())
+		}
+		r.mustHold(acked...)
+		acked = append(acked, r.produceOK(-1)) // space returned
+		if why, ok := r.s.RefusingWrites()[testKey]; ok {
+			t.Fatalf("after an acknowledged append the partition is still reported refusing: %+v", why)
+		}
+		r.flush()
+		r.mustHold(acked...)
+		if err := r.stop(); err != nil {
+			t.Fatal(err)
+		}
+		if cp := r.checkpoint(); !cp.Clean {
+			t.Fatalf("a clean stop after a full disk: %+v", cp)
+		}
+		r.start(seg)
+		r.mustHold(acked...)
+	})
+}

@@ -32,6 +32,9 @@ type Partition struct {
 	wqueued bool
 	// failureReported: the log's failure was logged and counted once.
 	failureReported bool
+	// diskFull: the last append found no space; cleared by the next one
+	// that fits (or by a tick that finds space again).
+	diskFull bool
 	// afterSync holds work that deletes or closes segment files (retention,
 	// DeleteRecords, deletion): it must not run while a datasync of this
 	// partition is in flight, or the ring would fsync a closed (or reused)

@@ -96,11 +96,21 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		done(produceFailed(kerr.CorruptMessage, err.Error()))
 		return
 	}
+	if errors.Is(err, log.ErrDiskFull) {
+		// Not a failure: nothing was appended, and the partition takes
+		// writes again as soon as one fits. Clients retry this error.
+		s.reportDiskFull(p, err)
+		done(produceFailed(kerr.KafkaStorageError, err.Error()))
+		return
+	}
 	if err != nil {
 		p.Log.MarkFailed(err) // the log latched it already if it wrote anything
 		s.reportFailure(p, "append")
 		done(produceFailed(kerr.KafkaStorageError, err.Error()))
 		return
+	}
+	if p.diskFull {
+		s.reportSpaceReturned(p)
 	}
 	p.bytesIn.Add(float64(len(set)))
 	p.recordsIn.Add(float64(records))

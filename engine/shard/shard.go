@@ -334,6 +334,12 @@ func (s *Shard) writeCheckpoint(clean bool) {
 func (s *Shard) writeCheckpointEntries(clean bool) error {
 	entries := make(map[string]log.Checkpoint, len(s.parts))
 	var errs []error
+	skipped, skipErr := 0, error(nil)
+	defer func() {
+		if skipped > 0 && !clean {
+			s.cfg.Logger.Warn("checkpoint kept the last recovery points of partitions the full disk left no room to checkpoint", "shard", s.cfg.ID, "partitions", skipped, "err", skipErr)
+		}
+	}()
 	for k, p := range s.parts {
 		// After Close, it reports the clean state without I/O; before, it
 		// records what the datasync rounds Tick started have made
@@ -341,10 +347,16 @@ func (s *Shard) writeCheckpointEntries(clean bool) error {
 		// thread.
 		cp, err := p.Log.CheckpointSynced()
 		if err != nil {
-			if p.Log.Err() == nil {
-				return fmt.Errorf("%s: %w", k.Dir(), err) // not a storage failure: a bug
+			// cp is the last checkpoint the log recorded: still true.
+			switch {
+			case p.Log.Err() != nil:
+				s.reportFailure(p, "checkpoint")
+			case errors.Is(err, log.ErrDiskFull):
+				skipped++
+				skipErr = err
+			case !errors.Is(err, log.ErrClosed):
+				return fmt.Errorf("%s: %w", k.Dir(), err) // a bug
 			}
-			s.reportFailure(p, "checkpoint")
 			if clean {
 				errs = append(errs, fmt.Errorf("%s: %w", k.Dir(), err))
 			}
@@ -404,6 +416,27 @@ func (s *Shard) reportFailure(p *Partition, during string) {
 	s.setRefusing(p.Key, Refusal{Reason: RefusalStorageError, Detail: fmt.Sprintf("%s failed: %v", during, err)})
 }
 
+// reportDiskFull records that p's append found no space: one log line
+// when it starts refusing, a refusal for /readyz and the metrics.
+func (s *Shard) reportDiskFull(p *Partition, err error) {
+	if p.diskFull || p.failureReported {
+		return
+	}
+	p.diskFull = true
+	s.cfg.Logger.Error("partition refuses writes: the disk is full; it takes writes again when space returns", "partition", p.Key.Dir(), "err", err)
+	s.setRefusing(p.Key, Refusal{Reason: RefusalDiskFull, Detail: err.Error()})
+}
+
+// reportSpaceReturned ends p's disk-full refusal.
+func (s *Shard) reportSpaceReturned(p *Partition) {
+	p.diskFull = false
+	if p.failureReported {
+		return
+	}
+	s.cfg.Logger.Info("partition takes writes again: space returned", "partition", p.Key.Dir())
+	s.setRefusing(p.Key, Refusal{})
+}
+
 // Refusal says why a partition refuses writes.
 type Refusal struct {
 	Reason string // RefusalStorageError, ...: a metric label
@@ -415,6 +448,9 @@ const (
 	// RefusalStorageError: a write or datasync failed; the log is failed
 	// until the broker restarts and recovers it.
 	RefusalStorageError = "storage_error"
+	// RefusalDiskFull: the last append found no space on the device;
+	// the partition takes writes again as soon as one fits.
+	RefusalDiskFull = "disk_full"
 )
 
 // setRefusing records (why.Reason != "") or clears why k refuses writes.

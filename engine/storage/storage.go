@@ -24,6 +24,13 @@
 // Reads stay allowed so fetches of data already written keep working.
 // Allocate failures are not sticky: preallocation is an optimisation.
 //
+// A full disk is not a failed disk: ENOSPC and EDQUOT from WriteAt and
+// Truncate (IsNoSpace) are returned but not latched. Nothing was lost: the
+// write did not happen, or happened in part past what the caller counts as
+// written, and the caller cuts that part off and tries again once space
+// returns. A no-space error from Datasync is latched like any other: a
+// failed writeback may have dropped pages.
+//
 // The stickiness lives here, in one wrapper used by all implementations, so a
 // fault injected by NewFaulty behaves exactly like a real one. The partition
 // log additionally latches its first write error (engine/log), because it
@@ -34,6 +41,8 @@ import (
 	"errors"
 	"os"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // File is an open file. ReadAt may be called from any goroutine concurrently
@@ -133,6 +142,9 @@ func (s *stickyFile) WriteAt(p []byte, off int64) (int, error) {
 		err = errShortWrite
 	}
 	if err != nil {
+		if IsNoSpace(err) {
+			return n, err
+		}
 		return n, s.latch(err)
 	}
 	return n, nil
@@ -143,9 +155,18 @@ func (s *stickyFile) Truncate(size int64) error {
 		return err
 	}
 	if err := s.File.Truncate(size); err != nil {
+		if IsNoSpace(err) {
+			return err
+		}
 		return s.latch(err)
 	}
 	return nil
+}
+
+// IsNoSpace reports whether err says the file system is full (ENOSPC) or
+// the owner's quota is (EDQUOT).
+func IsNoSpace(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }
 
 func (s *stickyFile) Datasync() error {

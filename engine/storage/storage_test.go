@@ -181,6 +181,36 @@ func TestStickyErrors(t *testing.T) {
 	}
 }
 
+// A full disk is not a failed disk: ENOSPC is returned, not latched, and
+// the file takes writes again; a datasync's ENOSPC is latched like EIO.
+func TestNoSpaceIsNotSticky(t *testing.T) {
+	forEachFS(t, func(t *testing.T, inner FS, root string) {
+		fs := NewFaulty(inner, Rule{Ops: OpWrite, Times: 1, Err: unix.ENOSPC, Short: true})
+		f, err := fs.OpenFile(filepath.Join(root, "s.log"), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(make([]byte, 100), 0); !IsNoSpace(err) {
+			t.Fatalf("write on a full disk: %v, want ENOSPC", err)
+		}
+		if err := f.Truncate(0); err != nil {
+			t.Fatalf("cutting the part written: %v", err)
+		}
+		if n, err := f.WriteAt([]byte("abc"), 0); n != 3 || err != nil {
+			t.Fatalf("write once space returned: %d %v", n, err)
+		}
+		if StickyError(f) != nil {
+			t.Fatalf("ENOSPC was latched: %v", StickyError(f))
+		}
+		fs.AddRule(Rule{Ops: OpDatasync, Times: 1, Err: unix.ENOSPC})
+		first := f.Datasync()
+		if !IsNoSpace(first) || f.Datasync() != first {
+			t.Fatalf("a datasync's ENOSPC must be latched: %v", first)
+		}
+	})
+}
+
 func TestFaultyShortWriteAndPattern(t *testing.T) {
 	forEachFS(t, func(t *testing.T, inner FS, root string) {
 		fs := NewFaulty(inner, ENOSPC("*.index", 0))

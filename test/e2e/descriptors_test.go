@@ -168,8 +168,7 @@ func hasPrefixEntry(entries []os.DirEntry, prefix string) bool {
 // reachable and its own.
 func StartSluiceAs(t *testing.T, uid int, opts BrokerOptions) *Broker {
 	t.Helper()
-	requireOwnBroker(t, "a private broker")
-	b, err := newSluiceWith(opts, func(b *Broker) error {
+	return startSluiceWith(t, opts, func(b *Broker) error {
 		for dir := filepath.Dir(b.dataDir); dir != filepath.Dir(tempRoot); dir = filepath.Dir(dir) {
 			if err := os.Chmod(dir, 0o755); err != nil {
 				return err
@@ -177,10 +176,4 @@ func StartSluiceAs(t *testing.T, uid int, opts BrokerOptions) *Broker {
 		}
 		return os.Chown(b.dataDir, uid, uid)
 	})
-	if err != nil {
-		t.Fatalf("starting sluice as uid %d: %v", uid, err)
-	}
-	b.watch(t)
-	t.Cleanup(func() { b.terminate() })
-	return b
 }
