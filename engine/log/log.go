@@ -166,6 +166,11 @@ type Log struct {
 	checkpointedPoint     Checkpoint
 	haveCheckpoint        bool
 
+	// IndexRebuilds counts segments whose index files failed their checks
+	// and were rebuilt from the batches (on this thread; the shard counts
+	// the ones it rebuilt on another).
+	IndexRebuilds uint64
+
 	tail *tail // direct mode; nil in page-cache mode
 	// cuts are segments whose zero padding was truncated off (direct mode)
 	// and not yet synced: a datasync must make the shorter size durable

@@ -41,15 +41,22 @@ type Prefetched struct {
 
 // WouldBlock names the region a no-wait read needs: Len bytes of File at
 // Off. Seg pins the file; the caller acquires it for as long as it reads.
+// When Indexes is set, what is missing is not a region but the segment's
+// indexes: run the load off the shard thread and install it
+// (Log.InstallIndexes) before the next attempt.
 type WouldBlock struct {
-	File storage.File
-	Seg  *SegmentRef
-	Off  int64
-	Len  int
-	gen  uint64
+	File    storage.File
+	Seg     *SegmentRef
+	Off     int64
+	Len     int
+	Indexes *IndexLoad
+	gen     uint64
 }
 
 func (w *WouldBlock) Error() string {
+	if w.Indexes != nil {
+		return fmt.Sprintf("log: the indexes of %s are not loaded", w.File.Name())
+	}
 	return fmt.Sprintf("log: %s [%d, +%d) is not in memory", w.File.Name(), w.Off, w.Len)
 }
 

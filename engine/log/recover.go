@@ -407,45 +407,41 @@ func (l *Log) walkHeaders(from, to Offset, fn func(*batchHeader)) error {
 }
 
 // ensureLoaded loads seg's indexes from its files, or rebuilds them by
-// walking its batch headers when the files are missing or invalid.
+// walking its batch headers when the files are missing or fail their
+// checks (indexload.go). During no-wait reads it does not load a rolled
+// segment on the shard thread: it fails with a *WouldBlock naming the load
+// (Indexes), which the shard runs on another goroutine.
 func (l *Log) ensureLoaded(seg *segment) error {
 	if seg.loaded {
 		return nil
 	}
-	// Loading is once per segment after a restart, and may walk the whole
-	// segment: it reads normally even during no-wait reads.
+	if l.nw.on && seg.rolled {
+		if l.nw.blocked == nil {
+			l.nw.blocked = &WouldBlock{File: seg.file, Seg: seg.ref, Indexes: l.indexLoadFor(seg), gen: l.truncGen}
+		}
+		return l.nw.blocked
+	}
+	// Reads normally even during no-wait reads (the active segment is
+	// loaded at open; this is for callers that may block).
 	if l.nw.on {
 		saved := l.nw
 		l.nw.on = false
 		defer func() { l.nw = saved }()
 	}
-	end := l.logEnd
-	if seg.rolled {
-		end = seg.next
+	// The active segment is loaded at open, where a clean start reads no
+	// segment data (its files were synced by the clean shutdown, and
+	// recovery checks the last entry after an unclean one); a rolled one
+	// is checked against its batches.
+	j := l.indexLoadFor(seg)
+	x, rebuilt, err := loadIndexes(l.fs, l.dir, seg.base, l.reader(seg), seg.size, j.end, j.interval, seg.rolled)
+	if err != nil {
+		return err
 	}
-	rel := uint64(end - seg.base)
-	idxBytes, err1 := l.readWhole(segmentName(l.dir, seg.base, indexSuffix))
-	timeBytes, err2 := l.readWhole(segmentName(l.dir, seg.base, timeIndexSuffix))
-	if err1 == nil && err2 == nil {
-		idx, ok1 := decodeIndex(idxBytes, seg.size, rel)
-		ti, ok2 := decodeTimeIndex(timeBytes, rel)
-		if ok1 && ok2 {
-			seg.index, seg.timeIndex = idx, ti
-			seg.indexFlushed, seg.timeFlushed = len(idx), len(ti)
-			seg.maxTimestamp, seg.maxTimestampOffset = noTimestamp, seg.base
-			if n := len(ti); n > 0 {
-				seg.maxTimestamp = ti[n-1].timestamp
-				seg.maxTimestampOffset = seg.base + Offset(ti[n-1].relOffset)
-			}
-			seg.bytesSinceIndex = seg.size
-			if n := len(idx); n > 0 {
-				seg.bytesSinceIndex = seg.size - int64(idx[n-1].position)
-			}
-			seg.loaded = true
-			return nil
-		}
+	seg.install(x)
+	if rebuilt {
+		l.IndexRebuilds++
 	}
-	return l.rebuildIndexes(seg)
+	return nil
 }
 
 // rebuildIndexes rebuilds seg's in-memory indexes from its batch headers.
@@ -492,22 +488,7 @@ func (l *Log) readHeader(f io.ReaderAt, pos, limit int64) (batchHeader, bool, er
 }
 
 // readWhole reads a small file (index, snapshot) entirely.
-func (l *Log) readWhole(name string) ([]byte, error) {
-	f, err := l.fs.OpenFile(name, os.O_RDONLY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return nil, err
-	}
-	b := make([]byte, size)
-	if n, err := f.ReadAt(b, 0); n < len(b) {
-		return nil, err
-	}
-	return b, nil
-}
+func (l *Log) readWhole(name string) ([]byte, error) { return readWholeFile(l.fs, name) }
 
 // removeSegmentFiles unlinks a segment's files and drops the log's
 // reference; a pinned reader keeps the .log open until it releases it.

@@ -33,6 +33,9 @@ type ColdStats struct {
 	Bytes     uint64 // bytes they read
 	Fallbacks uint64 // requests finished with blocking reads (maxColdRounds, or a failed read)
 	Errors    uint64 // asynchronous reads that failed
+	// IndexLoads counts old segments whose indexes were loaded beside the
+	// shard; IndexRebuilds those whose files failed their checks.
+	IndexLoads, IndexRebuilds uint64
 }
 
 // readJob reads n bytes of file at off into dst, piece by piece through
@@ -182,7 +185,13 @@ func (s *Shard) noWait(p *Partition, a *coldRetry, fn func()) *log.WouldBlock {
 // fetchFor reads the region wb names for the request a, then runs again.
 // It returns false, changing nothing, when a has waited for enough
 // regions: the caller then finishes the request with ordinary reads.
-func (s *Shard) fetchFor(a *coldRetry, wb *log.WouldBlock, again func()) bool {
+func (s *Shard) fetchFor(p *Partition, a *coldRetry, wb *log.WouldBlock, again func()) bool {
+	if wb.Indexes != nil && !a.failed {
+		// Not a region: a segment's indexes. Loading them is progress (a
+		// request meets each segment once), so it counts no round.
+		s.loadIndexes(p, a, wb, again)
+		return true
+	}
 	if a.failed || a.rounds >= maxColdRounds {
 		s.cold.Fallbacks++
 		return false
@@ -230,4 +239,59 @@ func (a *coldRetry) end(s *Shard) {
 		s.putPrefetchBuf(pf.Buf)
 	}
 	a.pre = nil
+}
+
+// indexWaiter is a request waiting for a segment's index load.
+type indexWaiter struct {
+	a     *coldRetry
+	again func()
+}
+
+// indexLoadsAtOnce bounds the index loads a shard runs beside itself: each
+// may read a whole segment.
+const indexLoadsAtOnce = 2
+
+// loadIndexes loads the segment's indexes wb names on another goroutine
+// (the first time a request needs an old segment after a restart, or a
+// rebuild of damaged index files: either may read the disk for a while),
+// installs them on the shard thread and runs every request that waited for
+// them again. The segment stays pinned meanwhile.
+func (s *Shard) loadIndexes(p *Partition, a *coldRetry, wb *log.WouldBlock, again func()) {
+	w := indexWaiter{a: a, again: again}
+	if waiting, ok := s.indexWaits[wb.Seg]; ok {
+		s.indexWaits[wb.Seg] = append(waiting, w)
+		return
+	}
+	if s.indexWaits == nil {
+		s.indexWaits = map[*log.SegmentRef][]indexWaiter{}
+		s.indexSlots = make(chan struct{}, indexLoadsAtOnce)
+	}
+	s.indexWaits[wb.Seg] = []indexWaiter{w}
+	wb.Seg.Acquire()
+	job, slots := wb.Indexes, s.indexSlots
+	go func() {
+		slots <- struct{}{}
+		job.Run()
+		<-slots
+		s.Do(func(s *Shard) {
+			wb.Seg.Release()
+			waiting := s.indexWaits[wb.Seg]
+			delete(s.indexWaits, wb.Seg)
+			s.cold.IndexLoads++
+			if job.Rebuilt {
+				s.cold.IndexRebuilds++
+				s.cfg.Logger.Warn("index files of a segment failed their checks; rebuilt from its batches", "partition", p.Key.Dir(), "segment", wb.File.Name())
+			}
+			if _, err := p.Log.InstallIndexes(job); err != nil {
+				// The retry reads normally and answers the error.
+				s.cfg.Logger.Error("loading a segment's indexes", "partition", p.Key.Dir(), "err", err)
+				for _, w := range waiting {
+					w.a.failed = true
+				}
+			}
+			for _, w := range waiting {
+				w.again()
+			}
+		})
+	}()
 }

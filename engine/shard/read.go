@@ -62,7 +62,7 @@ func (s *Shard) readTry(k Key, offset int64, maxBytes int, minOneBatch bool, w R
 		if a == nil {
 			a = &coldRetry{}
 		}
-		if s.fetchFor(a, wb, func() { s.readTry(k, offset, maxBytes, minOneBatch, w, a) }) {
+		if s.fetchFor(p, a, wb, func() { s.readTry(k, offset, maxBytes, minOneBatch, w, a) }) {
 			return
 		}
 		res = s.read(p, offset, maxBytes, minOneBatch)
@@ -182,7 +182,7 @@ func (s *Shard) listTry(k Key, timestamp int64, done func(offset, ts int64, code
 		if a == nil {
 			a = &coldRetry{}
 		}
-		if s.fetchFor(a, wb, func() { s.listTry(k, timestamp, done, a) }) {
+		if s.fetchFor(p, a, wb, func() { s.listTry(k, timestamp, done, a) }) {
 			return
 		}
 		data, match, code = s.locate(p, timestamp)

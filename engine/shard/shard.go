@@ -98,6 +98,10 @@ type Shard struct {
 	readsReady []*readJob
 	pfFree     [][]byte
 	cold       ColdStats
+	// Index loads under way on other goroutines, by segment, with the
+	// requests waiting for them; indexSlots bounds how many run at once.
+	indexWaits map[*log.SegmentRef][]indexWaiter
+	indexSlots chan struct{}
 	// direct write pieces submitted, and how many were RWF_DSYNC
 	directWrites, dsyncWrites uint64
 	writePieces               uint64
@@ -233,7 +237,7 @@ func (s *Shard) loop() {
 			s.cfg.Metrics.CheckpointLatency.Observe(time.Since(began).Seconds())
 		}
 		if s.stopping && len(s.syncs) == 0 && len(s.writes) == 0 && len(s.toWrite) == 0 && s.in.empty() &&
-			len(s.reads) == 0 && len(s.readQueue) == 0 {
+			len(s.reads) == 0 && len(s.readQueue) == 0 && len(s.indexWaits) == 0 {
 			s.stopped <- s.shutdown()
 			return
 		}
