@@ -8,7 +8,7 @@ GOFLAGS_BUILD := -trimpath
 # The e2e suite drives the real binary; give it a fresh one.
 export SLUICE_BIN := $(CURDIR)/$(BIN)
 
-.PHONY: help build run test unit e2e fuzz bench bench-modes bench-durable lint generate check-generated clean
+.PHONY: help build run test test-power-loss unit e2e fuzz bench bench-modes bench-durable lint generate check-generated clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ run: build ## build and serve Kafka on 127.0.0.1:9092 with data in ./data
 	./$(BIN) serve --data-dir $(DATA_DIR) --listen $(LISTEN)
 
 test: build lint check-generated ## the whole suite, as CI runs it
-	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -count=1 -timeout 25m $$($(GO) list ./... | grep -v /test/powerloss)
 	@# The engine's, network's and codecs' unit tests under the race
 	@# detector: the shard's cross-goroutine paths (inbox, doorbell, pinned
 	@# segments, cold-read answers). It needs cgo (gcc; .ci/install-deps).
@@ -28,6 +28,9 @@ test: build lint check-generated ## the whole suite, as CI runs it
 	@# The request handlers and the real-client suites once more in the
 	@# other write mode (the run above used the default, direct; issue 5).
 	SLUICE_IO_MODE=page-cache $(GO) test -count=1 -timeout 15m ./engine/api/ ./test/e2e/ ./test/groups/
+	@# Power cuts in a qemu guest, 3 per mode and file system, alone: the
+	@# emulated guest takes both CPUs (make test-power-loss runs more).
+	POWER_CUTS=3 $(GO) test -count=1 -timeout 20m -v -run TestPowerLoss ./test/powerloss/
 	@# kernel.io_uring_disabled is global: this check runs alone, last.
 	SLUICE_URING_SYSCTL_TEST=1 $(GO) test -count=1 -v ./test/uringoff/
 
@@ -63,8 +66,11 @@ check-generated: ## fail if regenerating the codecs changes them
 clean: ## remove build output
 	rm -rf bin
 
-bench-restart: build ## restart time after SIGKILL with 10 MB versus 10 GB stored
-	SLUICE_RESTART_BENCH=1 $(GO) test -count=1 -v -timeout 30m -run TestRestartTimeAfterSIGKILL ./internal/restartbench/
+test-power-loss: build ## power cuts under load in a qemu guest, both modes, ext4 and xfs (POWER_CUTS=N, default 10; POWER_SEED replays)
+	POWER_CUTS=$${POWER_CUTS:-10} $(GO) test -count=1 -v -timeout 90m -run TestPowerLoss ./test/powerloss/
+
+bench-restart: build ## restart time after SIGKILL with 10 MB versus 10 GB stored, and with every index file damaged
+	SLUICE_RESTART_BENCH=1 $(GO) test -count=1 -v -timeout 60m -run 'TestRestartTimeAfterSIGKILL|TestRestartWithDamagedIndexes' ./internal/restartbench/
 
 # --- benchmark harness (sluice bench; see bench/ and bench/workloads/) ---
 BENCH_DIR  ?= $(if $(TMPDIR),$(TMPDIR),/tmp)/sluice-bench
