@@ -127,3 +127,80 @@ func TestOldSegmentIndexLoadDoesNotBlockTheShard(t *testing.T) {
 		}
 	})
 }
+
+// Retention's first look at an old segment after a restart loads its time
+// index beside the shard too: while the disk is slow to give it, the shard
+// serves its other partitions; then retention deletes what expired.
+func TestRetentionIndexLoadDoesNotBlockTheShard(t *testing.T) {
+	backends(t, func(t *testing.T, m mode) {
+		g := &gatedFS{FS: storage.OS(), dir: "/" + testKey.Dir() + "/", gate: make(chan struct{})}
+		dir := t.TempDir()
+		other := Key{Topic: "u", Partition: 0}
+		start := func() *Shard {
+			cps, _ := log.ReadCheckpointFile(storage.OS(), filepath.Join(dir, "shard-0.checkpoint"))
+			s, err := Start(m.config(Config{ID: 0, DataDir: dir, FS: g, PinCPU: -1, Checkpoints: cps}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			openTestPartition(t, s, map[string]string{"segment.bytes": "20000", "retention.ms": "3600000"})
+			s.Call(func(s *Shard) { _, err = s.OpenPartition(other, [16]byte{2}, config.NewTopic(config.Defaults(), nil)) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		s := start()
+		for range 20 {
+			if r := produce(s, batch(t, 3, compress.None), -1); r.Err != kerr.None {
+				t.Fatal(r.Err)
+			}
+		}
+		if err := s.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		s = start()
+		defer func() {
+			select {
+			case <-g.gate:
+			default:
+				close(g.gate)
+			}
+			s.Stop()
+		}()
+		var segments int
+		s.Call(func(s *Shard) { segments = s.parts[testKey].Log.SegmentCount() })
+		g.armed.Store(true)
+		// Two hours on, every closed segment has expired.
+		s.Tick(time.Now().Add(2*time.Hour), true, false)
+		deadline := time.Now().Add(10 * time.Second)
+		for g.waited.Load() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("retention never asked for the oldest segment's index")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		done := make(chan ProduceResult, 1)
+		set := batch(t, 1, compress.None)
+		s.Do(func(s *Shard) { s.Produce(other, set, -1, func(r ProduceResult) { done <- r }) })
+		select {
+		case r := <-done:
+			if r.Err != kerr.None {
+				t.Fatalf("produce to another partition: %v", r.Err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the shard stalled while retention loaded an old segment's index")
+		}
+		close(g.gate)
+		for {
+			var left int
+			s.Call(func(s *Shard) { left = s.parts[testKey].Log.SegmentCount() })
+			if left == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("retention left %d of %d segments; want only the active one", left, segments)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+}

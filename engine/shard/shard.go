@@ -382,13 +382,7 @@ func (s *Shard) Tick(now time.Time, retention, flush bool) {
 		if retention {
 			for _, k := range s.sortedKeys() {
 				p := s.parts[k]
-				s.whenSyncIdle(p, func() {
-					if n, err := p.Log.EnforceRetention(now); err != nil {
-						s.cfg.Logger.Error("retention failed", "partition", k.Dir(), "err", err)
-					} else if n > 0 {
-						s.cfg.Logger.Debug("retention deleted segments", "partition", k.Dir(), "segments", n)
-					}
-				})
+				s.whenSyncIdle(p, func() { s.enforceRetention(p, now, nil) })
 			}
 		}
 		if flush {
@@ -481,6 +475,38 @@ func (s *Shard) RefusingWrites() map[Key]Refusal {
 		out[k] = v
 	}
 	return out
+}
+
+// enforceRetention applies p's retention. The oldest segment's time index
+// may not be loaded yet after a restart (or need a rebuild): that load runs
+// beside the shard, like a fetch's, and retention runs again after it. A
+// load that failed makes the next attempt read normally and report the
+// error.
+func (s *Shard) enforceRetention(p *Partition, now time.Time, a *coldRetry) {
+	if s.parts[p.Key] != p {
+		return // deleted meanwhile
+	}
+	var n int
+	var err error
+	if a == nil || !a.failed {
+		wb := s.noWait(p, nil, func() { n, err = p.Log.EnforceRetention(now) })
+		if wb != nil && wb.Indexes != nil {
+			if a == nil {
+				a = &coldRetry{}
+			}
+			s.loadIndexes(p, a, wb, func() { s.whenSyncIdle(p, func() { s.enforceRetention(p, now, a) }) })
+			return
+		}
+	} else {
+		n, err = p.Log.EnforceRetention(now)
+	}
+	if err != nil {
+		if p.Log.Err() == nil { // a failed log refuses retention too: reported already
+			s.cfg.Logger.Error("retention failed", "partition", p.Key.Dir(), "err", err)
+		}
+	} else if n > 0 {
+		s.cfg.Logger.Debug("retention deleted segments", "partition", p.Key.Dir(), "segments", n)
+	}
 }
 
 // Stats is a snapshot of the shard's counters for metrics.
