@@ -33,7 +33,7 @@ type Partition struct {
 	// failureReported: the log's failure was logged and counted once.
 	failureReported bool
 	// diskFull: the last append found no space; cleared by the next one
-	// that fits (or by a tick that finds space again).
+	// that fits (every append tries), or by deleting the partition.
 	diskFull bool
 	// afterSync holds work that deletes or closes segment files (retention,
 	// DeleteRecords, deletion): it must not run while a datasync of this
