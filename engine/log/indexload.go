@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/sluice-broker/sluice/engine/storage"
 )
@@ -95,9 +96,12 @@ func loadIndexes(fs storage.FS, dir string, base Offset, f io.ReaderAt, size int
 	rel := uint64(end - base)
 	idxBytes, err1 := readWholeFile(fs, segmentName(dir, base, indexSuffix))
 	timeBytes, err2 := readWholeFile(fs, segmentName(dir, base, timeIndexSuffix))
+	var idx []indexEntry
+	var ti []timeEntry
+	ok1, ok2 := false, false
 	if err1 == nil && err2 == nil {
-		idx, ok1 := decodeIndex(idxBytes, size, rel)
-		ti, ok2 := decodeTimeIndex(timeBytes, rel)
+		idx, ok1 = decodeIndex(idxBytes, size, rel)
+		ti, ok2 = decodeTimeIndex(timeBytes, rel)
 		if ok1 && ok2 && (!verify || lastEntriesHold(f, base, size, idx, ti)) {
 			x := segmentIndexes{index: idx, timeIndex: ti, maxTimestamp: noTimestamp, maxTimestampOffset: base, bytesSinceIndex: size}
 			if n := len(ti); n > 0 {
@@ -111,7 +115,11 @@ func loadIndexes(fs storage.FS, dir string, base Offset, f io.ReaderAt, size int
 		}
 	}
 	x, err := rebuildSegmentIndexes(f, base, size, interval)
-	return x, true, err
+	// A segment whose batches carry no timestamp has an empty time index
+	// that the checks cannot tell from a lost one: a walk that finds the
+	// same indexes was a check, not a repair.
+	same := ok1 && ok2 && len(ti) == 0 && len(x.timeIndex) == 0 && slices.Equal(idx, x.index)
+	return x, !same, err
 }
 
 // lastEntriesHold checks the entries a damaged file could get wrong while
@@ -135,9 +143,11 @@ func lastEntriesHold(f io.ReaderAt, base Offset, size int64, idx []indexEntry, t
 		return size == 0
 	}
 	// Walk the batches from the index entry at or below the time entry's
-	// offset: about an index interval to reach it, then the rest of the
-	// segment past it is at most what the last index entry left (the
-	// segment's tail after its last index entry).
+	// offset to the end of the segment. The largest timestamp is usually
+	// in the last batches, so this reads a few headers; a segment whose
+	// largest timestamp came early (a producer's clock ran ahead) costs a
+	// walk of the rest of it, as much as a rebuild. It runs beside the
+	// shard (IndexLoad.Run).
 	last := ti[n-1]
 	target := base + Offset(last.relOffset)
 	pos := int64(0)

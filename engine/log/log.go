@@ -166,6 +166,10 @@ type Log struct {
 	checkpointedPoint     Checkpoint
 	haveCheckpoint        bool
 
+	// syncDeferred: the latest PendingSync could not open the directory
+	// for want of descriptors (SyncDeferred).
+	syncDeferred bool
+
 	// IndexRebuilds counts segments whose index files failed their checks
 	// and were rebuilt from the batches (on this thread; the shard counts
 	// the ones it rebuilt on another).
@@ -254,11 +258,22 @@ func (l *Log) openSegment(base Offset, create bool) (*segment, error) {
 // a deleted topic, the operator). The error wraps the file system's.
 var ErrDiskFull = errors.New("log: no space left on the device")
 
-// writeFailed is what a failed write means for the log: a full disk
-// leaves it writable (ErrDiskFull); any other error fails it for good.
+// ErrNoDescriptors reports that a file the log needed could not be opened
+// for want of file descriptors (EMFILE, ENFILE). Like ErrDiskFull it does
+// not fail the log: nothing changed, and the same call succeeds once
+// descriptors are free again.
+var ErrNoDescriptors = errors.New("log: no file descriptor left")
+
+// writeFailed is what a failed write (or the open of a file to write)
+// means for the log: a full disk or a lack of descriptors leaves it
+// writable (ErrDiskFull, ErrNoDescriptors); any other error fails it for
+// good.
 func (l *Log) writeFailed(err error) error {
-	if storage.IsNoSpace(err) {
+	switch {
+	case storage.IsNoSpace(err):
 		return fmt.Errorf("%w (%w)", ErrDiskFull, err)
+	case storage.IsOutOfDescriptors(err):
+		return fmt.Errorf("%w (%w)", ErrNoDescriptors, err)
 	}
 	return l.fail(err)
 }
@@ -515,6 +530,7 @@ func writeTail(f storage.File, b []byte, off int64) error {
 // largest UpTo.
 func (l *Log) PendingSync() []SyncTarget {
 	l.targets = l.targets[:0]
+	l.syncDeferred = false
 	if l.closed || l.err != nil {
 		return l.targets // a failed log has nothing more to make durable
 	}
@@ -561,7 +577,13 @@ func (l *Log) PendingSync() []SyncTarget {
 			// descriptor per partition would cost thousands.
 			f, err := l.fs.OpenFile(l.dir, os.O_RDONLY, 0)
 			if err != nil {
-				l.fail(err)
+				// No round now: one without the directory would let
+				// MarkSynced trust files whose entries may not be durable.
+				if storage.IsOutOfDescriptors(err) {
+					l.syncDeferred = true // a later round tries again
+				} else {
+					l.fail(err)
+				}
 				l.targets = l.targets[:0]
 				return l.targets
 			}
@@ -572,6 +594,11 @@ func (l *Log) PendingSync() []SyncTarget {
 	}
 	return l.targets
 }
+
+// SyncDeferred reports that the latest PendingSync listed nothing because
+// the partition directory could not be opened for want of descriptors:
+// not a failure, and not "all synced" either; try again later.
+func (l *Log) SyncDeferred() bool { return l.syncDeferred }
 
 // MarkSynced records that every target the latest PendingSync returned
 // with UpTo <= upTo has been synced (each sync started after that call).
@@ -662,7 +689,14 @@ func (l *Log) Sync() error {
 		return err
 	}
 	upTo := l.WrittenOffset()
-	for _, t := range l.PendingSync() {
+	targets := l.PendingSync()
+	switch {
+	case l.err != nil:
+		return l.err // PendingSync failed the log: nothing was synced
+	case l.syncDeferred:
+		return fmt.Errorf("%w: cannot open %s to sync it", ErrNoDescriptors, l.dir)
+	}
+	for _, t := range targets {
 		var err error
 		if t.Dir {
 			err = l.fs.SyncDir(l.dir)
@@ -876,7 +910,7 @@ func (l *Log) Close() error {
 	}
 	l.closeFiles()
 	l.closed = true
-	l.closedClean = err == nil
+	l.closedClean = err == nil && l.err == nil
 	return err
 }
 

@@ -1244,3 +1244,63 @@ func TestRecoveryCutOfATornTailSurvivesASecondCrash(t *testing.T) {
 		t.Fatalf("after the second crash the log holds %d bytes, want %d: the synced batch after the cut was lost", len(got), len(want))
 	}
 }
+
+// A log whose directory cannot be opened to sync it (a new segment's entry
+// is waiting) never closes clean: EIO fails it, EMFILE defers the sync, and
+// either way the checkpoint says recover. (Found in review: Sync used to
+// return nil over a PendingSync that failed, and Close recorded clean.)
+func TestCloseIsNotCleanWhenTheDirectoryCannotBeSynced(t *testing.T) {
+	for _, errno := range []error{unix.EIO, unix.EMFILE} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			mem := storage.NewMem()
+			fs := storage.NewFaulty(mem)
+			cfg := Config{SegmentBytes: 1000}
+			l := mustOpen(t, fs, "d/t-0", cfg, Checkpoint{})
+			for i := range 6 { // rolls: the directory has new entries
+				mustAppendNoDrive(t, l, makeBatch(batchSpec{bodyBytes: 300}, byte(i)))
+			}
+			fs.AddRule(storage.Rule{Ops: storage.OpOpen, Pattern: "t-0", Err: errno})
+			if err := l.Close(); err == nil {
+				t.Fatal("Close succeeded although the directory could not be synced")
+			}
+			if cp, _ := l.Checkpoint(); cp.Clean {
+				t.Fatalf("checkpoint %+v: clean although the directory was never synced", cp)
+			}
+		})
+	}
+}
+
+func mustAppendNoDrive(t *testing.T, l *Log, b []byte) {
+	t.Helper()
+	if _, err := l.Append(b, t0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Direct mode: a roll refused for a full disk has already cut the old
+// segment's zero padding. An append that then fits in the old segment must
+// allocate its space again, not write into blocks the cut gave back.
+// (Found in review.)
+func TestDirectAppendAfterARollRefusedForAFullDisk(t *testing.T) {
+	mem := storage.NewMem()
+	fs := storage.NewFaulty(mem)
+	d := &directFS{fs, testCache(t, 64)}
+	cfg := Config{SegmentBytes: 64 << 10}
+	l := mustOpen(t, d, "d/t-0", cfg, Checkpoint{})
+	defer l.Close()
+	for i := range 10 {
+		mustAppend(t, l, makeBatch(batchSpec{bodyBytes: 5000}, byte(i))) // ~50 KiB
+	}
+	fs.AddRule(storage.Rule{Ops: storage.OpOpen, Pattern: "*.log", Times: 1, Err: unix.ENOSPC})
+	if _, err := l.Append(makeBatch(batchSpec{bodyBytes: 20000}, 99), t0); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("an append whose roll cannot create the segment: %v, want ErrDiskFull", err)
+	}
+	allocs := fs.Count(storage.OpAllocate)
+	mustAppend(t, l, makeBatch(batchSpec{bodyBytes: 1000}, 100)) // fits: no roll
+	if fs.Count(storage.OpAllocate) == allocs {
+		t.Fatal("an append after the refused roll wrote without allocating the space the roll had cut")
+	}
+	if l.Err() != nil {
+		t.Fatal(l.Err())
+	}
+}

@@ -807,6 +807,11 @@ func (l *Log) flushDirect(seg *segment) error {
 		if !slices.Contains(l.cuts, seg) {
 			l.cuts = append(l.cuts, seg)
 		}
+		// The space past the end is gone: a roll that then fails (a full
+		// disk) leaves the tail on this segment, and its next append
+		// must allocate again rather than write into unallocated blocks.
+		t.allocEnd = seg.size
+		t.zeroEnd = min(t.zeroEnd, t.allocEnd)
 	}
 	return nil
 }

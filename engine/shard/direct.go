@@ -66,6 +66,9 @@ func (s *Shard) submitWrites() {
 		}
 		if p.wqi == len(p.wq) {
 			p.wq, p.wqi = p.Log.PendingWrites(p.wq[:0], s.dsyncWanted(p)), 0
+			if len(p.wq) == 0 && p.Log.Err() != nil {
+				s.reportFailure(p, "direct write") // PendingWrites failed the log
+			}
 		}
 		for p.wqi < len(p.wq) {
 			w := p.wq[p.wqi]

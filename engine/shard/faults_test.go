@@ -433,3 +433,37 @@ func TestFullDiskRefusesUntilSpaceReturns(t *testing.T) {
 		r.mustHold(acked...)
 	})
 }
+
+// A failure met while listing what to sync (the partition directory cannot
+// be opened) answers the waiting acks=all appends at once and reports the
+// partition; EMFILE there is no failure, only a delay. (Found in review:
+// the appends waited for the next flush tick.)
+func TestFailureWhileListingSyncsIsReported(t *testing.T) {
+	backends(t, func(t *testing.T, m mode) {
+		fs := storage.NewFaulty(storage.OS())
+		r := newFaultRig(t, m, fs)
+		r.restart(map[string]string{"segment.bytes": "8192"})
+		r.produceOK(-1)
+		// The next appends roll: the directory has a new entry to sync,
+		// and opening it fails.
+		fs.AddRule(storage.Rule{Ops: storage.OpOpen, Pattern: testKey.Dir(), Err: unix.EIO})
+		answered := make(chan ProduceResult, 8)
+		for range 4 {
+			b := batch(t, 3, compress.None)
+			r.s.Do(func(s *Shard) { s.Produce(testKey, b, -1, func(res ProduceResult) { answered <- res }) })
+		}
+		for i := range 4 {
+			select {
+			case res := <-answered:
+				if res.Err != kerr.KafkaStorageError && res.Err != kerr.None {
+					t.Fatalf("append %d answered %v", i, res.Err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("append %d was not answered: a failure while listing the syncs went unreported", i)
+			}
+		}
+		if why := r.s.RefusingWrites()[testKey]; why.Reason != RefusalStorageError {
+			t.Fatalf("the partition is reported as %+v; want storage_error", why)
+		}
+	})
+}

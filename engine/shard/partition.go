@@ -238,7 +238,16 @@ func (s *Shard) submitSyncs() {
 		targets := p.Log.PendingSync()
 		if len(targets) == 0 {
 			p.queued = false
-			s.synced(p, p.Log.WrittenOffset())
+			switch {
+			case p.Log.Err() != nil:
+				s.reportFailure(p, "datasync") // PendingSync failed the log
+			case p.Log.SyncDeferred():
+				// No descriptor for the directory: the next append or
+				// flush tick asks again; the acknowledgements wait.
+				s.cfg.Logger.Warn("datasync deferred: no file descriptor left to open the partition directory", "partition", p.Key.Dir())
+			default:
+				s.synced(p, p.Log.WrittenOffset())
+			}
 			continue
 		}
 		s.syncRounds.Add(1)

@@ -103,6 +103,12 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		done(produceFailed(kerr.KafkaStorageError, err.Error()))
 		return
 	}
+	if errors.Is(err, log.ErrNoDescriptors) {
+		// Nor is a file a roll could not open for want of descriptors.
+		s.cfg.Logger.Warn("append refused: no file descriptor left", "partition", k.Dir(), "err", err)
+		done(produceFailed(kerr.KafkaStorageError, err.Error()))
+		return
+	}
 	if err != nil {
 		p.Log.MarkFailed(err) // the log latched it already if it wrote anything
 		s.reportFailure(p, "append")

@@ -341,7 +341,7 @@ func (s *Shard) writeCheckpointEntries(clean bool) error {
 	skipped, skipErr := 0, error(nil)
 	defer func() {
 		if skipped > 0 && !clean {
-			s.cfg.Logger.Warn("checkpoint kept the last recovery points of partitions the full disk left no room to checkpoint", "shard", s.cfg.ID, "partitions", skipped, "err", skipErr)
+			s.cfg.Logger.Warn("checkpoint kept the last recovery points of partitions it had no room or descriptors to checkpoint", "shard", s.cfg.ID, "partitions", skipped, "err", skipErr)
 		}
 	}()
 	for k, p := range s.parts {
@@ -355,7 +355,7 @@ func (s *Shard) writeCheckpointEntries(clean bool) error {
 			switch {
 			case p.Log.Err() != nil:
 				s.reportFailure(p, "checkpoint")
-			case errors.Is(err, log.ErrDiskFull):
+			case errors.Is(err, log.ErrDiskFull), errors.Is(err, log.ErrNoDescriptors):
 				skipped++
 				skipErr = err
 			case !errors.Is(err, log.ErrClosed):
@@ -386,6 +386,7 @@ func (s *Shard) Tick(now time.Time, retention, flush bool) {
 			}
 		}
 		if flush {
+			s.recheckDiskFull()
 			for _, p := range s.parts {
 				// The rounds started here will cover the captured
 				// snapshot, so the checkpoint after them can write one
@@ -405,24 +406,53 @@ func (s *Shard) Tick(now time.Time, retention, flush bool) {
 // partition, however many requests it refuses afterwards).
 func (s *Shard) reportFailure(p *Partition, during string) {
 	err := p.Log.Err()
-	p.failWaiters(err)
-	if p.failureReported {
-		return
+	// Recorded before the answers go out: a client told KAFKA_STORAGE_ERROR
+	// finds the partition reported (unless it was deleted while its last
+	// I/O was in flight: then nothing refuses).
+	if !p.failureReported && s.parts[p.Key] == p {
+		s.cfg.Logger.Error("partition refuses writes until the broker restarts", "partition", p.Key.Dir(), "during", during, "err", err)
+		s.setRefusing(p.Key, Refusal{Reason: RefusalStorageError, Detail: fmt.Sprintf("%s failed: %v", during, err)})
 	}
 	p.failureReported = true
-	s.cfg.Logger.Error("partition refuses writes until the broker restarts", "partition", p.Key.Dir(), "during", during, "err", err)
-	s.setRefusing(p.Key, Refusal{Reason: RefusalStorageError, Detail: fmt.Sprintf("%s failed: %v", during, err)})
+	p.failWaiters(err)
 }
 
 // reportDiskFull records that p's append found no space: one log line
 // when it starts refusing, a refusal for /readyz and the metrics.
 func (s *Shard) reportDiskFull(p *Partition, err error) {
-	if p.diskFull || p.failureReported {
+	if p.diskFull || p.failureReported || s.parts[p.Key] != p {
 		return
 	}
 	p.diskFull = true
 	s.cfg.Logger.Error("partition refuses writes: the disk is full; it takes writes again when space returns", "partition", p.Key.Dir(), "err", err)
 	s.setRefusing(p.Key, Refusal{Reason: RefusalDiskFull, Detail: err.Error()})
+}
+
+// spaceToResume is how much free space the flush tick must find to end
+// disk-full refusals of partitions no append has tried since: two of
+// direct mode's allocations ahead.
+const spaceToResume = 16 << 20
+
+// recheckDiskFull ends the disk-full refusals when the data directory's
+// file system has space again, so that /readyz does not wait for an
+// append to a partition nobody writes to any more. An append that still
+// finds no room refuses again.
+func (s *Shard) recheckDiskFull() {
+	var st unix.Statfs_t
+	for _, p := range s.parts {
+		if !p.diskFull {
+			continue
+		}
+		if st.Bsize == 0 {
+			if err := unix.Statfs(s.cfg.DataDir, &st); err != nil {
+				return
+			}
+		}
+		if st.Bavail*uint64(st.Bsize) < spaceToResume {
+			return
+		}
+		s.reportSpaceReturned(p)
+	}
 }
 
 // reportSpaceReturned ends p's disk-full refusal.

@@ -163,6 +163,13 @@ func (s *stickyFile) Truncate(size int64) error {
 	return nil
 }
 
+// IsOutOfDescriptors reports whether err says the process (EMFILE) or the
+// system (ENFILE) has no file descriptor left: a transient condition, not
+// a fault of the file.
+func IsOutOfDescriptors(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)
+}
+
 // IsNoSpace reports whether err says the file system is full (ENOSPC) or
 // the owner's quota is (EDQUOT).
 func IsNoSpace(err error) bool {
