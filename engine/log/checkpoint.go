@@ -55,20 +55,11 @@ func WriteCheckpointFile(fs storage.FS, path string, entries map[string]Checkpoi
 // ReadCheckpointFile reads a file written by WriteCheckpointFile. A missing
 // file is an empty map; a malformed one is an error (never guessed at).
 func ReadCheckpointFile(fs storage.FS, path string) (map[string]Checkpoint, error) {
-	f, err := fs.OpenFile(path, os.O_RDONLY, 0)
+	data, err := readWholeFile(fs, path)
 	if os.IsNotExist(err) {
 		return map[string]Checkpoint{}, nil
 	}
 	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return nil, err
-	}
-	data := make([]byte, size)
-	if n, err := f.ReadAt(data, 0); n < len(data) {
 		return nil, err
 	}
 	bad := func(format string, args ...any) error {

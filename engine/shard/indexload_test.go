@@ -34,94 +34,123 @@ func (g *gatedFS) OpenFile(name string, flag int, perm os.FileMode) (storage.Fil
 	return g.FS.OpenFile(name, flag, perm)
 }
 
+// gatedRig is a shard whose test partition, of several segments written
+// before a clean restart, must load its old segments' indexes from a
+// gatedFS; another partition, other, shows whether the shard still serves.
+type gatedRig struct {
+	t     *testing.T
+	g     *gatedFS
+	s     *Shard
+	first []byte // the first batch written
+}
+
+var otherKey = Key{Topic: "u", Partition: 0}
+
+func newGatedRig(t *testing.T, m mode, overrides map[string]string) *gatedRig {
+	r := &gatedRig{t: t, g: &gatedFS{FS: storage.OS(), dir: "/" + testKey.Dir() + "/", gate: make(chan struct{})}}
+	dir := t.TempDir()
+	start := func() *Shard {
+		cps, _ := log.ReadCheckpointFile(storage.OS(), filepath.Join(dir, "shard-0.checkpoint"))
+		s, err := Start(m.config(Config{ID: 0, DataDir: dir, FS: r.g, PinCPU: -1, Checkpoints: cps}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		openTestPartition(t, s, overrides)
+		s.Call(func(s *Shard) {
+			_, err = s.OpenPartition(otherKey, [16]byte{2}, config.NewTopic(config.Defaults(), nil))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := start()
+	for i := range 20 {
+		b := batch(t, 3, compress.None)
+		if res := produce(s, b, -1); res.Err != kerr.None {
+			t.Fatal(res.Err)
+		}
+		if i == 0 {
+			r.first = b
+		}
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	r.s = start()
+	t.Cleanup(func() {
+		r.open()
+		r.s.Stop()
+	})
+	r.g.armed.Store(true)
+	return r
+}
+
+// open lets the held index opens through.
+func (r *gatedRig) open() {
+	select {
+	case <-r.g.gate:
+	default:
+		close(r.g.gate)
+	}
+}
+
+// waitHeld waits until an index open is held at the gate.
+func (r *gatedRig) waitHeld(what string) {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.g.waited.Load() == 0 {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%s never asked for an old segment's index", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// otherServed fails the test unless a produce to the other partition is
+// answered while the index load is held.
+func (r *gatedRig) otherServed(what string) {
+	r.t.Helper()
+	done := make(chan ProduceResult, 1)
+	set := batch(r.t, 1, compress.None)
+	r.s.Do(func(s *Shard) { s.Produce(otherKey, set, -1, func(res ProduceResult) { done <- res }) })
+	select {
+	case res := <-done:
+		if res.Err != kerr.None {
+			r.t.Fatalf("produce to another partition: %v", res.Err)
+		}
+	case <-time.After(10 * time.Second):
+		r.t.Fatalf("the shard stalled while %s loaded an old segment's index", what)
+	}
+}
+
 // After a restart an old segment's indexes are loaded beside the shard
 // thread: while the disk is slow to give them, the shard goes on serving
 // its other partitions, and the fetch that needed them is answered once
 // they are in.
 func TestOldSegmentIndexLoadDoesNotBlockTheShard(t *testing.T) {
 	backends(t, func(t *testing.T, m mode) {
-		g := &gatedFS{FS: storage.OS(), dir: "/" + testKey.Dir() + "/", gate: make(chan struct{})}
-		dir := t.TempDir()
-		other := Key{Topic: "u", Partition: 0}
-		start := func() *Shard {
-			cps, _ := log.ReadCheckpointFile(storage.OS(), filepath.Join(dir, "shard-0.checkpoint"))
-			s, err := Start(m.config(Config{ID: 0, DataDir: dir, FS: g, PinCPU: -1, Checkpoints: cps}))
-			if err != nil {
-				t.Fatal(err)
-			}
-			openTestPartition(t, s, map[string]string{"segment.bytes": "20000"})
-			s.Call(func(s *Shard) { _, err = s.OpenPartition(other, [16]byte{2}, config.NewTopic(config.Defaults(), nil)) })
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		}
-		s := start()
-		var first []byte
-		for i := range 20 {
-			b := batch(t, 3, compress.None)
-			if r := produce(s, b, -1); r.Err != kerr.None {
-				t.Fatal(r.Err)
-			}
-			if i == 0 {
-				first = b
-			}
-		}
-		if err := s.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		s = start()
-		defer func() {
-			select {
-			case <-g.gate:
-			default:
-				close(g.gate)
-			}
-			s.Stop()
-		}()
-		g.armed.Store(true)
+		r := newGatedRig(t, m, map[string]string{"segment.bytes": "20000"})
 		answer := make(chan ReadResult, 1)
-		s.Do(func(s *Shard) { s.ReadAsync(testKey, 0, 1<<20, true, readChan(answer)) })
-		deadline := time.Now().Add(10 * time.Second)
-		for g.waited.Load() == 0 {
-			if time.Now().After(deadline) {
-				select {
-				case r := <-answer:
-					t.Fatalf("the fetch of the first segment never asked for its index; answered %v %d bytes", r.Err, r.Data.Len)
-				default:
-				}
-				t.Fatal("the fetch of the first segment never asked for its index")
-			}
-			time.Sleep(time.Millisecond)
-		}
-		// The index load waits on the disk; the shard does not.
-		done := make(chan ProduceResult, 1)
-		set := batch(t, 1, compress.None)
-		s.Do(func(s *Shard) { s.Produce(other, set, -1, func(r ProduceResult) { done <- r }) })
-		select {
-		case r := <-done:
-			if r.Err != kerr.None {
-				t.Fatalf("produce to another partition: %v", r.Err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the shard stalled while an old segment's index was being loaded")
-		}
+		r.s.Do(func(s *Shard) { s.ReadAsync(testKey, 0, 1<<20, true, readChan(answer)) })
+		r.waitHeld("the fetch of the first segment")
+		r.otherServed("a fetch")
 		select {
 		case <-answer:
 			t.Fatal("the fetch was answered before its segment's index was loaded")
 		default:
 		}
-		close(g.gate)
+		r.open()
 		select {
-		case r := <-answer:
-			if r.Err != kerr.None || !bytes.HasPrefix(resultBytes(t, r), first) {
-				t.Fatalf("the fetch after the index load: %v", r.Err)
+		case res := <-answer:
+			if res.Err != kerr.None || !bytes.HasPrefix(resultBytes(t, res), r.first) {
+				t.Fatalf("the fetch after the index load: %v", res.Err)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("the fetch was never answered")
 		}
 		var st ColdStats
-		s.Call(func(s *Shard) { st = s.cold })
+		r.s.Call(func(s *Shard) { st = s.cold })
 		if st.IndexLoads == 0 {
 			t.Fatal("no index load was counted")
 		}
@@ -133,67 +162,18 @@ func TestOldSegmentIndexLoadDoesNotBlockTheShard(t *testing.T) {
 // serves its other partitions; then retention deletes what expired.
 func TestRetentionIndexLoadDoesNotBlockTheShard(t *testing.T) {
 	backends(t, func(t *testing.T, m mode) {
-		g := &gatedFS{FS: storage.OS(), dir: "/" + testKey.Dir() + "/", gate: make(chan struct{})}
-		dir := t.TempDir()
-		other := Key{Topic: "u", Partition: 0}
-		start := func() *Shard {
-			cps, _ := log.ReadCheckpointFile(storage.OS(), filepath.Join(dir, "shard-0.checkpoint"))
-			s, err := Start(m.config(Config{ID: 0, DataDir: dir, FS: g, PinCPU: -1, Checkpoints: cps}))
-			if err != nil {
-				t.Fatal(err)
-			}
-			openTestPartition(t, s, map[string]string{"segment.bytes": "20000", "retention.ms": "3600000"})
-			s.Call(func(s *Shard) { _, err = s.OpenPartition(other, [16]byte{2}, config.NewTopic(config.Defaults(), nil)) })
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		}
-		s := start()
-		for range 20 {
-			if r := produce(s, batch(t, 3, compress.None), -1); r.Err != kerr.None {
-				t.Fatal(r.Err)
-			}
-		}
-		if err := s.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		s = start()
-		defer func() {
-			select {
-			case <-g.gate:
-			default:
-				close(g.gate)
-			}
-			s.Stop()
-		}()
+		r := newGatedRig(t, m, map[string]string{"segment.bytes": "20000", "retention.ms": "3600000"})
 		var segments int
-		s.Call(func(s *Shard) { segments = s.parts[testKey].Log.SegmentCount() })
-		g.armed.Store(true)
+		r.s.Call(func(s *Shard) { segments = s.parts[testKey].Log.SegmentCount() })
 		// Two hours on, every closed segment has expired.
-		s.Tick(time.Now().Add(2*time.Hour), true, false)
+		r.s.Tick(time.Now().Add(2*time.Hour), true, false)
+		r.waitHeld("retention")
+		r.otherServed("retention")
+		r.open()
 		deadline := time.Now().Add(10 * time.Second)
-		for g.waited.Load() == 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("retention never asked for the oldest segment's index")
-			}
-			time.Sleep(time.Millisecond)
-		}
-		done := make(chan ProduceResult, 1)
-		set := batch(t, 1, compress.None)
-		s.Do(func(s *Shard) { s.Produce(other, set, -1, func(r ProduceResult) { done <- r }) })
-		select {
-		case r := <-done:
-			if r.Err != kerr.None {
-				t.Fatalf("produce to another partition: %v", r.Err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the shard stalled while retention loaded an old segment's index")
-		}
-		close(g.gate)
 		for {
 			var left int
-			s.Call(func(s *Shard) { left = s.parts[testKey].Log.SegmentCount() })
+			r.s.Call(func(s *Shard) { left = s.parts[testKey].Log.SegmentCount() })
 			if left == 1 {
 				break
 			}

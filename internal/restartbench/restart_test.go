@@ -127,7 +127,9 @@ func fill(t *testing.T, addr, topic string, n int64) {
 	}
 }
 
-func TestRestartTimeAfterSIGKILL(t *testing.T) {
+// largeBytes skips unless the benchmarks were asked for, and returns how
+// much the large runs store: 10 GiB, or SLUICE_RESTART_LARGE_BYTES.
+func largeBytes(t *testing.T) int64 {
 	if os.Getenv("SLUICE_RESTART_BENCH") == "" {
 		t.Skip("a benchmark that writes 10 GB: run it with make bench-restart (SLUICE_RESTART_BENCH=1)")
 	}
@@ -135,6 +137,11 @@ func TestRestartTimeAfterSIGKILL(t *testing.T) {
 	if v := os.Getenv("SLUICE_RESTART_LARGE_BYTES"); v != "" {
 		large, _ = strconv.ParseInt(v, 10, 64)
 	}
+	return large
+}
+
+func TestRestartTimeAfterSIGKILL(t *testing.T) {
+	large := largeBytes(t)
 	tail := int64(10 << 20)
 	type result struct {
 		stored          int64
@@ -183,13 +190,7 @@ func TestRestartTimeAfterSIGKILL(t *testing.T) {
 // and by timestamp) correctly at once: a damaged index costs the rebuild of
 // the segment a request needs, off the shard thread, never a slow start.
 func TestRestartWithDamagedIndexes(t *testing.T) {
-	if os.Getenv("SLUICE_RESTART_BENCH") == "" {
-		t.Skip("a benchmark that writes 10 GB: run it with make bench-restart (SLUICE_RESTART_BENCH=1)")
-	}
-	stored := int64(10 << 30)
-	if v := os.Getenv("SLUICE_RESTART_LARGE_BYTES"); v != "" {
-		stored, _ = strconv.ParseInt(v, 10, 64)
-	}
+	stored := largeBytes(t)
 	const topic = "damaged"
 	dir := t.TempDir()
 	addr := freePort(t)
