@@ -379,6 +379,11 @@ func (s *Service) load() {
 	s.logger.Info("group coordinator loaded", "partitions", len(s.topic.Partitions), "records", total, "took", time.Since(start).Round(time.Microsecond))
 }
 
+// readAnswer receives a ReadAsync's answer.
+type readAnswer chan shard.ReadResult
+
+func (a readAnswer) ReadDone(r shard.ReadResult) { a <- r }
+
 // readPartition returns the records of a partition from its log start.
 func (s *Service) readPartition(p int32) ([]group.Record, error) {
 	k := shard.Key{Topic: Topic, Partition: p}
@@ -392,8 +397,12 @@ func (s *Service) readPartition(p int32) ([]group.Record, error) {
 	var scratch []byte
 	next := bounds.LogStartOffset
 	for next < bounds.HighWatermark {
-		var rr shard.ReadResult
-		sh.Call(func(sh *shard.Shard) { rr = sh.Read(k, next, loadReadBytes, true) })
+		// ReadAsync, not Read: the shard reads what is not in memory
+		// through its ring and loads old segments' indexes beside itself,
+		// so loading groups after a restart never stalls its partitions.
+		answer := make(readAnswer, 1)
+		sh.Do(func(sh *shard.Shard) { sh.ReadAsync(k, next, loadReadBytes, true, answer) })
+		rr := <-answer
 		if rr.Err != kerr.None {
 			return nil, fmt.Errorf("reading offset %d: %w", next, rr.Err.Err())
 		}
