@@ -543,6 +543,36 @@ func (l *Log) appendDirect(seg *segment, batches []byte, checkCRC bool) error {
 	return nil
 }
 
+// PartialBlock names the partial last block of a direct log's active
+// segment when nothing of it is in memory (after open, the tail holds no
+// chunk and no kept copy): the next append rewrites that block whole and
+// would read it back on the shard thread. The shard reads it through its
+// ring instead, right after open, and hands it to KeepPartialBlock; ref
+// pins the file for the read. ok is false when there is nothing to read.
+func (l *Log) PartialBlock() (f storage.File, ref *SegmentRef, off int64, n int, ok bool) {
+	t := l.tail
+	if t == nil || t.seg == nil || l.closed || l.err != nil {
+		return nil, nil, 0, 0, false
+	}
+	blk := alignDown(t.hi, BlockSize)
+	if t.hi == blk || t.valid <= blk || t.keptAt == blk {
+		return nil, nil, 0, 0, false
+	}
+	return t.seg.file, t.seg.ref, blk, int(t.hi - blk), true
+}
+
+// KeepPartialBlock keeps b, the bytes at off that PartialBlock named, as
+// the copy the next append restores the block from, if the tail still
+// needs exactly those (no append came first).
+func (l *Log) KeepPartialBlock(off int64, b []byte) {
+	if f, _, want, n, ok := l.PartialBlock(); !ok || f == nil || want != off || n != len(b) {
+		return
+	}
+	t := l.tail
+	t.kept = append(t.kept[:0], b...)
+	t.keptAt = off
+}
+
 // reloadBlock reads the written bytes [blk, hi) back into the cache after
 // the log's chunks were given up.
 func (l *Log) reloadBlock(seg *segment, blk int64) error {

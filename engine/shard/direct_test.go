@@ -199,3 +199,33 @@ func TestDirectWriteOfScatteredChunksIsOneWrite(t *testing.T) {
 		}
 	}
 }
+
+// After a restart the partial last block of a direct-mode segment is read
+// through the ring right after open: the first append restores it from
+// memory instead of reading it back on the shard thread.
+func TestPartialBlockIsReadBackBesideTheShard(t *testing.T) {
+	for _, m := range []mode{{true, true}, {false, true}} {
+		t.Run(m.String(), func(t *testing.T) {
+			if err := URingAvailable(); m.uring && err != nil {
+				t.Skipf("io_uring unavailable: %v", err)
+			}
+			r := newFaultRig(t, m, nil)
+			a := r.produceOK(-1) // ~3 KiB: the segment ends inside a block
+			r.restart(nil)
+			// The preload is one read through the backend: wait for it.
+			deadline := time.Now().Add(10 * time.Second)
+			for busy := true; busy; {
+				r.s.Call(func(s *Shard) { busy = len(s.reads) > 0 || len(s.readQueue) > 0 || len(s.readsReady) > 0 })
+				if time.Now().After(deadline) {
+					t.Fatal("the partial block's read never finished")
+				}
+			}
+			b := r.produceOK(-1)
+			st, _ := r.s.Snapshot()
+			if st.Tail.Reloads != 0 || st.Tail.Restores != 1 {
+				t.Fatalf("the first append after a restart: %d blocks read back on the shard thread, %d restored from memory; want 0 and 1", st.Tail.Reloads, st.Tail.Restores)
+			}
+			r.mustHold(a, b)
+		})
+	}
+}

@@ -137,7 +137,27 @@ func (s *Shard) OpenPartition(k Key, topicID [16]byte, cfg config.Topic) (*Parti
 		bytesIn: s.cfg.Metrics.BytesIn.WithLabelValues(k.Topic), recordsIn: s.cfg.Metrics.RecordsIn.WithLabelValues(k.Topic)}
 	s.parts[k] = p
 	s.partitionsN.Add(1)
+	s.preloadPartialBlock(p)
 	return p, nil
+}
+
+// preloadPartialBlock reads a direct log's partial last block through the
+// ring after open, so that the first append restores it from memory
+// instead of reading it back on the shard thread. An append that comes
+// first reads it itself, as before.
+func (s *Shard) preloadPartialBlock(p *Partition) {
+	f, ref, off, n, ok := p.Log.PartialBlock()
+	if !ok {
+		return
+	}
+	ref.Acquire()
+	s.readInto(f, off, n, nil, func(buf []byte, err error) {
+		ref.Release()
+		if err == nil && s.parts[p.Key] == p {
+			p.Log.KeepPartialBlock(off, buf[:n])
+		}
+		s.putPrefetchBuf(buf)
+	})
 }
 
 // Partition returns an owned partition, or nil.
