@@ -69,8 +69,8 @@ clean: ## remove build output
 test-power-loss: build ## power cuts under load in a qemu guest, both modes, ext4 and xfs (POWER_CUTS=N, default 10; POWER_SEED replays)
 	POWER_CUTS=$${POWER_CUTS:-10} $(GO) test -count=1 -v -timeout 90m -run TestPowerLoss ./test/powerloss/
 
-bench-restart: build ## restart time after SIGKILL with 10 MB versus 10 GB stored, and with every index file damaged
-	SLUICE_RESTART_BENCH=1 $(GO) test -count=1 -v -timeout 60m -run 'TestRestartTimeAfterSIGKILL|TestRestartWithDamagedIndexes' ./internal/restartbench/
+bench-restart: build ## restart time after SIGKILL with 10 MB versus 10 GB stored, with every index file damaged, and with 5,000 partitions
+	SLUICE_RESTART_BENCH=1 $(GO) test -count=1 -v -timeout 60m -run 'TestRestartTimeAfterSIGKILL|TestRestartWithDamagedIndexes|TestRestartWithManyPartitions' ./internal/restartbench/
 
 # --- benchmark harness (sluice bench; see bench/ and bench/workloads/) ---
 BENCH_DIR  ?= $(if $(TMPDIR),$(TMPDIR),/tmp)/sluice-bench

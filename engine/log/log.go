@@ -212,9 +212,16 @@ func Open(fs storage.FS, dir string, cfg Config, cp Checkpoint, now time.Time) (
 		l.closeFiles()
 		return nil, err
 	}
-	// Open made everything present durable: the baseline a failed log
-	// falls back to before its first checkpoint (failedCheckpoint).
+	// Open made everything present durable: its recovery point is the
+	// log's first checkpoint, with nothing to write for it. A start with
+	// thousands of partitions would otherwise datasync each one's index
+	// files and producer snapshot before serving (MarkStarted), or stall
+	// the first periodic checkpoint doing it; the checkpoint after the
+	// log's first change writes them. Recovery never trusts them unchecked
+	// (positionBelow checks the last index entry; a stale snapshot only
+	// means more to replay). It is also what a failed log falls back to.
 	l.checkpointedPoint = Checkpoint{RecoveryPoint: l.recoveryPoint, LogStartOffset: l.logStart}
+	l.checkpointed, l.haveCheckpoint = l.changes, true
 	if cfg.Tail != nil {
 		l.tail = &tail{cache: cfg.Tail, log: l}
 		if err := l.openDirect(); err != nil {

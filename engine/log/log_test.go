@@ -1304,3 +1304,50 @@ func TestDirectAppendAfterARollRefusedForAFullDisk(t *testing.T) {
 		t.Fatal(l.Err())
 	}
 }
+
+// Open makes everything present durable, so its first checkpoint writes
+// nothing: a start with thousands of partitions used to datasync every
+// one's index files and producer snapshot before serving (about 3.5 s for
+// 3,000 partitions here). A crash right after, or a clean stop, still
+// finds everything.
+func TestFirstCheckpointAfterOpenWritesNothing(t *testing.T) {
+	for _, clean := range []bool{true, false} {
+		t.Run(fmt.Sprintf("clean=%v", clean), func(t *testing.T) {
+			mem := storage.NewMem()
+			cfg := Config{SegmentBytes: 4000}
+			l := mustOpen(t, mem, "d/t-0", cfg, Checkpoint{})
+			for i := range 20 {
+				mustAppend(t, l, makeBatch(batchSpec{records: 2, bodyBytes: 300, maxTs: int64(i)}, byte(i)))
+			}
+			want := readAll(t, l)
+			var cp Checkpoint
+			if clean {
+				if err := l.Close(); err != nil {
+					t.Fatal(err)
+				}
+				cp, _ = l.Checkpoint()
+			} else {
+				l.Sync()
+				l.closeFiles() // a crash, with nothing checkpointed
+			}
+			fs := storage.NewFaulty(mem)
+			l = mustOpen(t, fs, "d/t-0", cfg, cp)
+			writes, syncs := fs.Count(storage.OpWrite), fs.Count(storage.OpDatasync)
+			first, err := l.CheckpointSynced()
+			if err != nil || first.Clean || first.RecoveryPoint != l.LogEndOffset() {
+				t.Fatalf("first checkpoint after open: %+v %v; want the log end, not clean", first, err)
+			}
+			if w, s := fs.Count(storage.OpWrite)-writes, fs.Count(storage.OpDatasync)-syncs; w != 0 || s != 0 {
+				t.Fatalf("the first checkpoint after open made %d writes and %d datasyncs; want none", w, s)
+			}
+			// A crash now: recovery from that checkpoint finds everything.
+			crashed := mem.Crash()
+			l.closeFiles()
+			l = mustOpen(t, crashed, "d/t-0", cfg, first)
+			defer l.Close()
+			if got := readAll(t, l); !bytes.Equal(got, want) {
+				t.Fatal("after a crash right after the first checkpoint the log differs")
+			}
+		})
+	}
+}

@@ -312,3 +312,45 @@ func fetchAt(t *testing.T, addr, topic string, at map[int32]int64) map[int32]fet
 	}
 	return out
 }
+
+// TestRestartWithManyPartitions: start-up time with thousands of
+// partitions (SLUICE_RESTART_PARTITIONS, default 5,000: with two
+// descriptors each in direct mode, as many as a 20,000-descriptor limit
+// holds with room to spare), after a clean shutdown and after SIGKILL.
+func TestRestartWithManyPartitions(t *testing.T) {
+	largeBytes(t) // the same switch as the other restart benchmarks
+	partitions := 5000
+	if v := os.Getenv("SLUICE_RESTART_PARTITIONS"); v != "" {
+		partitions, _ = strconv.Atoi(v)
+	}
+	dir := t.TempDir()
+	addr := freePort(t)
+	b, _ := start(t, dir, addr)
+	<-b.opened
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := kadm.NewClient(cl)
+	for i := 0; i < partitions/100; i++ {
+		resp, err := adm.CreateTopic(context.Background(), 100, 1, nil, fmt.Sprintf("many-%03d", i))
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil {
+			t.Fatalf("creating topic %d of %d: %v %s", i+1, partitions/100, err, resp.ErrMessage)
+		}
+	}
+	cl.Close()
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	b.cmd.Wait()
+	b, clean := start(t, dir, addr)
+	cleanOpened := <-b.opened
+	b.kill()
+	b, killed := start(t, dir, addr)
+	killedOpened := <-b.opened
+	b.kill()
+	fmt.Printf("\n| partitions | after | exec → listening | partitions opened |\n|---|---|---|---|\n")
+	fmt.Printf("| %d | a clean shutdown | %v | %v |\n", partitions, clean.Round(time.Millisecond), cleanOpened.Round(time.Millisecond))
+	fmt.Printf("| %d | SIGKILL | %v | %v |\n", partitions, killed.Round(time.Millisecond), killedOpened.Round(time.Millisecond))
+}
