@@ -61,7 +61,7 @@ func (l *Log) indexLoadFor(seg *segment) *IndexLoad {
 // Run loads the indexes: from the files when they pass the checks, else
 // by walking the segment's batch headers. It touches nothing of the log.
 func (j *IndexLoad) Run() {
-	j.loaded, j.Rebuilt, j.Err = loadIndexes(j.fs, j.dir, j.seg.base, j.seg.file, j.seg.size, j.end, j.interval, true)
+	j.loaded, j.Rebuilt, j.Err = loadIndexes(j.fs, j.dir, j.seg.base, j.seg.file, j.seg.file.Name(), j.seg.size, j.end, j.interval, true)
 }
 
 // InstallIndexes gives the segment what Run loaded, unless the segment was
@@ -92,7 +92,7 @@ func (s *segment) install(x segmentIndexes) {
 // fill size bytes of f and end at end, and checks them (with verify, also
 // the entries lastEntriesHold reads the segment for); files that fail give
 // indexes rebuilt from the batch headers (rebuilt true).
-func loadIndexes(fs storage.FS, dir string, base Offset, f io.ReaderAt, size int64, end Offset, interval int64, verify bool) (segmentIndexes, bool, error) {
+func loadIndexes(fs storage.FS, dir string, base Offset, f io.ReaderAt, name string, size int64, end Offset, interval int64, verify bool) (segmentIndexes, bool, error) {
 	rel := uint64(end - base)
 	idxBytes, err1 := readWholeFile(fs, segmentName(dir, base, indexSuffix))
 	timeBytes, err2 := readWholeFile(fs, segmentName(dir, base, timeIndexSuffix))
@@ -114,7 +114,7 @@ func loadIndexes(fs storage.FS, dir string, base Offset, f io.ReaderAt, size int
 			return x, false, nil
 		}
 	}
-	x, err := rebuildSegmentIndexes(f, base, size, interval)
+	x, err := rebuildSegmentIndexes(f, name, base, size, interval)
 	// A segment whose batches carry no timestamp has an empty time index
 	// that the checks cannot tell from a lost one: a walk that finds the
 	// same indexes was a check, not a repair.
@@ -175,8 +175,9 @@ func lastEntriesHold(f io.ReaderAt, base Offset, size int64, idx []indexEntry, t
 	return found && maxTs == last.timestamp
 }
 
-// rebuildSegmentIndexes walks the batch headers of a segment.
-func rebuildSegmentIndexes(f io.ReaderAt, base Offset, size int64, interval int64) (segmentIndexes, error) {
+// rebuildSegmentIndexes walks the batch headers of the segment at base,
+// whose batches fill size bytes of f (named name, for errors).
+func rebuildSegmentIndexes(f io.ReaderAt, name string, base Offset, size int64, interval int64) (segmentIndexes, error) {
 	s := &segment{base: base, maxTimestamp: noTimestamp, maxTimestampOffset: base}
 	var hdr [batchHeaderSize]byte
 	expected := base
@@ -186,7 +187,7 @@ func rebuildSegmentIndexes(f io.ReaderAt, base Offset, size int64, interval int6
 			return segmentIndexes{}, err
 		}
 		if !ok || h.baseOffset != expected {
-			return segmentIndexes{}, fmt.Errorf("%w: segment %d at position %d", ErrCorruptSegment, base, pos)
+			return segmentIndexes{}, fmt.Errorf("%w: %s at position %d", ErrCorruptSegment, name, pos)
 		}
 		s.addBatch(&h, pos, interval)
 		pos += h.size()
@@ -197,8 +198,10 @@ func rebuildSegmentIndexes(f io.ReaderAt, base Offset, size int64, interval int6
 		maxTimestampOffset: s.maxTimestampOffset, bytesSinceIndex: s.bytesSinceIndex}, nil
 }
 
-// readHeaderInto is readHeader with the caller's scratch buffer, for
-// goroutines other than the shard's.
+// readHeaderInto reads the batch header at pos into buf (batchHeaderSize
+// bytes of scratch); ok is false when no well-framed batch ends at or
+// before limit there. Log.readHeader passes the log's scratch; loads off
+// the shard thread their own.
 func readHeaderInto(f io.ReaderAt, buf []byte, pos, limit int64) (batchHeader, bool, error) {
 	if limit-pos < batchHeaderSize {
 		return batchHeader{}, false, nil

@@ -433,7 +433,7 @@ func (l *Log) ensureLoaded(seg *segment) error {
 	// recovery checks the last entry after an unclean one); a rolled one
 	// is checked against its batches.
 	j := l.indexLoadFor(seg)
-	x, rebuilt, err := loadIndexes(l.fs, l.dir, seg.base, l.reader(seg), seg.size, j.end, j.interval, seg.rolled)
+	x, rebuilt, err := loadIndexes(l.fs, l.dir, seg.base, l.reader(seg), seg.file.Name(), seg.size, j.end, j.interval, seg.rolled)
 	if err != nil {
 		return err
 	}
@@ -447,44 +447,20 @@ func (l *Log) ensureLoaded(seg *segment) error {
 // rebuildIndexes rebuilds seg's in-memory indexes from its batch headers.
 // The index files are rewritten when the segment is next flushed.
 func (l *Log) rebuildIndexes(seg *segment) error {
-	seg.resetIndexes()
-	interval := int64(l.cfg.IndexIntervalBytes)
-	expected := seg.base
-	for pos := int64(0); pos < seg.size; {
-		h, ok, err := l.readHeader(l.reader(seg), pos, seg.size)
-		if err != nil {
-			return err
-		}
-		if !ok || h.baseOffset != expected {
-			seg.loaded = false
-			return fmt.Errorf("%w: %s at position %d", ErrCorruptSegment, seg.file.Name(), pos)
-		}
-		seg.addBatch(&h, pos, interval)
-		pos += h.size()
-		expected = h.lastOffset() + 1
+	x, err := rebuildSegmentIndexes(l.reader(seg), seg.file.Name(), seg.base, seg.size, int64(l.cfg.IndexIntervalBytes))
+	if err != nil {
+		seg.loaded = false
+		return err
 	}
-	seg.sealTimeIndex()
+	seg.install(x)
+	seg.indexFlushed, seg.timeFlushed = 0, 0 // the files are rewritten whole
 	return nil
 }
 
 // readHeader reads the batch header at pos; ok is false when no well-framed
 // batch ends at or before limit there.
 func (l *Log) readHeader(f io.ReaderAt, pos, limit int64) (batchHeader, bool, error) {
-	if limit-pos < batchHeaderSize {
-		return batchHeader{}, false, nil
-	}
-	n, err := f.ReadAt(l.header[:], pos)
-	if n < batchHeaderSize {
-		if err == nil || err == io.EOF {
-			return batchHeader{}, false, nil
-		}
-		return batchHeader{}, false, err
-	}
-	h := parseHeader(l.header[:])
-	if !h.framingOK() || pos+h.size() > limit {
-		return batchHeader{}, false, nil
-	}
-	return h, true, nil
+	return readHeaderInto(f, l.header[:], pos, limit)
 }
 
 // readWhole reads a small file (index, snapshot) entirely.
