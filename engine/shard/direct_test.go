@@ -17,7 +17,7 @@ import (
 func offsetsOf(s *Shard) (hw, written, end log.Offset) {
 	s.Call(func(s *Shard) {
 		p := s.parts[testKey]
-		hw, written, end = p.highWatermark(), p.Log.WrittenOffset(), p.Log.LogEndOffset()
+		hw, written, end = p.Log.HighWatermark(), p.Log.WrittenOffset(), p.Log.LogEndOffset()
 	})
 	return
 }

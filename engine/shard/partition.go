@@ -110,9 +110,6 @@ func (p *Partition) advanceHighWatermark() {
 	}
 }
 
-// highWatermark is the log's high watermark.
-func (p *Partition) highWatermark() log.Offset { return p.Log.HighWatermark() }
-
 // Errors a shard reports for partitions.
 var (
 	ErrUnknownPartition = errors.New("this shard does not own that partition")

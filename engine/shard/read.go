@@ -73,18 +73,18 @@ func (s *Shard) readTry(k Key, offset int64, maxBytes int, minOneBatch bool, w R
 
 func (s *Shard) read(p *Partition, offset int64, maxBytes int, minOneBatch bool) ReadResult {
 	res := ReadResult{
-		HighWatermark:  int64(p.highWatermark()),
-		LastStable:     int64(p.highWatermark()),
+		HighWatermark:  int64(p.Log.HighWatermark()),
+		LastStable:     int64(p.Log.HighWatermark()),
 		LogStartOffset: int64(p.Log.LogStartOffset()),
 	}
 	if offset < res.LogStartOffset || offset > int64(p.Log.LogEndOffset()) {
 		res.Err = kerr.OffsetOutOfRange
 		return res
 	}
-	if offset >= int64(p.highWatermark()) || maxBytes <= 0 && !minOneBatch {
+	if offset >= int64(p.Log.HighWatermark()) || maxBytes <= 0 && !minOneBatch {
 		return res
 	}
-	data, err := p.Log.Read(log.Offset(offset), maxBytes, minOneBatch, p.highWatermark())
+	data, err := p.Log.Read(log.Offset(offset), maxBytes, minOneBatch, p.Log.HighWatermark())
 	switch {
 	case errors.Is(err, log.ErrOffsetOutOfRange):
 		res.Err = kerr.OffsetOutOfRange
@@ -105,7 +105,7 @@ func (s *Shard) read(p *Partition, offset int64, maxBytes int, minOneBatch bool)
 // past after (at once if it already has). Long-poll fetches wait on it.
 func (s *Shard) Park(k Key, after int64, ch chan struct{}) {
 	p, ok := s.parts[k]
-	if !ok || int64(p.highWatermark()) > after {
+	if !ok || int64(p.Log.HighWatermark()) > after {
 		select {
 		case ch <- struct{}{}:
 		default:
@@ -129,7 +129,7 @@ func (s *Shard) PartitionOffsets(k Key) Offsets {
 	if !ok {
 		return Offsets{Err: kerr.NotLeaderOrFollower}
 	}
-	return Offsets{LogStartOffset: int64(p.Log.LogStartOffset()), HighWatermark: int64(p.highWatermark()), LogEndOffset: int64(p.Log.LogEndOffset())}
+	return Offsets{LogStartOffset: int64(p.Log.LogStartOffset()), HighWatermark: int64(p.Log.HighWatermark()), LogEndOffset: int64(p.Log.LogEndOffset())}
 }
 
 // ListOffsets timestamps with special meaning, as in the ListOffsets API.
@@ -158,7 +158,7 @@ func (s *Shard) listTry(k Key, timestamp int64, done func(offset, ts int64, code
 	}
 	switch timestamp {
 	case LatestTimestamp:
-		done(int64(p.highWatermark()), -1, kerr.None)
+		done(int64(p.Log.HighWatermark()), -1, kerr.None)
 		return
 	case EarliestTimestamp, EarliestLocal:
 		done(int64(p.Log.LogStartOffset()), -1, kerr.None)
@@ -230,19 +230,19 @@ func (s *Shard) locate(p *Partition, timestamp int64) (data log.ReadResult, matc
 	var off log.Offset
 	if timestamp == MaxTimestamp {
 		t, o := p.Log.MaxTimestamp()
-		if o < 0 || o >= p.highWatermark() {
+		if o < 0 || o >= p.Log.HighWatermark() {
 			return log.ReadResult{}, nil, kerr.None
 		}
 		// The log knows the batch; Kafka answers the record.
 		off, match = o, func(ts int64) bool { return ts == t }
 	} else {
 		o, _, ok := p.Log.OffsetForTimestamp(timestamp)
-		if !ok || o >= p.highWatermark() {
+		if !ok || o >= p.Log.HighWatermark() {
 			return log.ReadResult{}, nil, kerr.None
 		}
 		off, match = o, func(ts int64) bool { return ts >= timestamp }
 	}
-	data, err := p.Log.Read(off, 1, true, p.highWatermark())
+	data, err := p.Log.Read(off, 1, true, p.Log.HighWatermark())
 	if err != nil || data.Len == 0 {
 		data.Release()
 		return log.ReadResult{}, nil, kerr.KafkaStorageError
@@ -294,9 +294,9 @@ func (s *Shard) DeleteRecords(k Key, offset int64, done func(low int64, code ker
 	}
 	s.whenSyncIdle(p, func() {
 		if offset == -1 {
-			offset = int64(p.highWatermark())
+			offset = int64(p.Log.HighWatermark())
 		}
-		if offset < 0 || offset > int64(p.highWatermark()) {
+		if offset < 0 || offset > int64(p.Log.HighWatermark()) {
 			done(-1, kerr.OffsetOutOfRange)
 			return
 		}

@@ -518,18 +518,17 @@ func (s *Shard) enforceRetention(p *Partition, now time.Time, a *coldRetry) {
 	}
 	var n int
 	var err error
-	if a == nil || !a.failed {
-		wb := s.noWait(p, nil, func() { n, err = p.Log.EnforceRetention(now) })
-		if wb != nil && wb.Indexes != nil {
-			if a == nil {
-				a = &coldRetry{}
-			}
-			s.loadIndexes(p, a, wb, func() { s.whenSyncIdle(p, func() { s.enforceRetention(p, now, a) }) })
+	wb := s.noWait(p, a, func() { n, err = p.Log.EnforceRetention(now) })
+	if wb != nil {
+		if a == nil {
+			a = &coldRetry{}
+		}
+		if s.fetchFor(p, a, wb, func() { s.whenSyncIdle(p, func() { s.enforceRetention(p, now, a) }) }) {
 			return
 		}
-	} else {
 		n, err = p.Log.EnforceRetention(now)
 	}
+	a.end(s)
 	if err != nil {
 		if p.Log.Err() == nil { // a failed log refuses retention too: reported already
 			s.cfg.Logger.Error("retention failed", "partition", p.Key.Dir(), "err", err)
@@ -594,7 +593,7 @@ func (s *Shard) Snapshot() (Stats, []PartitionStats) {
 			p := s.parts[k]
 			parts = append(parts, PartitionStats{
 				Key: k, Segments: p.Log.SegmentCount(), SizeBytes: p.Log.Size(),
-				LogStartOffset: int64(p.Log.LogStartOffset()), HighWatermark: int64(p.highWatermark()), LogEndOffset: int64(p.Log.LogEndOffset()),
+				LogStartOffset: int64(p.Log.LogStartOffset()), HighWatermark: int64(p.Log.HighWatermark()), LogEndOffset: int64(p.Log.LogEndOffset()),
 			})
 		}
 	})
