@@ -23,6 +23,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluice-broker/sluice/internal/indexdamage"
 )
 
 func freePort(t *testing.T) string {
@@ -140,6 +142,22 @@ func largeBytes(t *testing.T) int64 {
 	return large
 }
 
+// startEmpty starts a broker on a fresh data directory, waits for it to
+// open its partitions, and returns an admin client of it (closed with the
+// test) with the directory and address to restart it on.
+func startEmpty(t *testing.T) (b *broker, adm *kadm.Client, dir, addr string) {
+	t.Helper()
+	dir, addr = t.TempDir(), freePort(t)
+	b, _ = start(t, dir, addr)
+	<-b.opened
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return b, kadm.NewClient(cl), dir, addr
+}
+
 func TestRestartTimeAfterSIGKILL(t *testing.T) {
 	large := largeBytes(t)
 	tail := int64(10 << 20)
@@ -149,18 +167,10 @@ func TestRestartTimeAfterSIGKILL(t *testing.T) {
 	}
 	var results []result
 	for _, stored := range []int64{10 << 20, large} {
-		dir := t.TempDir()
-		addr := freePort(t)
-		b, _ := start(t, dir, addr)
-		<-b.opened
-		cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-		if err != nil {
+		b, adm, dir, addr := startEmpty(t)
+		if _, err := adm.CreateTopics(context.Background(), 6, 1, nil, "restart"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := kadm.NewClient(cl).CreateTopics(context.Background(), 6, 1, nil, "restart"); err != nil {
-			t.Fatal(err)
-		}
-		cl.Close()
 		fill(t, addr, "restart", stored-tail)
 		// Let the periodic flush checkpoint the bulk, then write a tail of
 		// the same size in both runs and kill at once: the two restarts
@@ -192,17 +202,9 @@ func TestRestartTimeAfterSIGKILL(t *testing.T) {
 func TestRestartWithDamagedIndexes(t *testing.T) {
 	stored := largeBytes(t)
 	const topic = "damaged"
-	dir := t.TempDir()
-	addr := freePort(t)
-	b, _ := start(t, dir, addr)
-	<-b.opened
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	adm := kadm.NewClient(cl)
-	segment := "16777216" // 16 MiB segments: 640 of them in 10 GiB
-	if _, err := adm.CreateTopics(context.Background(), 6, 1, map[string]*string{"segment.bytes": &segment}, topic); err != nil {
+	b, adm, dir, addr := startEmpty(t)
+	// 16 MiB segments: 640 of them in 10 GiB.
+	if _, err := adm.CreateTopics(context.Background(), 6, 1, map[string]*string{"segment.bytes": kadm.StringPtr("16777216")}, topic); err != nil {
 		t.Fatal(err)
 	}
 	fill(t, addr, topic, stored/2)
@@ -222,26 +224,16 @@ func TestRestartWithDamagedIndexes(t *testing.T) {
 	probes := map[int32]int64{} // partition -> an offset a third of the way in
 	ends.Each(func(o kadm.ListedOffset) { probes[o.Partition] = o.Offset / 3 })
 	wantAt := fetchAt(t, addr, topic, probes)
-	cl.Close()
 	// Let the periodic flush checkpoint it all: what is measured is the
 	// damaged indexes, not the scan past an old recovery point.
 	time.Sleep(12 * time.Second)
 	b.kill()
 
 	// Damage every index file: zeroed, or cut in the middle of an entry.
-	damaged := 0
-	filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() || (filepath.Ext(path) != ".index" && filepath.Ext(path) != ".timeindex") || info.Size() == 0 {
-			return nil
-		}
-		if damaged%2 == 0 {
-			os.WriteFile(path, make([]byte, info.Size()), 0o644)
-		} else {
-			os.Truncate(path, info.Size()-3)
-		}
-		damaged++
-		return nil
-	})
+	damaged, err := indexdamage.All(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	b2, listen := start(t, dir, addr)
 	defer b2.kill()
@@ -323,15 +315,7 @@ func TestRestartWithManyPartitions(t *testing.T) {
 	if v := os.Getenv("SLUICE_RESTART_PARTITIONS"); v != "" {
 		partitions, _ = strconv.Atoi(v)
 	}
-	dir := t.TempDir()
-	addr := freePort(t)
-	b, _ := start(t, dir, addr)
-	<-b.opened
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	adm := kadm.NewClient(cl)
+	b, adm, dir, addr := startEmpty(t)
 	for i := 0; i < partitions/100; i++ {
 		resp, err := adm.CreateTopic(context.Background(), 100, 1, nil, fmt.Sprintf("many-%03d", i))
 		if err == nil {
@@ -341,7 +325,6 @@ func TestRestartWithManyPartitions(t *testing.T) {
 			t.Fatalf("creating topic %d of %d: %v %s", i+1, partitions/100, err, resp.ErrMessage)
 		}
 	}
-	cl.Close()
 	b.cmd.Process.Signal(syscall.SIGTERM)
 	b.cmd.Wait()
 	b, clean := start(t, dir, addr)

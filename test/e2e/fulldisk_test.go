@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -87,7 +88,7 @@ func TestFullDiskThenSpaceReturns(t *testing.T) {
 	adm := b.Admin(t)
 	ctx := testContext(t, 3*time.Minute)
 	keep, filler := topicName(t, "keep"), topicName(t, "filler")
-	small := map[string]*string{"segment.bytes": ptr("1048576")}
+	small := map[string]*string{"segment.bytes": kadm.StringPtr("1048576")}
 	for _, name := range []string{keep, filler} {
 		if resp, err := adm.CreateTopic(ctx, 1, 1, small, name); err != nil || resp.Err != nil {
 			t.Fatalf("create %s: %v %v", name, err, resp.Err)
@@ -178,8 +179,6 @@ func TestFullDiskThenSpaceReturns(t *testing.T) {
 		}
 	}
 }
-
-func ptr(s string) *string { return &s }
 
 // startSluiceWith is StartSluice with a step run before the broker starts
 // (after its directories exist).

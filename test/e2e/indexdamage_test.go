@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluice-broker/sluice/internal/indexdamage"
 )
 
 // Index files damaged by an unclean shutdown or a bad sector cost the
@@ -25,8 +25,7 @@ func TestDamagedIndexFilesAfterARestart(t *testing.T) {
 	adm := b.Admin(t)
 	ctx := testContext(t, 3*time.Minute)
 	topic := topicName(t, "")
-	segment := "65536"
-	if resp, err := adm.CreateTopic(ctx, 2, 1, map[string]*string{"segment.bytes": &segment}, topic); err != nil || resp.Err != nil {
+	if resp, err := adm.CreateTopic(ctx, 2, 1, map[string]*string{"segment.bytes": kadm.StringPtr("65536")}, topic); err != nil || resp.Err != nil {
 		t.Fatalf("create: %v %v", err, resp.Err)
 	}
 	cl := b.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerLinger(0))
@@ -49,19 +48,10 @@ func TestDamagedIndexFilesAfterARestart(t *testing.T) {
 	wantAt := firstRecordsAt(t, b, topic, probe)
 
 	b.Stop(t) // clean: every index file is written and synced
-	damaged := 0
-	filepath.Walk(b.dataDir, func(path string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() || info.Size() == 0 || (filepath.Ext(path) != ".index" && filepath.Ext(path) != ".timeindex") {
-			return nil
-		}
-		if damaged%2 == 0 {
-			os.WriteFile(path, make([]byte, info.Size()), 0o644)
-		} else {
-			os.Truncate(path, info.Size()-3)
-		}
-		damaged++
-		return nil
-	})
+	damaged, err := indexdamage.All(b.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if damaged < 20 {
 		t.Fatalf("only %d index files to damage", damaged)
 	}

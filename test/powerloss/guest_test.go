@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -264,25 +265,13 @@ func apiVersions(addr string) error {
 		return err
 	}
 	var size [4]byte
-	if _, err := io_ReadFull(c, size[:]); err != nil {
+	if _, err := io.ReadFull(c, size[:]); err != nil {
 		return err
 	}
 	if binary.BigEndian.Uint32(size[:]) < 4 {
 		return errors.New("short ApiVersions answer")
 	}
 	return nil
-}
-
-func io_ReadFull(c net.Conn, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		k, err := c.Read(b[n:])
-		n += k
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 func freePort(t *testing.T) int {

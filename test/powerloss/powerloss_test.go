@@ -157,7 +157,7 @@ func createTopics(t *testing.T, addr string) {
 	defer cancel()
 	for _, tp := range topics {
 		// Small segments, so the cuts meet rolls too.
-		resp, err := adm.CreateTopic(ctx, partitions, 1, map[string]*string{"segment.bytes": ptr("1048576")}, tp.name)
+		resp, err := adm.CreateTopic(ctx, partitions, 1, map[string]*string{"segment.bytes": kadm.StringPtr("1048576")}, tp.name)
 		if err == nil {
 			err = resp.Err
 		}
@@ -166,8 +166,6 @@ func createTopics(t *testing.T, addr string) {
 		}
 	}
 }
-
-func ptr(s string) *string { return &s }
 
 // produce sends records to topic until ctx ends, recording what was sent
 // and what was acknowledged. Ids start at base.
