@@ -1,7 +1,10 @@
 package engine
 
 import (
+	"fmt"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,6 +102,23 @@ func (b *Broker) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descRefusingN, prometheus.GaugeValue, float64(len(refusing)))
 	ch <- prometheus.MustNewConstMetric(descUnderRepl, prometheus.GaugeValue, 0)
+}
+
+// Readiness reports whether the broker is ready (/readyz): not while any
+// partition refuses writes, since a load balancer or orchestrator should
+// not count on a broker some of whose partitions answer
+// KAFKA_STORAGE_ERROR. The report names each with why.
+func (b *Broker) Readiness() (ready bool, report string) {
+	refusing := b.RefusingWrites()
+	if len(refusing) == 0 {
+		return true, ""
+	}
+	lines := make([]string, 0, len(refusing))
+	for k, why := range refusing {
+		lines = append(lines, fmt.Sprintf("%s: %s (%s)", k.Dir(), why.Reason, why.Detail))
+	}
+	sort.Strings(lines)
+	return false, fmt.Sprintf("not ready: %d partitions refuse writes\n%s", len(refusing), strings.Join(lines, "\n"))
 }
 
 // RefusingWrites returns every partition that refuses writes, with why.

@@ -10,8 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"sort"
-	"strings"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -179,24 +177,13 @@ func adminMux(b *engine.Broker) *http.ServeMux {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { readyz(w, b) })
-	return mux
-}
-
-// readyz answers 200 "ready", or 503 naming every partition that refuses
-// writes and why: a load balancer or orchestrator should not count on a
-// broker some of whose partitions answer KAFKA_STORAGE_ERROR.
-func readyz(w http.ResponseWriter, b *engine.Broker) {
-	refusing := b.RefusingWrites()
-	if len(refusing) == 0 {
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if ready, report := b.Readiness(); !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, report)
+			return
+		}
 		fmt.Fprintln(w, "ready")
-		return
-	}
-	lines := make([]string, 0, len(refusing))
-	for k, why := range refusing {
-		lines = append(lines, fmt.Sprintf("%s: %s (%s)", k.Dir(), why.Reason, why.Detail))
-	}
-	sort.Strings(lines)
-	w.WriteHeader(http.StatusServiceUnavailable)
-	fmt.Fprintf(w, "not ready: %d partitions refuse writes\n%s\n", len(refusing), strings.Join(lines, "\n"))
+	})
+	return mux
 }
