@@ -48,6 +48,8 @@ type Broker struct {
 
 	closeMu sync.Mutex
 	closers []func() // run first by Close, newest first (see OnClose)
+
+	repl replication
 }
 
 // OnClose registers fn to run at the start of Close, while the shards still
@@ -113,12 +115,16 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 			ID: i, DataDir: cfg.DataDir, FS: b.fs, PinCPU: pin, URing: useURing,
 			Logger: logger, Metrics: b.Metrics, Checkpoints: checkpoints,
 			Direct: b.IOMode == config.IOModeDirect, TailCacheBytes: cfg.TailCacheBytes / int64(cfg.Shards), DsyncWrites: cfg.DirectDsync, PreZero: cfg.DirectPreZero,
+			ReplicaLagMax: cfg.ReplicaLagTimeMax,
 		})
 		if err != nil {
 			b.stopShards()
 			return nil, err
 		}
 		b.Shards = append(b.Shards, sh)
+		if cfg.StandbyOf != "" {
+			sh.SetStandby(true)
+		}
 	}
 	b.IOBackend = b.Shards[0].Backend()
 	if err := b.openPartitions(); err != nil {
@@ -191,10 +197,19 @@ func (b *Broker) tick() {
 	defer b.tickWG.Done()
 	flush := time.NewTicker(b.Cfg.CheckpointInterval)
 	retention := time.NewTicker(b.Cfg.RetentionCheckInterval)
+	// Kafka checks its in-sync sets every replica.lag.time.max.ms / 2.
+	isr := time.NewTicker(max(b.Cfg.ReplicaLagTimeMax/2, 50*time.Millisecond))
 	defer flush.Stop()
 	defer retention.Stop()
+	defer isr.Stop()
 	for {
 		select {
+		case now := <-isr.C:
+			if !b.IsStandby() {
+				for _, sh := range b.Shards {
+					sh.CheckFollowers(now)
+				}
+			}
 		case now := <-flush.C:
 			for _, sh := range b.Shards {
 				sh.Tick(now, false, true)

@@ -32,7 +32,14 @@ var (
 	descIndexRebuilt = prometheus.NewDesc("sluice_index_rebuilds_total", "Of those, segments whose index files failed their checks (truncated, zeroed, out of order, not matching the batches) and were rebuilt from the batches.", []string{"shard"}, nil)
 	descRefusing     = prometheus.NewDesc("sluice_partition_refusing_writes", "1 for each partition that refuses writes (KAFKA_STORAGE_ERROR), labelled with why: storage_error (a write or datasync failed; recovered by a restart) or disk_full (no space for the last append; writes resume when one fits).", []string{"topic", "partition", "reason"}, nil)
 	descRefusingN    = prometheus.NewDesc("sluice_partitions_refusing_writes", "Partitions that refuse writes; /readyz answers 503 while this is above 0.", nil, nil)
-	descUnderRepl    = prometheus.NewDesc("sluice_under_replicated_partitions", "Partitions whose standby is out of sync (0 without a standby).", nil, nil)
+	descUnderRepl    = prometheus.NewDesc("sluice_under_replicated_partitions", "Primary: partitions whose registered standby is out of sync (0 without a standby, and on the standby).", nil, nil)
+	descReplInSync   = prometheus.NewDesc("sluice_replica_in_sync", "1 while the partition's standby is in sync (primary; on a standby, 1 for every partition it follows).", []string{"topic", "partition"}, nil)
+	descReplLagRec   = prometheus.NewDesc("sluice_replica_lag_records", "Offsets the standby lacks: on the primary its log end minus what the standby has stored; on the standby the primary's high watermark minus its log end.", []string{"topic", "partition"}, nil)
+	descReplLagSec   = prometheus.NewDesc("sluice_replica_lag_seconds", "Seconds since the standby last held everything (0 while it does).", []string{"topic", "partition"}, nil)
+	descReplShrinks  = prometheus.NewDesc("sluice_isr_shrinks_total", "Times the standby left a partition's in-sync set (replica.lag.time.max.ms passed without it catching up).", nil, nil)
+	descReplExpands  = prometheus.NewDesc("sluice_isr_expands_total", "Times the standby joined a partition's in-sync set.", nil, nil)
+	descRole         = prometheus.NewDesc("sluice_role", "1 for this node's role in the pair.", []string{"role"}, nil)
+	descLeaderEpoch  = prometheus.NewDesc("sluice_leader_epoch", "The leader epoch this node's partitions are at.", nil, nil)
 	descTailBytes    = prometheus.NewDesc("sluice_tail_cache_bytes", "Direct mode: the shard's tail cache size.", []string{"shard"}, nil)
 	descTailFree     = prometheus.NewDesc("sluice_tail_cache_free_bytes", "Direct mode: tail cache memory no partition holds.", []string{"shard"}, nil)
 	descTailReads    = prometheus.NewDesc("sluice_tail_cache_reads_total", "Direct mode: fetches of the active segment served from the tail cache (hit) or from the file (miss).", []string{"shard", "result"}, nil)
@@ -46,7 +53,7 @@ var (
 	descColdErr      = prometheus.NewDesc("sluice_cold_read_errors_total", "Asynchronous cold reads that failed (the request then reads normally and reports what that read meets).", []string{"shard"}, nil)
 	descColdFall     = prometheus.NewDesc("sluice_cold_read_fallbacks_total", "Requests finished with blocking reads after too many cold reads, or a failed one.", []string{"shard"}, nil)
 	engineMetricSet  = []*prometheus.Desc{descColdReads, descColdBytes, descColdFall, descColdErr, descInboxDepth, descBusy, descWakeups, descSyncRounds, descSubmitted, descCompleted,
-		descPartitions, descSegments, descSize, descLogStart, descHighWater, descLogEnd, descUnderRepl, descRefusing, descRefusingN, descIndexLoads, descIndexRebuilt,
+		descPartitions, descSegments, descSize, descLogStart, descHighWater, descLogEnd, descUnderRepl, descReplInSync, descReplLagRec, descReplLagSec, descReplShrinks, descReplExpands, descRole, descLeaderEpoch, descRefusing, descRefusingN, descIndexLoads, descIndexRebuilt,
 		descTailBytes, descTailFree, descTailReads, descTailEvict, descTailReload, descTailRestore, descDirectW, descDirectP}
 )
 
@@ -101,7 +108,35 @@ func (b *Broker) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRefusing, prometheus.GaugeValue, 1, k.Topic, strconv.Itoa(int(k.Partition)), why.Reason)
 	}
 	ch <- prometheus.MustNewConstMetric(descRefusingN, prometheus.GaugeValue, float64(len(refusing)))
-	ch <- prometheus.MustNewConstMetric(descUnderRepl, prometheus.GaugeValue, 0)
+	ch <- prometheus.MustNewConstMetric(descUnderRepl, prometheus.GaugeValue, float64(b.UnderReplicated()))
+	b.collectReplication(ch)
+}
+
+func (b *Broker) collectReplication(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descRole, prometheus.GaugeValue, 1, b.Role())
+	ch <- prometheus.MustNewConstMetric(descLeaderEpoch, prometheus.GaugeValue, 0)
+	var shrinks, expands int64
+	_, hasPeer := b.Peer()
+	now := time.Now()
+	for _, sh := range b.Shards {
+		for _, r := range sh.ReplicaSnapshot(now) {
+			shrinks += r.Shrinks
+			expands += r.Expands
+			if !hasPeer && !b.IsStandby() {
+				continue // no standby: no replication to report
+			}
+			labels := []string{r.Key.Topic, strconv.Itoa(int(r.Key.Partition))}
+			in := 0.0
+			if r.InSync {
+				in = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descReplInSync, prometheus.GaugeValue, in, labels...)
+			ch <- prometheus.MustNewConstMetric(descReplLagRec, prometheus.GaugeValue, float64(r.LagRecords), labels...)
+			ch <- prometheus.MustNewConstMetric(descReplLagSec, prometheus.GaugeValue, r.LagSeconds, labels...)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descReplShrinks, prometheus.CounterValue, float64(shrinks))
+	ch <- prometheus.MustNewConstMetric(descReplExpands, prometheus.CounterValue, float64(expands))
 }
 
 // Readiness reports whether the broker is ready (/readyz): not while any

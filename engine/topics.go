@@ -13,6 +13,10 @@ import (
 	"github.com/sluice-broker/sluice/wire/kerr"
 )
 
+// errStandbyAdmin answers topic changes sent to a standby: Metadata names
+// the primary as the controller, where admin clients send them.
+var errStandbyAdmin = kerr.New(kerr.NotController, "this node is a standby; change topics on the primary")
+
 // maxTopicNameLength is Kafka's limit.
 const maxTopicNameLength = 249
 
@@ -63,6 +67,9 @@ func ValidateTopicName(name string) error {
 // CreateTopic validates and creates a topic, opening its partitions on their
 // shards. With validateOnly nothing changes.
 func (b *Broker) CreateTopic(name string, partitions int32, replicationFactor int16, configs map[string]string, validateOnly bool) (*meta.Topic, error) {
+	if b.IsStandby() {
+		return nil, errStandbyAdmin
+	}
 	if err := ValidateTopicName(name); err != nil {
 		return nil, err
 	}
@@ -72,10 +79,14 @@ func (b *Broker) CreateTopic(name string, partitions int32, replicationFactor in
 	if partitions <= 0 {
 		return nil, kerr.New(kerr.InvalidPartitions, "number of partitions must be larger than 0")
 	}
-	if replicationFactor != -1 && replicationFactor != 1 {
-		// One node: the only replica is this one. (A standby, when it
-		// exists, follows every partition whatever the factor.)
-		return nil, kerr.New(kerr.InvalidReplicationFactor, fmt.Sprintf("replication factor %d is larger than the 1 available broker", replicationFactor))
+	brokers := int16(1)
+	if _, ok := b.Peer(); ok {
+		brokers = 2
+	}
+	if replicationFactor != -1 && (replicationFactor < 1 || replicationFactor > brokers) {
+		// The primary and, if there is one, its standby, which follows
+		// every partition whatever the factor.
+		return nil, kerr.New(kerr.InvalidReplicationFactor, fmt.Sprintf("replication factor %d is larger than the %d available brokers", replicationFactor, brokers))
 	}
 	if err := config.ValidateTopicConfigs(configs); err != nil {
 		return nil, kerr.New(kerr.InvalidConfig, err.Error())
@@ -155,6 +166,9 @@ func (b *Broker) openTopicPartitions(t *meta.Topic, first int32) error {
 
 // DeleteTopic removes a topic and its data.
 func (b *Broker) DeleteTopic(name string) (*meta.Topic, error) {
+	if b.IsStandby() {
+		return nil, errStandbyAdmin
+	}
 	b.topicMu.Lock()
 	defer b.topicMu.Unlock()
 	if t, ok := b.Meta.Topic(name); ok && t.Internal {
@@ -216,6 +230,9 @@ func (b *Broker) deletePartitions(t *meta.Topic) {
 
 // AddPartitions grows a topic to total partitions.
 func (b *Broker) AddPartitions(name string, total int32, validateOnly bool) error {
+	if b.IsStandby() {
+		return errStandbyAdmin
+	}
 	b.topicMu.Lock()
 	defer b.topicMu.Unlock()
 	t, ok := b.Meta.Topic(name)
@@ -251,6 +268,9 @@ func (b *Broker) AddPartitions(name string, total int32, validateOnly bool) erro
 // SetTopicConfigs replaces a topic's overrides (after validation) and
 // applies them to its partitions.
 func (b *Broker) SetTopicConfigs(name string, overrides map[string]string, validateOnly bool) error {
+	if b.IsStandby() {
+		return errStandbyAdmin
+	}
 	if err := config.ValidateTopicConfigs(overrides); err != nil {
 		return kerr.New(kerr.InvalidConfig, err.Error())
 	}
@@ -262,6 +282,12 @@ func (b *Broker) SetTopicConfigs(name string, overrides map[string]string, valid
 	if validateOnly {
 		return nil
 	}
+	return b.setTopicConfigsLocked(name, overrides)
+}
+
+// setTopicConfigsLocked replaces a topic's overrides and applies them; the
+// caller holds topicMu.
+func (b *Broker) setTopicConfigsLocked(name string, overrides map[string]string) error {
 	t, err := b.Meta.SetConfigs(name, overrides)
 	if err != nil {
 		return err

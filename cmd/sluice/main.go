@@ -12,7 +12,9 @@ import (
 const usage = `sluice: a Kafka-compatible broker appliance
 
 usage:
-  sluice serve [flags]      run the broker (sluice serve -h lists the flags)
+  sluice serve [flags]      run the broker (sluice serve -h lists the flags);
+                            --standby-of HOST:PORT runs it as a primary's standby
+  sluice status --http H:P  role, leader epoch, peer and replication lag of a node
   sluice bench ...          benchmark any Kafka-compatible broker (sluice bench help)
   sluice tune ...           check, apply and revert host tuning; trace with eBPF (sluice tune help)
   sluice version            print the version
@@ -35,6 +37,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = serve(os.Args[2:])
+	case "status":
+		err = statusMain(os.Args[2:])
 	case "bench":
 		err = benchMain(os.Args[2:])
 	case "tune":

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,13 +13,16 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluice-broker/sluice/engine"
 	"github.com/sluice-broker/sluice/engine/api"
 	"github.com/sluice-broker/sluice/engine/config"
+	"github.com/sluice-broker/sluice/engine/meta"
 	"github.com/sluice-broker/sluice/netio"
+	"github.com/sluice-broker/sluice/replicate"
 	"github.com/sluice-broker/sluice/tuning"
 	"github.com/sluice-broker/sluice/tuning/probe"
 )
@@ -39,6 +44,7 @@ func serve(args []string) error {
 	directDsync := fs.Bool("direct-dsync", true, "direct mode: make acks=all appends durable with RWF_DSYNC writes instead of a write then fdatasync")
 	directPreZero := fs.Bool("direct-prezero", true, "direct mode: overwrite segment space with zeros ahead of the writer, so datasyncs need no journal commit (doubles the bytes written)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	standbyOf := fs.String("standby-of", "", "run as the standby of the primary whose Kafka listener is HOST:PORT")
 	ebpf := fs.Bool("ebpf", false, "attach the eBPF probes (block I/O, io_uring and page-cache latency) and export them as metrics")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -85,6 +91,7 @@ func serve(args []string) error {
 		cfg.DirectPreZero = *directPreZero
 	}
 	cfg.RequireURing = *requireURing
+	cfg.StandbyOf = *standbyOf
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -100,6 +107,14 @@ func serve(args []string) error {
 	}
 	if limit := config.DefaultMemoryLimit(); limit > 0 {
 		debug.SetMemoryLimit(limit)
+	}
+	var primary replicate.Primary
+	if cfg.StandbyOf != "" {
+		var err error
+		if primary, err = findPrimary(cfg, logger); err != nil {
+			return err
+		}
+		cfg.ClusterID = primary.ClusterID
 	}
 	broker, err := engine.Open(cfg, logger)
 	if err != nil {
@@ -147,6 +162,14 @@ func serve(args []string) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve() }()
+	stopStandby := func() {}
+	if cfg.StandbyOf != "" {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		sb := &replicate.Standby{B: broker, Addr: cfg.StandbyOf, Primary: primary, Logger: logger}
+		go func() { defer close(done); sb.Run(ctx) }()
+		stopStandby = func() { cancel(); <-done }
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	select {
@@ -155,6 +178,7 @@ func serve(args []string) error {
 	case err := <-serveErr:
 		logger.Error("listener failed", "err", err)
 	}
+	stopStandby()
 	srv.Close()
 	if httpSrv != nil {
 		httpSrv.Close()
@@ -164,6 +188,31 @@ func serve(args []string) error {
 	}
 	logger.Info("clean shutdown")
 	return nil
+}
+
+// findPrimary checks, before anything is opened, that --standby-of names
+// a sluice primary of this data directory's cluster other than this node.
+// A primary that cannot be reached yet is waited for: a standby's first
+// start needs its cluster id, and a restarted pair may come up in any
+// order.
+func findPrimary(cfg *config.Broker, logger *slog.Logger) (replicate.Primary, error) {
+	for _, own := range []string{cfg.Listen, cfg.Advertise} {
+		if own != "" && replicate.SameAddress(cfg.StandbyOf, own) {
+			return replicate.Primary{}, fmt.Errorf("--standby-of %s is this node's own listener", cfg.StandbyOf)
+		}
+	}
+	local, _, err := meta.ReadClusterID(cfg.DataDir)
+	if err != nil {
+		return replicate.Primary{}, err
+	}
+	for {
+		p, err := replicate.Probe(cfg.StandbyOf, cfg.NodeID, local)
+		if !errors.Is(err, replicate.ErrUnreachable) {
+			return p, err
+		}
+		logger.Warn("waiting for the primary", "primary", cfg.StandbyOf, "err", err)
+		time.Sleep(time.Second)
+	}
 }
 
 // adminMux serves health endpoints on the --http listener.
@@ -176,6 +225,12 @@ func adminMux(b *engine.Broker) *http.ServeMux {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(b.Status())
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if ready, report := b.Readiness(); !ready {

@@ -46,6 +46,10 @@ type fetchCall struct {
 	rc    *request
 	req   *msg.FetchRequest
 	resp  msg.FetchResponse
+	// replica: the standby's fetch (a follower fetch with its replica
+	// id): it reads past the high watermark and tells the primary what
+	// the standby has stored.
+	replica bool
 	parts []*fetchPartition
 	// byTopic mirrors resp.Responses for the encoder's records table.
 	byTopic [][]*fetchPartition
@@ -58,6 +62,20 @@ func (h *Handler) fetch(rc *request, req *msg.FetchRequest) *Response {
 		// sluice never hands out a session, so no session id can be valid.
 		c.resp.ErrorCode = int16(kerr.FetchSessionIDNotFound)
 		return c.encode()
+	}
+	replicaID := req.ReplicaId
+	if rc.version >= 15 {
+		replicaID = req.ReplicaState.ReplicaId
+	}
+	refuseReplica := false
+	if replicaID >= 0 {
+		// Kafka's follower fetch; consumers send -1.
+		if h.b.IsReplica(replicaID) {
+			c.replica = true
+		} else {
+			refuseReplica = true
+			h.log.Warn("refusing a replica fetch from a node that is not this primary's standby", "node_id", replicaID, "standby", h.standbyID())
+		}
 	}
 	snap := h.b.Meta.Snapshot()
 	for _, rt := range req.Topics {
@@ -81,6 +99,8 @@ func (h *Handler) fetch(rc *request, req *msg.FetchRequest) *Response {
 			slot.PartitionIndex = rp.Partition
 			fp := &fetchPartition{slot: slot, offset: rp.FetchOffset, maxBytes: int(rp.PartitionMaxBytes)}
 			switch {
+			case refuseReplica:
+				slot.ErrorCode = int16(kerr.NotLeaderOrFollower)
 			case !known || rp.Partition < 0 || int(rp.Partition) >= len(t.Partitions):
 				slot.ErrorCode = int16(code)
 			default:
@@ -123,7 +143,11 @@ func (c *fetchCall) read() {
 		}
 		c.h.b.Shards[i].Do(func(s *shard.Shard) {
 			for _, fp := range fps {
-				s.ReadAsync(fp.key, fp.offset, fp.maxBytes, true, fp)
+				if c.replica {
+					s.ReplicaReadAsync(fp.key, fp.offset, fp.maxBytes, fp)
+				} else {
+					s.ReadAsync(fp.key, fp.offset, fp.maxBytes, true, fp)
+				}
 			}
 		})
 	}
@@ -219,6 +243,12 @@ func (c *fetchCall) park(ch chan struct{}) {
 		if !fp.readable {
 			continue
 		}
+		if c.replica {
+			// Woken by new data, not by the high watermark, which may
+			// itself wait for this fetch.
+			c.h.b.Shards[fp.shard].Do(func(s *shard.Shard) { s.ParkReplica(fp.key, fp.offset, ch) })
+			continue
+		}
 		hw := fp.res.HighWatermark
 		if fp.offset > hw {
 			hw = fp.offset
@@ -229,7 +259,9 @@ func (c *fetchCall) park(ch chan struct{}) {
 
 func (c *fetchCall) unpark(ch chan struct{}) {
 	for _, fp := range c.parts {
-		if fp.readable {
+		if fp.readable && c.replica {
+			c.h.b.Shards[fp.shard].Do(func(s *shard.Shard) { s.UnparkReplica(fp.key, ch) })
+		} else if fp.readable {
 			c.h.b.Shards[fp.shard].Do(func(s *shard.Shard) { s.Unpark(fp.key, ch) })
 		}
 	}
@@ -275,9 +307,11 @@ func (c *fetchCall) encode() *Response {
 				} else {
 					recs[ti][pi] = fetchwire.Records{File: d.File.Fd(), Off: int64(d.Pos), Len: d.Len}
 				}
-				c.h.b.Metrics.BytesOut.WithLabelValues(fp.key.Topic).Add(float64(d.Len))
-				from := max(fp.offset, int64(d.FirstOffset))
-				c.h.b.Metrics.RecordsOut.WithLabelValues(fp.key.Topic).Add(float64(int64(d.NextOffset) - from))
+				if !c.replica { // consumers' traffic, not replication's
+					c.h.b.Metrics.BytesOut.WithLabelValues(fp.key.Topic).Add(float64(d.Len))
+					from := max(fp.offset, int64(d.FirstOffset))
+					c.h.b.Metrics.RecordsOut.WithLabelValues(fp.key.Topic).Add(float64(int64(d.NextOffset) - from))
+				}
 			}
 		}
 	}

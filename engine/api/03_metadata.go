@@ -5,6 +5,7 @@ import (
 
 	"github.com/sluice-broker/sluice/engine"
 	"github.com/sluice-broker/sluice/engine/meta"
+	"github.com/sluice-broker/sluice/engine/shard"
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
 )
@@ -20,11 +21,23 @@ func (h *Handler) metadata(rc *request, req *msg.MetadataRequest) *msg.MetadataR
 	var resp msg.MetadataResponse
 	resp.Default()
 	host, port, _ := h.b.Cfg.AdvertisedAddress()
-	node := h.b.Cfg.NodeID
-	resp.Brokers = []msg.MetadataResponseBroker{{NodeId: node, Host: host, Port: port}}
+	self := msg.MetadataResponseBroker{NodeId: h.b.Cfg.NodeID, Host: host, Port: port}
+	if h.b.Cfg.Rack != "" {
+		self.Rack = &h.b.Cfg.Rack
+	}
+	resp.Brokers = []msg.MetadataResponseBroker{self}
+	if p, ok := h.b.Peer(); ok {
+		// The pair, as a Kafka cluster of two brokers would list it.
+		peer := msg.MetadataResponseBroker{NodeId: p.NodeID, Host: p.Host, Port: p.Port}
+		if p.Rack != "" {
+			peer.Rack = &p.Rack
+		}
+		resp.Brokers = append(resp.Brokers, peer)
+	}
 	clusterID := h.b.Meta.ClusterID()
 	resp.ClusterId = &clusterID
-	resp.ControllerId = node
+	// The primary plays the controller (topics are created there).
+	resp.ControllerId, _, _ = h.primaryNode()
 	snap := h.b.Meta.Snapshot()
 
 	all := req.Topics == nil || (rc.version == 0 && len(req.Topics) == 0)
@@ -34,7 +47,8 @@ func (h *Handler) metadata(rc *request, req *msg.MetadataRequest) *msg.MetadataR
 		}
 		return &resp
 	}
-	autoCreate := h.b.Cfg.AutoCreate && (rc.version < 4 || req.AllowAutoTopicCreation)
+	// A standby creates topics only as its primary's catalogue says.
+	autoCreate := h.b.Cfg.AutoCreate && (rc.version < 4 || req.AllowAutoTopicCreation) && !h.b.IsStandby()
 	for _, rt := range req.Topics {
 		var t *meta.Topic
 		var ok bool
@@ -81,7 +95,19 @@ func (h *Handler) metadata(rc *request, req *msg.MetadataRequest) *msg.MetadataR
 const allTopicOperations = 1<<3 | 1<<4 | 1<<5 | 1<<6 | 1<<7 | 1<<8 | 1<<10 | 1<<11
 
 func (h *Handler) describeTopic(t *meta.Topic, includeOps bool) msg.MetadataResponseTopic {
-	node := h.b.Cfg.NodeID
+	leader, _, _ := h.primaryNode()
+	replicas := []int32{leader}
+	standby := int32(-1)
+	if p, ok := h.b.Peer(); ok {
+		standby = p.NodeID
+		if h.b.IsStandby() {
+			standby = h.b.Cfg.NodeID
+		}
+		replicas = append(replicas, standby)
+	} else if h.b.IsStandby() {
+		standby = h.b.Cfg.NodeID
+		replicas = append(replicas, standby)
+	}
 	name := t.Name
 	out := msg.MetadataResponseTopic{Name: &name, TopicId: t.ID, IsInternal: t.Internal, TopicAuthorizedOperations: authorizedOperationsOmitted}
 	if includeOps {
@@ -89,12 +115,16 @@ func (h *Handler) describeTopic(t *meta.Topic, includeOps bool) msg.MetadataResp
 	}
 	out.Partitions = make([]msg.MetadataResponsePartition, len(t.Partitions))
 	for i, p := range t.Partitions {
+		isr := []int32{leader}
+		if standby >= 0 && h.b.StandbyInSync(h.b.Shards[p.Shard], shard.Key{Topic: t.Name, Partition: p.Index}) {
+			isr = append(isr, standby)
+		}
 		out.Partitions[i] = msg.MetadataResponsePartition{
 			PartitionIndex:  p.Index,
-			LeaderId:        node,
+			LeaderId:        leader,
 			LeaderEpoch:     0,
-			ReplicaNodes:    []int32{node},
-			IsrNodes:        []int32{node},
+			ReplicaNodes:    replicas,
+			IsrNodes:        isr,
 			OfflineReplicas: []int32{},
 		}
 	}

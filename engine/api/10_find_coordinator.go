@@ -56,7 +56,10 @@ func (h *Handler) coordinatorFor(keyType int8, key string) msg.FindCoordinatorRe
 	default:
 		return fail(kerr.InvalidRequest, "unsupported coordinator key type")
 	}
-	host, port, _ := h.b.Cfg.AdvertisedAddress()
-	c.NodeId, c.Host, c.Port = h.b.Cfg.NodeID, host, port
+	// The primary coordinates every group (a standby sends clients there).
+	c.NodeId, c.Host, c.Port = h.primaryNode()
+	if c.NodeId < 0 {
+		return fail(kerr.CoordinatorNotAvailable, "this standby has not reached its primary yet")
+	}
 	return c
 }

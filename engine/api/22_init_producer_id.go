@@ -26,6 +26,12 @@ func (h *Handler) initProducerID(req *msg.InitProducerIdRequest) *msg.InitProduc
 		resp.ErrorCode = int16(kerr.CoordinatorNotAvailable)
 		return &resp
 	}
+	if h.b.IsStandby() {
+		// Producer ids come from the primary; clients retry this error
+		// (on another node, the primary, as the least loaded one).
+		resp.ErrorCode = int16(kerr.CoordinatorLoadInProgress)
+		return &resp
+	}
 	// An idempotent producer without a transactional id always gets a
 	// fresh id, as Kafka does (the epoch bump of KIP-360 also ends here).
 	id, err := h.pids.next()

@@ -69,9 +69,14 @@ func New(b *engine.Broker) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	groups, err := service.Start(b)
-	if err != nil {
-		return nil, err
+	// A standby runs no group coordinator: FindCoordinator sends clients
+	// to the primary, and __consumer_offsets is followed like any log.
+	var groups *service.Service
+	if !b.IsStandby() {
+		groups, err = service.Start(b)
+		if err != nil {
+			return nil, err
+		}
 	}
 	h := &Handler{b: b, log: b.Logger, pids: pids, groups: groups}
 	for _, e := range handlers {
@@ -89,6 +94,12 @@ func (h *Handler) Handle(frame []byte, closed <-chan struct{}) *Response {
 		return closeConnection()
 	}
 	e := h.table[key]
+	if h.groups == nil && groupAPIs[key] {
+		// A standby: only a client that ignored FindCoordinator gets
+		// here. Closing makes it look the coordinator up again.
+		h.log.Debug("closing connection: a group request reached a standby", "api", msg.APIName(key))
+		return closeConnection()
+	}
 	if version < e.min || version > e.max {
 		if key == apiVersionsKey {
 			return h.unsupportedAPIVersions(corr)
@@ -108,6 +119,9 @@ func (h *Handler) Handle(frame []byte, closed <-chan struct{}) *Response {
 }
 
 func closeConnection() *Response { return &Response{Close: true} }
+
+// groupAPIs are the group coordinator's API keys (groups.go).
+var groupAPIs = map[int16]bool{8: true, 9: true, 11: true, 12: true, 13: true, 14: true, 15: true, 16: true, 42: true, 47: true, 68: true, 69: true}
 
 // frame encodes a whole response frame: size, response header, body.
 func frame(rc *request, m msg.Response) []byte {

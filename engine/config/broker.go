@@ -45,6 +45,15 @@ type Broker struct {
 	// which bounds what a crash recovery scans. Kafka's default is 60 s;
 	// sluice's is 10 s.
 	CheckpointInterval time.Duration
+	// ReplicaLagTimeMax is replica.lag.time.max.ms: a standby that has not
+	// caught up with the primary for this long leaves the in-sync set
+	// (Kafka's default, 30 s).
+	ReplicaLagTimeMax time.Duration
+	// StandbyOf is the Kafka address of the primary this node follows
+	// (--standby-of); empty on a primary.
+	StandbyOf string
+	// Rack is broker.rack, given to the primary by a standby (KIP-392).
+	Rack string
 
 	// Props holds every key read from server.properties (and broker-level
 	// topic defaults set by flags), so topic configs can report their broker
@@ -76,6 +85,7 @@ func Defaults() *Broker {
 		ConnectionsMaxIdle:     10 * time.Minute,
 		RetentionCheckInterval: 5 * time.Minute,
 		CheckpointInterval:     10 * time.Second,
+		ReplicaLagTimeMax:      30 * time.Second,
 		Props:                  map[string]string{},
 	}
 }
@@ -182,6 +192,10 @@ func (b *Broker) set(k, v string) error {
 		return setMillis(&b.RetentionCheckInterval, v)
 	case "log.flush.offset.checkpoint.interval.ms":
 		return setMillis(&b.CheckpointInterval, v)
+	case "replica.lag.time.max.ms":
+		return setMillis(&b.ReplicaLagTimeMax, v)
+	case "broker.rack":
+		b.Rack = v
 	}
 	return nil
 }

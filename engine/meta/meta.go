@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -197,14 +198,24 @@ func (s *Store) place(old *Snapshot, t *Topic, first, total int32) {
 
 // Create adds a topic with n partitions placed on the least-loaded shards.
 func (s *Store) Create(name string, partitions int32, configs map[string]string, internal bool) (*Topic, error) {
+	var id TopicID
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, err
+	}
+	return s.CreateWithID(name, id, partitions, configs, internal)
+}
+
+// CreateWithID is Create with the topic's ID given: a standby creates its
+// primary's topics under their IDs.
+func (s *Store) CreateWithID(name string, id TopicID, partitions int32, configs map[string]string, internal bool) (*Topic, error) {
 	return s.change(func(old *Snapshot) (*Snapshot, *Topic, error) {
 		if _, ok := old.Topics[name]; ok {
 			return nil, nil, ErrTopicExists
 		}
-		t := &Topic{Name: name, Configs: configs, Internal: internal}
-		if _, err := rand.Read(t.ID[:]); err != nil {
-			return nil, nil, err
+		if _, ok := old.ByID[id]; ok || id.IsZero() {
+			return nil, nil, fmt.Errorf("topic id %s is zero or taken", id)
 		}
+		t := &Topic{Name: name, ID: id, Configs: configs, Internal: internal}
 		s.place(old, t, 0, partitions)
 		return old.with(t), t, nil
 	})
@@ -312,6 +323,24 @@ func WriteFileAtomic(path string, data []byte) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// ReadClusterID returns the cluster id recorded in dir, if any (a standby
+// checks it against its primary's before it opens anything).
+func ReadClusterID(dir string) (string, bool, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "meta.properties"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	for _, line := range splitLines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "cluster.id="); ok {
+			return v, true, nil
+		}
+	}
+	return "", false, nil
 }
 
 func loadOrCreateClusterID(dir, want string) (string, error) {

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"time"
 
@@ -22,6 +23,14 @@ type Partition struct {
 
 	waiters []waiter        // acks=all appends waiting for their datasync, in offset order
 	parked  []chan struct{} // long-poll fetches waiting for the high watermark to move
+	// Replication (replica.go): on a primary, the standby's state and its
+	// parked fetches; on a standby, the primary's high watermark and when
+	// this node last held all of it.
+	follower       follower
+	replicaParked  []replicaPark
+	leaderHW       log.Offset
+	leaderCaughtUp time.Time
+	standby        bool // the shard's role, copied: this partition follows a primary
 	syncing bool            // a datasync of this partition is in flight
 	queued  bool            // in the shard's toSync list
 	// Direct mode: writing counts write pieces in flight; wq holds pieces
@@ -96,7 +105,12 @@ func (p *Partition) wakeParked() {
 // acks=all, for a batch already acknowledged with acks=1 must not pull it
 // back), and never moves on a failed log, whose later bytes may never have
 // reached the disk.
+//
+// With a standby, the high watermark is Kafka's: on the primary it also
+// waits for the standby while the standby is in sync; on the standby it
+// never passes the primary's.
 func (p *Partition) advanceHighWatermark() {
+	p.wakeReplicas()
 	if p.Log.Err() != nil {
 		p.wakeParked()
 		return
@@ -104,6 +118,12 @@ func (p *Partition) advanceHighWatermark() {
 	hw := min(p.Log.LogEndOffset(), p.Log.WrittenOffset())
 	if len(p.waiters) > 0 {
 		hw = min(hw, p.waiters[0].base)
+	}
+	if p.follower.inSync {
+		hw = min(hw, p.follower.has)
+	}
+	if p.standby {
+		hw = min(hw, p.leaderHW)
 	}
 	if p.Log.AdvanceHighWatermark(hw) {
 		p.wakeParked()
@@ -130,7 +150,7 @@ func (s *Shard) OpenPartition(k Key, topicID [16]byte, cfg config.Topic) (*Parti
 	if err != nil {
 		return nil, err
 	}
-	p := &Partition{Key: k, TopicID: topicID, Log: l, Cfg: cfg,
+	p := &Partition{Key: k, TopicID: topicID, Log: l, Cfg: cfg, standby: s.standby,
 		bytesIn: s.cfg.Metrics.BytesIn.WithLabelValues(k.Topic), recordsIn: s.cfg.Metrics.RecordsIn.WithLabelValues(k.Topic)}
 	s.parts[k] = p
 	s.partitionsN.Add(1)
@@ -378,7 +398,11 @@ func (s *Shard) release(p *Partition) {
 	now := time.Now()
 	for _, w := range ws {
 		switch {
-		case w.durable && w.upTo <= synced:
+		case w.durable && w.upTo <= synced && !p.follower.inSync && p.Cfg.MinInsyncReplicas() > 1:
+			// The standby left the in-sync set while this append waited
+			// for it: Kafka's answer (the batch is in the log).
+			w.reply(produceFailed(kerr.NotEnoughReplicasAfterAppend, fmt.Sprintf("min.insync.replicas=%d but the standby fell out of sync", p.Cfg.MinInsyncReplicas())))
+		case w.durable && w.upTo <= synced && p.standbyHas(w.upTo):
 			s.cfg.Metrics.ProduceDurableLatency.Observe(now.Sub(w.since).Seconds())
 			w.done(nil)
 		case !w.durable && w.upTo <= written:

@@ -31,7 +31,8 @@ type RecordError struct {
 }
 
 // leaderEpoch is this node's leader epoch for every partition; promotion of
-// a standby will raise it.
+// a standby will raise it (a standby keeps the epochs of the batches it
+// fetches).
 const leaderEpoch = 0
 
 func produceFailed(code kerr.Code, msg string) ProduceResult {
@@ -54,9 +55,14 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		done(produceFailed(kerr.KafkaStorageError, err.Error()))
 		return
 	}
-	if acks == -1 && p.Cfg.MinInsyncReplicas() > 1 {
-		// One node and no in-sync standby: Kafka's rule for min.insync.replicas.
-		done(produceFailed(kerr.NotEnoughReplicas, fmt.Sprintf("min.insync.replicas=%d but only 1 replica is in sync", p.Cfg.MinInsyncReplicas())))
+	if s.standby {
+		done(produceFailed(kerr.NotLeaderOrFollower, "this node is a standby; produce to the primary"))
+		return
+	}
+	if acks == -1 && p.Cfg.MinInsyncReplicas() > p.isrSize() {
+		// Kafka's rule for min.insync.replicas: the standby, if any, is
+		// out of sync.
+		done(produceFailed(kerr.NotEnoughReplicas, fmt.Sprintf("min.insync.replicas=%d but only %d replica is in sync", p.Cfg.MinInsyncReplicas(), p.isrSize())))
 		return
 	}
 	now := time.Now()

@@ -45,10 +45,12 @@ type ReadWaiter interface {
 // asynchronously (coldread.go) and w answered once it is in. An answer
 // from memory comes before ReadAsync returns.
 func (s *Shard) ReadAsync(k Key, offset int64, maxBytes int, minOneBatch bool, w ReadWaiter) {
-	s.readTry(k, offset, maxBytes, minOneBatch, w, nil)
+	s.readTryAs(k, offset, maxBytes, minOneBatch, w, nil, false)
 }
 
-func (s *Shard) readTry(k Key, offset int64, maxBytes int, minOneBatch bool, w ReadWaiter, a *coldRetry) {
+// readTryAs reads for a consumer, up to the high watermark, or for the
+// standby (replica), up to the replicable end.
+func (s *Shard) readTryAs(k Key, offset int64, maxBytes int, minOneBatch bool, w ReadWaiter, a *coldRetry, replica bool) {
 	p, ok := s.parts[k]
 	if !ok {
 		a.end(s)
@@ -56,22 +58,30 @@ func (s *Shard) readTry(k Key, offset int64, maxBytes int, minOneBatch bool, w R
 		return
 	}
 	var res ReadResult
-	wb := s.noWait(p, a, func() { res = s.read(p, offset, maxBytes, minOneBatch) })
+	wb := s.noWait(p, a, func() { res = s.readAs(p, offset, maxBytes, minOneBatch, replica) })
 	if wb != nil {
 		res.Data.Release()
 		if a == nil {
 			a = &coldRetry{}
 		}
-		if s.fetchFor(p, a, wb, func() { s.readTry(k, offset, maxBytes, minOneBatch, w, a) }) {
+		if s.fetchFor(p, a, wb, func() { s.readTryAs(k, offset, maxBytes, minOneBatch, w, a, replica) }) {
 			return
 		}
-		res = s.read(p, offset, maxBytes, minOneBatch)
+		res = s.readAs(p, offset, maxBytes, minOneBatch, replica)
 	}
 	a.end(s)
 	w.ReadDone(res)
 }
 
 func (s *Shard) read(p *Partition, offset int64, maxBytes int, minOneBatch bool) ReadResult {
+	return s.readAs(p, offset, maxBytes, minOneBatch, false)
+}
+
+func (s *Shard) readAs(p *Partition, offset int64, maxBytes int, minOneBatch bool, replica bool) ReadResult {
+	upTo := p.Log.HighWatermark()
+	if replica {
+		upTo = p.replicableEnd()
+	}
 	res := ReadResult{
 		HighWatermark:  int64(p.Log.HighWatermark()),
 		LastStable:     int64(p.Log.HighWatermark()),
@@ -81,10 +91,10 @@ func (s *Shard) read(p *Partition, offset int64, maxBytes int, minOneBatch bool)
 		res.Err = kerr.OffsetOutOfRange
 		return res
 	}
-	if offset >= int64(p.Log.HighWatermark()) || maxBytes <= 0 && !minOneBatch {
+	if offset >= int64(upTo) || maxBytes <= 0 && !minOneBatch {
 		return res
 	}
-	data, err := p.Log.Read(log.Offset(offset), maxBytes, minOneBatch, p.Log.HighWatermark())
+	data, err := p.Log.Read(log.Offset(offset), maxBytes, minOneBatch, upTo)
 	switch {
 	case errors.Is(err, log.ErrOffsetOutOfRange):
 		res.Err = kerr.OffsetOutOfRange
@@ -288,7 +298,7 @@ func recordAt(buf []byte, match func(ts int64) bool) (int64, int64, kerr.Code) {
 // shard thread) with the new low watermark.
 func (s *Shard) DeleteRecords(k Key, offset int64, done func(low int64, code kerr.Code)) {
 	p, ok := s.parts[k]
-	if !ok {
+	if !ok || s.standby {
 		done(-1, kerr.NotLeaderOrFollower)
 		return
 	}

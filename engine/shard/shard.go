@@ -66,6 +66,10 @@ type Config struct {
 	// shard hands them to its backend (backend_faulty.go). Nil in
 	// production.
 	Faults *storage.Injector
+	// ReplicaLagMax is replica.lag.time.max.ms: how long the standby may
+	// go without catching up before it leaves the in-sync set (default
+	// 30 s, Kafka's).
+	ReplicaLagMax time.Duration
 }
 
 // spinBeforeSleep is how long an idle shard keeps polling its inbox and
@@ -116,6 +120,10 @@ type Shard struct {
 	// /readyz and the metrics; written on the shard thread.
 	refusingMu  sync.Mutex
 	refusing    map[Key]Refusal
+	// standby: this node follows a primary (replica.go); isr: which
+	// partitions have the standby in sync, for other goroutines.
+	standby     bool
+	isr         isrTable
 	busyNanos   atomic.Int64
 	wakeups     atomic.Int64
 	partitionsN atomic.Int64

@@ -287,10 +287,15 @@ func buildLegacyMessageSet(magic int8, key, value []byte, timestampMs int64) []b
 // produceRaw sends one Produce request carrying batch for topic/partition on
 // conn and returns the partition's error code.
 func (r *rawConn) produceRaw(topic string, partition int32, batch []byte) (int16, error) {
+	return r.produceRawAcks(topic, partition, batch, -1)
+}
+
+// produceRawAcks is produceRaw with acks 1 or -1.
+func (r *rawConn) produceRawAcks(topic string, partition int32, batch []byte, acks int16) (int16, error) {
 	req := kmsg.NewPtrProduceRequest()
 	// v13 names topics by id; the tests name them.
 	req.Version = r.version(0, 12)
-	req.Acks = -1
+	req.Acks = acks
 	req.TimeoutMillis = 15000
 	rt := kmsg.NewProduceRequestTopic()
 	rt.Topic = topic

@@ -1,0 +1,183 @@
+package engine
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sluice-broker/sluice/engine/shard"
+	"github.com/sluice-broker/sluice/wire/kerr"
+)
+
+// Peer is the other node of a pair: the standby a primary serves, or the
+// primary a standby follows. Host and Port are its advertised Kafka
+// listener.
+type Peer struct {
+	NodeID int32
+	Host   string
+	Port   int32
+	Rack   string
+	// Since: when it registered (on a primary) or was found (on a standby).
+	Since time.Time
+}
+
+// replication is the broker's side of the pair: its role and its peer.
+// The per-partition state lives on the shards (shard/replica.go).
+type replication struct {
+	mu   sync.Mutex
+	peer *Peer
+}
+
+// IsStandby reports whether this node follows a primary (--standby-of).
+func (b *Broker) IsStandby() bool { return b.Cfg.StandbyOf != "" }
+
+// Role names this node's role: "primary" or "standby".
+func (b *Broker) Role() string {
+	if b.IsStandby() {
+		return "standby"
+	}
+	return "primary"
+}
+
+// Peer returns the other node of the pair, if one is known.
+func (b *Broker) Peer() (Peer, bool) {
+	b.repl.mu.Lock()
+	defer b.repl.mu.Unlock()
+	if b.repl.peer == nil {
+		return Peer{}, false
+	}
+	return *b.repl.peer, true
+}
+
+// SetPrimary records, on a standby, the primary it follows.
+func (b *Broker) SetPrimary(p Peer) {
+	b.repl.mu.Lock()
+	defer b.repl.mu.Unlock()
+	p.Since = time.Now()
+	b.repl.peer = &p
+}
+
+// RegisterStandby accepts, on a primary, a standby's registration (Kafka's
+// BrokerRegistration, which a standby sends as a broker registers with its
+// controller). A primary has one standby: another node may take its place
+// only once the registered one has been silent for replica.lag.time.max.ms
+// (a standby rebuilt under a new node id).
+func (b *Broker) RegisterStandby(p Peer, clusterID string) error {
+	switch {
+	case b.IsStandby():
+		return kerr.New(kerr.NotController, "this node is itself a standby")
+	case clusterID != b.Meta.ClusterID():
+		return kerr.New(kerr.InconsistentClusterID, fmt.Sprintf("the standby belongs to cluster %q, this primary to %q", clusterID, b.Meta.ClusterID()))
+	case p.NodeID == b.Cfg.NodeID:
+		return kerr.New(kerr.DuplicateBrokerRegistration, fmt.Sprintf("node id %d is this primary's own; give the standby another --node-id", p.NodeID))
+	case p.NodeID < 0:
+		return kerr.New(kerr.InvalidRequest, fmt.Sprintf("node id %d is negative", p.NodeID))
+	}
+	b.repl.mu.Lock()
+	defer b.repl.mu.Unlock()
+	if old := b.repl.peer; old != nil && old.NodeID != p.NodeID && b.standbyActive() {
+		return kerr.New(kerr.DuplicateBrokerRegistration, fmt.Sprintf("node %d is this primary's standby already", old.NodeID))
+	}
+	p.Since = time.Now()
+	if old := b.repl.peer; old == nil || old.NodeID != p.NodeID {
+		b.Logger.Info("standby registered", "node_id", p.NodeID, "host", p.Host, "port", p.Port, "rack", p.Rack)
+		if old != nil {
+			// A new standby starts out of sync everywhere.
+			for _, sh := range b.Shards {
+				sh.SetStandby(false)
+			}
+		}
+	}
+	b.repl.peer = &p
+	return nil
+}
+
+// standbyActive reports whether any partition has the standby in sync;
+// the caller holds repl.mu.
+func (b *Broker) standbyActive() bool {
+	for _, sh := range b.Shards {
+		if sh.InSyncCount() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// IsReplica reports whether node may fetch as a replica: the registered
+// standby.
+func (b *Broker) IsReplica(node int32) bool {
+	p, ok := b.Peer()
+	return ok && !b.IsStandby() && p.NodeID == node
+}
+
+// StandbyInSync reports whether the standby is in partition k's in-sync
+// set.
+func (b *Broker) StandbyInSync(sh *shard.Shard, k shard.Key) bool {
+	return !b.IsStandby() && sh.StandbyInSync(k)
+}
+
+// UnderReplicated counts the partitions whose standby is out of sync: 0
+// without a standby, and on the standby itself.
+func (b *Broker) UnderReplicated() int {
+	if b.IsStandby() {
+		return 0
+	}
+	if _, ok := b.Peer(); !ok {
+		return 0
+	}
+	n := 0
+	for _, sh := range b.Shards {
+		n += int(sh.Stats().Partitions) - sh.InSyncCount()
+	}
+	return n
+}
+
+// PartitionStatus is one partition's line of `sluice status`.
+type PartitionStatus struct {
+	Topic         string  `json:"topic"`
+	Partition     int32   `json:"partition"`
+	InSync        bool    `json:"in_sync"`
+	LogEndOffset  int64   `json:"log_end_offset"`
+	HighWatermark int64   `json:"high_watermark"`
+	LagRecords    int64   `json:"lag_records"`
+	LagSeconds    float64 `json:"lag_seconds"`
+}
+
+// Status is what `sluice status` and GET /v1/status report.
+type Status struct {
+	Role        string            `json:"role"`
+	NodeID      int32             `json:"node_id"`
+	LeaderEpoch int32             `json:"leader_epoch"`
+	ClusterID   string            `json:"cluster_id"`
+	Peer        *PeerStatus       `json:"peer,omitempty"`
+	Partitions  []PartitionStatus `json:"partitions"`
+}
+
+// PeerStatus names the other node.
+type PeerStatus struct {
+	NodeID  int32  `json:"node_id"`
+	Address string `json:"address"`
+	Rack    string `json:"rack,omitempty"`
+}
+
+// Status reports the node's role, its peer and every partition's
+// replication state.
+func (b *Broker) Status() Status {
+	st := Status{Role: b.Role(), NodeID: b.Cfg.NodeID, ClusterID: b.Meta.ClusterID(), Partitions: []PartitionStatus{}}
+	if p, ok := b.Peer(); ok {
+		st.Peer = &PeerStatus{NodeID: p.NodeID, Address: fmt.Sprintf("%s:%d", p.Host, p.Port), Rack: p.Rack}
+	} else if b.IsStandby() {
+		st.Peer = &PeerStatus{NodeID: -1, Address: b.Cfg.StandbyOf}
+	}
+	now := time.Now()
+	for _, sh := range b.Shards {
+		for _, r := range sh.ReplicaSnapshot(now) {
+			st.Partitions = append(st.Partitions, PartitionStatus{
+				Topic: r.Key.Topic, Partition: r.Key.Partition, InSync: r.InSync,
+				LogEndOffset: r.LogEndOffset, HighWatermark: r.HighWatermark,
+				LagRecords: r.LagRecords, LagSeconds: r.LagSeconds,
+			})
+		}
+	}
+	return st
+}

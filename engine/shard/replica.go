@@ -1,0 +1,400 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sluice-broker/sluice/engine/log"
+	"github.com/sluice-broker/sluice/wire/kerr"
+	"github.com/sluice-broker/sluice/wire/records"
+)
+
+// Replication, both sides, for one partition.
+//
+// On the primary, the standby is a Kafka follower: each of its fetches says
+// (by its fetch offset) what it has stored, and the shard keeps Kafka's
+// in-sync rule. The standby is in sync while it has been caught up with the
+// primary's log end within replica.lag.time.max.ms; it joins once its fetch
+// offset reaches the high watermark. While it is in sync the high watermark
+// waits for it (consumers never read what it lacks) and so do acks=all
+// answers; out of sync, min.insync.replicas decides.
+//
+// On the standby, batches fetched from the primary are appended with their
+// offsets and leader epochs untouched, and the high watermark never passes
+// the primary's.
+
+// follower is the primary's view of the standby in one partition.
+type follower struct {
+	seen bool // the standby fetched this partition since this node started
+	// has: the standby stored every offset below it (its last fetch offset).
+	has log.Offset
+	// Kafka's lastCaughtUpTime rule: a fetch at or past the primary's end
+	// catches up now; a fetch at or past the end the previous fetch saw
+	// was caught up when that fetch came.
+	caughtUp      time.Time
+	lastFetch     time.Time
+	lastFetchEnd  log.Offset
+	inSync        bool
+	shrinks       int64
+	expands       int64
+	wokenReplicas log.Offset // replicable end the parked replica fetches last saw
+}
+
+// replicaPark is a replica's long-poll wait: woken once the replicable end
+// passes after.
+type replicaPark struct {
+	after log.Offset
+	ch    chan struct{}
+}
+
+// replicableEnd is how far the standby may read: what this node has
+// written (the log end in page-cache mode; the end of completed O_DIRECT
+// writes in direct mode), not merely copied into the tail cache.
+func (p *Partition) replicableEnd() log.Offset {
+	return min(p.Log.LogEndOffset(), p.Log.WrittenOffset())
+}
+
+// isrSize is how many replicas are in sync: this node, and the standby
+// when it is.
+func (p *Partition) isrSize() int {
+	if p.follower.inSync {
+		return 2
+	}
+	return 1
+}
+
+// standbyHas reports whether the standby holds everything below upTo, or
+// need not: out of sync, the primary answers alone.
+func (p *Partition) standbyHas(upTo log.Offset) bool {
+	return !p.follower.inSync || p.follower.has >= upTo
+}
+
+// wakeReplicas wakes parked replica fetches the replicable end has passed.
+func (p *Partition) wakeReplicas() {
+	if len(p.replicaParked) == 0 {
+		return
+	}
+	end := p.replicableEnd()
+	kept := p.replicaParked[:0]
+	for _, w := range p.replicaParked {
+		if end > w.after || p.Log.Err() != nil {
+			select {
+			case w.ch <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		kept = append(kept, w)
+	}
+	clear(p.replicaParked[len(kept):])
+	p.replicaParked = kept
+}
+
+// ReplicaReadAsync is the primary's answer to the standby's fetch of one
+// partition: it records what the standby has stored (everything below
+// offset), updates the in-sync state, releases the acknowledgements and
+// the high watermark that waited for it, then reads from offset up to the
+// replicable end (past the high watermark, as a Kafka leader serves its
+// followers), at least one whole batch however large.
+func (s *Shard) ReplicaReadAsync(k Key, offset int64, maxBytes int, w ReadWaiter) {
+	p, ok := s.parts[k]
+	if !ok {
+		w.ReadDone(notLeaderRead)
+		return
+	}
+	if s.standby {
+		w.ReadDone(notLeaderRead)
+		return
+	}
+	if off := log.Offset(offset); off <= p.Log.LogEndOffset() && offset >= int64(p.Log.LogStartOffset()) {
+		s.followerFetched(p, off, time.Now())
+	}
+	s.readTryAs(k, offset, maxBytes, true, w, nil, true)
+}
+
+// followerFetched applies one standby fetch at offset off to p's in-sync
+// state.
+func (s *Shard) followerFetched(p *Partition, off log.Offset, now time.Time) {
+	f := &p.follower
+	end := p.replicableEnd()
+	switch {
+	case off >= end:
+		f.caughtUp = now
+	case f.seen && off >= f.lastFetchEnd:
+		f.caughtUp = f.lastFetch
+	}
+	f.seen = true
+	f.lastFetch, f.lastFetchEnd = now, end
+	f.has = off
+	if !f.inSync && off >= p.Log.HighWatermark() {
+		f.inSync = true
+		f.expands++
+		s.publishInSync(p.Key, true)
+	}
+	s.release(p)
+}
+
+// checkFollowers drops from the in-sync set every partition whose standby
+// has not been caught up within lagMax (Kafka's ISR shrink), releasing
+// what waited for it.
+func (s *Shard) checkFollowers(now time.Time) {
+	for _, p := range s.parts {
+		f := &p.follower
+		if !f.inSync || now.Sub(f.caughtUp) <= s.lagMax() {
+			continue
+		}
+		f.inSync = false
+		f.shrinks++
+		s.publishInSync(p.Key, false)
+		s.cfg.Logger.Info("standby out of sync", "partition", p.Key.Dir(), "standby_has", f.has, "log_end", p.Log.LogEndOffset(), "caught_up_ago", now.Sub(f.caughtUp).Round(time.Millisecond))
+		s.release(p)
+	}
+}
+
+func (s *Shard) lagMax() time.Duration {
+	if s.cfg.ReplicaLagMax > 0 {
+		return s.cfg.ReplicaLagMax
+	}
+	return 30 * time.Second
+}
+
+// CheckFollowers runs the in-sync check on the shard thread.
+func (s *Shard) CheckFollowers(now time.Time) {
+	s.Do(func(s *Shard) { s.checkFollowers(now) })
+}
+
+// ParkReplica is Park for a replica fetch: ch receives once the
+// replicable end passes after.
+func (s *Shard) ParkReplica(k Key, after int64, ch chan struct{}) {
+	p, ok := s.parts[k]
+	if !ok || int64(p.replicableEnd()) > after || p.Log.Err() != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+		return
+	}
+	p.replicaParked = append(p.replicaParked, replicaPark{after: log.Offset(after), ch: ch})
+}
+
+// UnparkReplica removes a wait registered with ParkReplica.
+func (s *Shard) UnparkReplica(k Key, ch chan struct{}) {
+	p, ok := s.parts[k]
+	if !ok {
+		return
+	}
+	for i, w := range p.replicaParked {
+		if w.ch == ch {
+			p.replicaParked = append(p.replicaParked[:i], p.replicaParked[i+1:]...)
+			return
+		}
+	}
+}
+
+// isrTable is the shard's in-sync set, readable from any goroutine
+// (Metadata, metrics): written on the shard thread when a standby joins or
+// leaves a partition's in-sync set, which is rare.
+type isrTable struct {
+	mu     sync.RWMutex
+	inSync map[Key]bool
+}
+
+func (s *Shard) publishInSync(k Key, in bool) {
+	s.isr.mu.Lock()
+	defer s.isr.mu.Unlock()
+	if s.isr.inSync == nil {
+		s.isr.inSync = map[Key]bool{}
+	}
+	if in {
+		s.isr.inSync[k] = true
+	} else {
+		delete(s.isr.inSync, k)
+	}
+}
+
+// StandbyInSync reports whether the standby is in k's in-sync set;
+// callable from any goroutine.
+func (s *Shard) StandbyInSync(k Key) bool {
+	s.isr.mu.RLock()
+	defer s.isr.mu.RUnlock()
+	return s.isr.inSync[k]
+}
+
+// InSyncCount is how many of the shard's partitions have the standby in
+// sync; callable from any goroutine.
+func (s *Shard) InSyncCount() int {
+	s.isr.mu.RLock()
+	defer s.isr.mu.RUnlock()
+	return len(s.isr.inSync)
+}
+
+// ReplicaStats is one partition's replication state, for metrics and
+// status.
+type ReplicaStats struct {
+	Key    Key
+	Seen   bool
+	InSync bool
+	// LagRecords: offsets the peer lacks (primary: its log end minus what
+	// the standby has; standby: the primary's high watermark minus its
+	// own log end). LagSeconds: since the standby was last caught up.
+	LagRecords       int64
+	LagSeconds       float64
+	Shrinks, Expands int64
+	LogEndOffset     int64
+	HighWatermark    int64
+}
+
+// ReplicaSnapshot reads every partition's replication state on the shard
+// thread.
+func (s *Shard) ReplicaSnapshot(now time.Time) []ReplicaStats {
+	var out []ReplicaStats
+	s.Call(func(s *Shard) {
+		for _, k := range s.sortedKeys() {
+			p := s.parts[k]
+			st := ReplicaStats{Key: k, LogEndOffset: int64(p.Log.LogEndOffset()), HighWatermark: int64(p.Log.HighWatermark())}
+			if s.standby {
+				st.Seen, st.InSync = true, true
+				st.LagRecords = max(0, int64(p.leaderHW)-int64(p.Log.LogEndOffset()))
+				if st.LagRecords > 0 && !p.leaderCaughtUp.IsZero() {
+					st.LagSeconds = now.Sub(p.leaderCaughtUp).Seconds()
+				}
+			} else {
+				f := &p.follower
+				st.Seen, st.InSync, st.Shrinks, st.Expands = f.seen, f.inSync, f.shrinks, f.expands
+				st.LagRecords = int64(p.Log.LogEndOffset()) - int64(f.has)
+				if st.LagRecords > 0 && f.seen {
+					st.LagSeconds = now.Sub(f.caughtUp).Seconds()
+				}
+			}
+			out = append(out, st)
+		}
+	})
+	return out
+}
+
+// SetStandby makes the shard a standby's (true: its partitions follow a
+// primary, refuse produce, and keep their high watermark at or below the
+// primary's) or a primary's.
+func (s *Shard) SetStandby(standby bool) {
+	s.Call(func(s *Shard) {
+		s.standby = standby
+		for _, p := range s.parts {
+			p.standby = standby
+			p.follower = follower{}
+			s.publishInSync(p.Key, false)
+			s.release(p)
+		}
+	})
+}
+
+// ErrNotContiguous reports fetched batches that do not start at the
+// standby's log end.
+var ErrNotContiguous = errors.New("fetched batches do not start at the log end")
+
+// AppendReplica appends batches fetched from the primary, as they are:
+// offsets, leader epochs, timestamps and producer state unchanged. The
+// first batch must start at the log end; every CRC is checked. leaderHW
+// is the primary's high watermark from the same fetch: the local one
+// follows it, never past what is stored here. done runs on the shard
+// thread once the batches are written (page cache, or completed O_DIRECT
+// writes), the standby's meaning of "has the batch".
+func (s *Shard) AppendReplica(k Key, set []byte, leaderHW int64, done func(error)) {
+	p, ok := s.parts[k]
+	if !ok {
+		done(ErrUnknownPartition)
+		return
+	}
+	now := time.Now()
+	p.leaderHW = max(p.leaderHW, log.Offset(leaderHW))
+	if len(set) == 0 {
+		s.noteLeader(p, now)
+		p.advanceHighWatermark()
+		done(nil)
+		return
+	}
+	if err := p.Log.Err(); err != nil {
+		done(err)
+		return
+	}
+	it := records.NewIter(set)
+	next := p.Log.LogEndOffset()
+	n := 0
+	for {
+		batch, h, ok := it.Next()
+		if !ok {
+			break
+		}
+		if log.Offset(h.BaseOffset) != next {
+			done(fmt.Errorf("%w: batch %d starts at %d, the log ends at %d", ErrNotContiguous, n, h.BaseOffset, next))
+			return
+		}
+		if _, err := records.Validate(batch); err != nil {
+			done(fmt.Errorf("batch at offset %d: %w", h.BaseOffset, err))
+			return
+		}
+		next = log.Offset(h.BaseOffset + int64(h.LastOffsetDelta) + 1)
+		n++
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, records.ErrTruncated) {
+		done(err)
+		return
+	}
+	// A fetch response may end with a partial batch (Kafka cuts at
+	// max_bytes); only whole batches are appended.
+	set = set[:it.Pos()]
+	if n == 0 {
+		done(nil)
+		return
+	}
+	appended, err := s.append(p, set, now, false)
+	if err != nil {
+		if !errors.Is(err, log.ErrDiskFull) && !errors.Is(err, log.ErrNoDescriptors) && !errors.Is(err, log.ErrTailFull) && !errors.Is(err, log.ErrTailBusy) {
+			p.Log.MarkFailed(err)
+			s.reportFailure(p, "replica append")
+		} else if errors.Is(err, log.ErrDiskFull) {
+			s.reportDiskFull(p, err)
+		}
+		done(err)
+		return
+	}
+	if p.diskFull {
+		s.reportSpaceReturned(p)
+	}
+	p.bytesIn.Add(float64(len(set)))
+	s.noteLeader(p, now)
+	end := p.Log.LogEndOffset()
+	if !p.Log.Direct() || p.Log.WrittenOffset() >= end {
+		p.advanceHighWatermark()
+		done(nil)
+		return
+	}
+	p.waiters = append(p.waiters, waiter{base: appended.BaseOffset, upTo: end, since: now, reply: func(r ProduceResult) {
+		if r.Err != kerr.None {
+			done(errors.New(r.ErrMessage))
+			return
+		}
+		done(nil)
+	}})
+	s.wantWrite(p)
+	s.release(p)
+}
+
+// noteLeader records when the standby last held everything up to the
+// primary's high watermark (its lag in seconds counts from then).
+func (s *Shard) noteLeader(p *Partition, now time.Time) {
+	if p.Log.LogEndOffset() >= p.leaderHW {
+		p.leaderCaughtUp = now
+	}
+}
+
+// ReplicaOffsets are what the standby asks the primary from: its log end
+// and log start for every partition it owns.
+func (s *Shard) ReplicaOffsets(k Key) (logStart, logEnd int64, ok bool) {
+	p, found := s.parts[k]
+	if !found {
+		return 0, 0, false
+	}
+	return int64(p.Log.LogStartOffset()), int64(p.Log.LogEndOffset()), true
+}

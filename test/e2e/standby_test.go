@@ -1,0 +1,511 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// The standby pair over loopback: a primary and a `--standby-of` standby,
+// two real bin/sluice processes, driven by franz-go.
+
+// pairLag is replica.lag.time.max.ms for the pair tests: short, so a
+// standby that stops fetching leaves the in-sync set within the test.
+const pairLag = 2 * time.Second
+
+// startPair starts a primary and its standby (node ids 1 and 2) with
+// config on both, and waits until the standby has registered.
+func startPair(t *testing.T, config map[string]string) (primary, standby *Broker) {
+	t.Helper()
+	cfg := defaultBrokerConfig()
+	cfg["replica.lag.time.max.ms"] = fmt.Sprint(pairLag.Milliseconds())
+	for k, v := range config {
+		cfg[k] = v
+	}
+	primary = StartSluice(t, BrokerOptions{Config: cfg})
+	standby = StartSluice(t, BrokerOptions{Config: cfg, Flags: []string{"--node-id", "2", "--standby-of", primary.Addr}})
+	waitFor(t, 20*time.Second, "the standby registers with the primary", func() (bool, string) {
+		st := nodeStatus(t, primary)
+		return st.Peer != nil && st.Peer.NodeID == 2, fmt.Sprintf("%+v", st.Peer)
+	})
+	return primary, standby
+}
+
+// statusDoc is GET /v1/status.
+type statusDoc struct {
+	Role   string `json:"role"`
+	NodeID int32  `json:"node_id"`
+	Peer   *struct {
+		NodeID  int32  `json:"node_id"`
+		Address string `json:"address"`
+	} `json:"peer"`
+	Partitions []struct {
+		Topic         string `json:"topic"`
+		Partition     int32  `json:"partition"`
+		InSync        bool   `json:"in_sync"`
+		LogEndOffset  int64  `json:"log_end_offset"`
+		HighWatermark int64  `json:"high_watermark"`
+		LagRecords    int64  `json:"lag_records"`
+	} `json:"partitions"`
+}
+
+func nodeStatus(t testing.TB, b *Broker) statusDoc {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + b.HTTPAddr + "/v1/status")
+	if err != nil {
+		t.Fatalf("GET /v1/status: %v", err)
+	}
+	defer resp.Body.Close()
+	var st statusDoc
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("GET /v1/status: %v", err)
+	}
+	return st
+}
+
+// metricValue reads one unlabelled gauge or counter from /metrics.
+func metricValue(t testing.TB, b *Broker, name string) float64 {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + b.HTTPAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	t.Fatalf("metric %s not exported", name)
+	return 0
+}
+
+func waitFor(t testing.TB, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("waited %v for %s; last state: %s", d, what, last)
+}
+
+// waitCaughtUp waits until every partition of the primary has the same log
+// end and high watermark on the standby.
+func waitCaughtUp(t testing.TB, primary, standby *Broker) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "the standby to catch up", func() (bool, string) {
+		p, s := nodeStatus(t, primary), nodeStatus(t, standby)
+		have := map[string][2]int64{}
+		for _, x := range s.Partitions {
+			have[fmt.Sprintf("%s-%d", x.Topic, x.Partition)] = [2]int64{x.LogEndOffset, x.HighWatermark}
+		}
+		for _, x := range p.Partitions {
+			k := fmt.Sprintf("%s-%d", x.Topic, x.Partition)
+			if got := have[k]; got != [2]int64{x.LogEndOffset, x.HighWatermark} {
+				return false, fmt.Sprintf("%s: primary end %d hw %d, standby %v", k, x.LogEndOffset, x.HighWatermark, got)
+			}
+		}
+		return true, ""
+	})
+}
+
+func produceAll(t testing.TB, cl *kgo.Client, recs []*kgo.Record) {
+	t.Helper()
+	if err := cl.ProduceSync(testContext(t, 60*time.Second), recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+// consumeN reads n records of topic from b, from the start.
+func consumeN(t testing.TB, b *Broker, topic string, n int, opts ...kgo.Opt) []*kgo.Record {
+	t.Helper()
+	cl := b.Client(t, append([]kgo.Opt{kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
+	ctx := testContext(t, 60*time.Second)
+	var out []*kgo.Record
+	for len(out) < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %d of %d records of %s", len(out), n, topic)
+		}
+		fs.EachError(func(_ string, _ int32, err error) { t.Logf("fetch error: %v", err) })
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+// logBatches returns the bytes of the whole batches at the start of a
+// segment file (what follows, preallocated space, is not compared).
+func logBatches(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := 0
+	for pos+12 <= len(b) {
+		n := int(binary.BigEndian.Uint32(b[pos+8:]))
+		if n == 0 || pos+12+n > len(b) {
+			break
+		}
+		pos += 12 + n
+	}
+	return b[:pos]
+}
+
+// compareLogs checks that every segment of every partition of the primary
+// holds the same batches on the standby, byte for byte.
+func compareLogs(t testing.TB, primary, standby *Broker) (segments int) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(primary.dataDir, "*", "*.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		rel, _ := filepath.Rel(primary.dataDir, f)
+		want := logBatches(t, f)
+		got := logBatches(t, filepath.Join(standby.dataDir, rel))
+		if !bytes.Equal(want, got) {
+			t.Errorf("%s: the primary holds %d bytes of batches, the standby %d, and they differ", rel, len(want), len(got))
+		}
+		segments++
+	}
+	return segments
+}
+
+func TestStandbyFollowsEveryPartitionByteForByte(t *testing.T) {
+	requireOwnBroker(t, "a pair of brokers")
+	primary, standby := startPair(t, nil)
+	adm := primary.Admin(t)
+	ctx := testContext(t, 2*time.Minute)
+	plain, big := topicName(t, "plain"), topicName(t, "big")
+	if _, err := adm.CreateTopic(ctx, 3, 2, nil, plain); err != nil {
+		t.Fatalf("create %s with replication factor 2: %v", plain, err)
+	}
+	// One record larger than the standby's 1 MiB partition fetch limit:
+	// replication must still move past it (Kafka returns a whole batch).
+	if _, err := adm.CreateTopic(ctx, 1, -1, map[string]*string{"max.message.bytes": kadm.StringPtr(fmt.Sprint(8 << 20))}, big); err != nil {
+		t.Fatal(err)
+	}
+	cl := primary.Client(t, kgo.ProducerBatchCompression(kgo.ZstdCompression()), kgo.ProducerBatchMaxBytes(8<<20), kgo.MaxBufferedBytes(64<<20))
+	var recs []*kgo.Record
+	for i := range 3000 {
+		recs = append(recs, &kgo.Record{Topic: plain, Key: []byte(fmt.Sprint(i % 17)), Value: []byte(fmt.Sprintf("value-%06d", i))})
+	}
+	produceAll(t, cl, recs)
+	large := bytes.Repeat([]byte("0123456789abcdef"), (3<<20)/16)
+	produceAll(t, cl, []*kgo.Record{{Topic: big, Value: []byte("small before")}, {Topic: big, Value: large}, {Topic: big, Value: []byte("small after")}})
+	// A group commits offsets: __consumer_offsets is followed too.
+	grp := topicName(t, "group")
+	gc := primary.Client(t, kgo.ConsumerGroup(grp), kgo.ConsumeTopics(plain), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
+	got := 0
+	for got < len(recs) {
+		fs := gc.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("group consumer read %d of %d", got, len(recs))
+		}
+		got += len(fs.Records())
+	}
+	if err := gc.CommitUncommittedOffsets(ctx); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	gc.Close()
+
+	waitCaughtUp(t, primary, standby)
+
+	// Metadata, from either node, lists the pair: the primary leads every
+	// partition, both are replicas, both in sync.
+	for _, node := range []*Broker{primary, standby} {
+		md, err := node.Admin(t).Metadata(ctx, plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(md.Brokers) != 2 {
+			t.Errorf("Metadata from %s lists %d brokers, want 2", node.Addr, len(md.Brokers))
+		}
+		for _, p := range md.Topics[plain].Partitions {
+			if p.Leader != 1 || !slices.Equal(p.Replicas, []int32{1, 2}) {
+				t.Errorf("Metadata from %s: partition %d leader %d replicas %v; want leader 1, replicas [1 2]", node.Addr, p.Partition, p.Leader, p.Replicas)
+			}
+			if node == primary && !slices.Equal(p.ISR, []int32{1, 2}) {
+				t.Errorf("the primary's Metadata: partition %d in-sync %v, want [1 2]", p.Partition, p.ISR)
+			}
+		}
+	}
+	if v := metricValue(t, primary, "sluice_under_replicated_partitions"); v != 0 {
+		t.Errorf("sluice_under_replicated_partitions = %v with the standby in sync", v)
+	}
+
+	// A consumer of the standby reads everything, up to the replicated
+	// high watermark (Kafka serves consumers from followers since KIP-392).
+	fromStandby := consumeN(t, standby, plain, len(recs))
+	seen := map[string]bool{}
+	for _, r := range fromStandby {
+		seen[string(r.Value)] = true
+	}
+	if len(seen) != len(recs) {
+		t.Errorf("the standby served %d distinct records of %d", len(seen), len(recs))
+	}
+	bigRecs := consumeN(t, standby, big, 3, kgo.FetchMaxBytes(16<<20), kgo.FetchMaxPartitionBytes(16<<20))
+	if !bytes.Equal(bigRecs[1].Value, large) {
+		t.Errorf("the standby's copy of the 3 MiB record differs")
+	}
+
+	// The standby refuses produce; a client given only the standby's
+	// address produces to the primary by itself.
+	raw := dialRaw(t, standby.Addr)
+	code, err := raw.produceRaw(plain, 0, buildBatch([]rawRecord{{Value: []byte("to the standby")}}, time.Now().UnixMilli(), -1, 0, 0))
+	if err != nil || code != kerr.NotLeaderForPartition.Code {
+		t.Errorf("produce to the standby: code %d, err %v; want NOT_LEADER_OR_FOLLOWER (%d)", code, err, kerr.NotLeaderForPartition.Code)
+	}
+	viaStandby := standby.Client(t)
+	produceAll(t, viaStandby, []*kgo.Record{{Topic: plain, Partition: 0, Value: []byte("bootstrapped on the standby")}})
+	waitCaughtUp(t, primary, standby)
+
+	primary.Stop(t)
+	standby.Stop(t)
+	if n := compareLogs(t, primary, standby); n < 6 {
+		t.Errorf("compared %d segments; want every partition's (at least 6)", n)
+	}
+}
+
+// TestStandbyInSyncRules: while the standby is in sync the high watermark
+// and acks=all wait for it; when it stops fetching it leaves the in-sync
+// set after replica.lag.time.max.ms, and min.insync.replicas=2 then refuses
+// acks=all; when it comes back it catches up and rejoins.
+func TestStandbyInSyncRules(t *testing.T) {
+	requireOwnBroker(t, "a pair of brokers")
+	primary, standby := startPair(t, nil)
+	adm := primary.Admin(t)
+	ctx := testContext(t, 2*time.Minute)
+	strict, loose := topicName(t, "strict"), topicName(t, "loose")
+	if _, err := adm.CreateTopic(ctx, 1, 2, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, strict); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.CreateTopic(ctx, 1, 2, nil, loose); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the standby in sync on both topics", func() (bool, string) {
+		st := nodeStatus(t, primary)
+		n := 0
+		for _, p := range st.Partitions {
+			if (p.Topic == strict || p.Topic == loose) && p.InSync {
+				n++
+			}
+		}
+		return n == 2, fmt.Sprintf("%d of 2 in sync", n)
+	})
+	raw := dialRaw(t, primary.Addr)
+	batch := func(v string) []byte {
+		return buildBatch([]rawRecord{{Value: []byte(v)}}, time.Now().UnixMilli(), -1, 0, 0)
+	}
+	if code, err := raw.produceRaw(strict, 0, batch("in sync")); err != nil || code != 0 {
+		t.Fatalf("acks=all with min.insync.replicas=2 and the standby in sync: code %d, err %v", code, err)
+	}
+
+	// Freeze the standby: it holds its connection but fetches nothing.
+	standby.signal(syscall.SIGSTOP)
+	defer standby.signal(syscall.SIGCONT)
+	frozen := time.Now()
+	if code, err := raw.produceRawAcks(loose, 0, batch("acks=1 while the standby is frozen"), 1); err != nil || code != 0 {
+		t.Fatalf("acks=1 with the standby frozen: code %d, err %v", code, err)
+	}
+	// Over the raw connection to the primary: a client that knows the
+	// pair could pick the frozen standby for Metadata and wait out its
+	// request timeout.
+	if hw := raw.highWatermark(t, loose, 0); hw != 0 && time.Since(frozen) < pairLag {
+		t.Errorf("high watermark %d moved past what the in-sync standby has (0) within %v of freezing it", hw, time.Since(frozen))
+	}
+	// acks=all on the strict topic waits for the standby, which never
+	// answers: the primary drops it from the in-sync set after the lag
+	// and answers NOT_ENOUGH_REPLICAS_AFTER_APPEND, as Kafka does.
+	start := time.Now()
+	code, err := raw.produceRaw(strict, 0, batch("waits for the frozen standby"))
+	waited := time.Since(start)
+	if err != nil || code != kerr.NotEnoughReplicasAfterAppend.Code {
+		t.Errorf("acks=all while the in-sync standby is frozen: code %d, err %v; want NOT_ENOUGH_REPLICAS_AFTER_APPEND", code, err)
+	}
+	if waited < pairLag/2 {
+		t.Errorf("acks=all answered after %v, before the standby could have left the in-sync set", waited)
+	}
+	if code, err := raw.produceRaw(strict, 0, batch("out of sync")); err != nil || code != kerr.NotEnoughReplicas.Code {
+		t.Errorf("acks=all with min.insync.replicas=2 and the standby out of sync: code %d, err %v; want NOT_ENOUGH_REPLICAS", code, err)
+	}
+	if v := metricValue(t, primary, "sluice_under_replicated_partitions"); v < 2 {
+		t.Errorf("sluice_under_replicated_partitions = %v with the standby frozen; want at least 2", v)
+	}
+	// Out of sync, the high watermark no longer waits for it.
+	waitFor(t, 10*time.Second, "the high watermark to pass the acks=1 record", func() (bool, string) {
+		hw := raw.highWatermark(t, loose, 0)
+		return hw == 1, fmt.Sprint(hw)
+	})
+	mdReq := kmsg.NewPtrMetadataRequest()
+	mdReq.Version = 12
+	mt := kmsg.NewMetadataRequestTopic()
+	mt.Topic = kmsg.StringPtr(strict)
+	mdReq.Topics = append(mdReq.Topics, mt)
+	mdResp, err := raw.roundTrip(mdReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if isr := mdResp.(*kmsg.MetadataResponse).Topics[0].Partitions[0].ISR; !slices.Equal(isr, []int32{1}) {
+		t.Errorf("in-sync replicas with the standby frozen: %v, want [1]", isr)
+	}
+
+	// Thaw it: it catches up, rejoins, and acks=all works again.
+	standby.signal(syscall.SIGCONT)
+	waitCaughtUp(t, primary, standby)
+	waitFor(t, 20*time.Second, "the standby to rejoin", func() (bool, string) {
+		v := metricValue(t, primary, "sluice_under_replicated_partitions")
+		return v == 0, fmt.Sprint(v)
+	})
+	if code, err := raw.produceRaw(strict, 0, batch("back in sync")); err != nil || code != 0 {
+		t.Errorf("acks=all after the standby rejoined: code %d, err %v", code, err)
+	}
+	if v := metricValue(t, primary, "sluice_isr_shrinks_total"); v < 2 {
+		t.Errorf("sluice_isr_shrinks_total = %v, want at least 2", v)
+	}
+	// The strict topic holds all four batches (the one answered
+	// NOT_ENOUGH_REPLICAS_AFTER_APPEND is in the log, as in Kafka), the
+	// refused one is not: offsets 0..2 plus "back in sync".
+	recs := consumeN(t, standby, strict, 3)
+	var vals []string
+	for _, r := range recs {
+		vals = append(vals, string(r.Value))
+	}
+	want := []string{"in sync", "waits for the frozen standby", "back in sync"}
+	if !slices.Equal(vals, want) {
+		t.Errorf("the strict topic on the standby holds %q, want %q", vals, want)
+	}
+}
+
+// TestStandbyRefusesWhatItCannotFollow: each mistake is one clear line and
+// a refusal to start.
+func TestStandbyRefusesWhatItCannotFollow(t *testing.T) {
+	requireOwnBroker(t, "brokers this test starts")
+	primary := StartSluice(t, BrokerOptions{})
+	bin, err := sluiceBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Something that accepts connections but is no Kafka broker.
+	notKafka, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notKafka.Close()
+	go func() {
+		for {
+			c, err := notKafka.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("HTTP/1.0 400 Bad Request\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	otherCluster := t.TempDir()
+	os.WriteFile(filepath.Join(otherCluster, "meta.properties"), []byte("version=1\ncluster.id=some-other-cluster\n"), 0o644)
+	for _, tc := range []struct {
+		name    string
+		dataDir string
+		args    []string
+		want    string
+	}{
+		{"itself", t.TempDir(), []string{"--listen", "127.0.0.1:39099", "--standby-of", "127.0.0.1:39099"}, "this node's own listener"},
+		{"the primary's node id", t.TempDir(), []string{"--node-id", "1", "--standby-of", primary.Addr}, "this node's own id"},
+		{"another cluster", otherCluster, []string{"--node-id", "2", "--standby-of", primary.Addr}, "belongs to cluster"},
+		{"not a Kafka broker", t.TempDir(), []string{"--node-id", "2", "--standby-of", notKafka.Addr().String()}, "not a Kafka broker sluice can follow"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"serve", "--data-dir", tc.dataDir, "--http", "", "--listen", "127.0.0.1:0"}, tc.args...)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Fatalf("sluice %s: err %v, want exit status 1; output:\n%s", strings.Join(args, " "), err, out)
+			}
+			last := lastLines(strings.TrimSpace(string(out)), 1)
+			if !strings.Contains(last, tc.want) {
+				t.Errorf("last line %q does not say %q", last, tc.want)
+			}
+		})
+	}
+
+	// A replica fetch from a node that is not the registered standby.
+	cl := primary.Client(t)
+	req := kmsg.NewPtrFetchRequest()
+	req.Version = 15
+	req.ReplicaState.ID = 7
+	req.ReplicaState.Epoch = -1
+	req.MaxWaitMillis = 0
+	tp := kmsg.NewFetchRequestTopic()
+	md, err := primary.Admin(t).Metadata(testContext(t, 30*time.Second), "__consumer_offsets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.TopicID = md.Topics["__consumer_offsets"].ID
+	pp := kmsg.NewFetchRequestTopicPartition()
+	pp.PartitionMaxBytes = 1 << 20
+	tp.Partitions = append(tp.Partitions, pp)
+	req.Topics = append(req.Topics, tp)
+	resp, err := req.RequestWith(testContext(t, 30*time.Second), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Topics) != 1 || resp.Topics[0].Partitions[0].ErrorCode != kerr.NotLeaderForPartition.Code {
+		t.Errorf("a replica fetch from unknown node 7 was not refused with NOT_LEADER_OR_FOLLOWER: %+v", resp.Topics)
+	}
+}
+
+// highWatermark asks ListOffsets (latest) for one partition's high
+// watermark.
+func (r *rawConn) highWatermark(t testing.TB, topic string, partition int32) int64 {
+	t.Helper()
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.Version = r.version(2, 8)
+	lt := kmsg.NewListOffsetsRequestTopic()
+	lt.Topic = topic
+	lp := kmsg.NewListOffsetsRequestTopicPartition()
+	lp.Partition = partition
+	lp.Timestamp = -1
+	lt.Partitions = append(lt.Partitions, lp)
+	req.Topics = append(req.Topics, lt)
+	resp, err := r.roundTrip(req)
+	if err != nil {
+		t.Fatalf("ListOffsets: %v", err)
+	}
+	p := resp.(*kmsg.ListOffsetsResponse).Topics[0].Partitions[0]
+	if p.ErrorCode != 0 {
+		t.Fatalf("ListOffsets %s-%d: error %d", topic, partition, p.ErrorCode)
+	}
+	return p.Offset
+}
