@@ -42,15 +42,15 @@ func (fp *fetchPartition) ReadDone(r shard.ReadResult) {
 }
 
 type fetchCall struct {
-	h     *Handler
-	rc    *request
-	req   *msg.FetchRequest
-	resp  msg.FetchResponse
+	h    *Handler
+	rc   *request
+	req  *msg.FetchRequest
+	resp msg.FetchResponse
 	// replica: the standby's fetch (a follower fetch with its replica
 	// id): it reads past the high watermark and tells the primary what
 	// the standby has stored.
 	replica bool
-	parts []*fetchPartition
+	parts   []*fetchPartition
 	// byTopic mirrors resp.Responses for the encoder's records table.
 	byTopic [][]*fetchPartition
 }

@@ -31,8 +31,8 @@ type Partition struct {
 	leaderHW       log.Offset
 	leaderCaughtUp time.Time
 	standby        bool // the shard's role, copied: this partition follows a primary
-	syncing bool            // a datasync of this partition is in flight
-	queued  bool            // in the shard's toSync list
+	syncing        bool // a datasync of this partition is in flight
+	queued         bool // in the shard's toSync list
 	// Direct mode: writing counts write pieces in flight; wq holds pieces
 	// the ring had no room for, from wqi on; wqueued: in toWrite.
 	writing int

@@ -118,8 +118,8 @@ type Shard struct {
 	syncRounds                atomic.Int64 // datasync rounds started (one covers many appends)
 	// refusing names the partitions that refuse writes and why, for
 	// /readyz and the metrics; written on the shard thread.
-	refusingMu  sync.Mutex
-	refusing    map[Key]Refusal
+	refusingMu sync.Mutex
+	refusing   map[Key]Refusal
 	// standby: this node follows a primary (replica.go); isr: which
 	// partitions have the standby in sync, for other goroutines.
 	standby     bool
