@@ -105,6 +105,12 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
+	epoch, err := meta.ReadLeaderEpoch(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	b.repl.epoch.Store(epoch)
+	b.repl.standby.Store(cfg.StandbyOf != "")
 	ncpu := runtime.NumCPU()
 	for i := 0; i < cfg.Shards; i++ {
 		pin := -1
@@ -115,16 +121,13 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 			ID: i, DataDir: cfg.DataDir, FS: b.fs, PinCPU: pin, URing: useURing,
 			Logger: logger, Metrics: b.Metrics, Checkpoints: checkpoints,
 			Direct: b.IOMode == config.IOModeDirect, TailCacheBytes: cfg.TailCacheBytes / int64(cfg.Shards), DsyncWrites: cfg.DirectDsync, PreZero: cfg.DirectPreZero,
-			ReplicaLagMax: cfg.ReplicaLagTimeMax,
+			ReplicaLagMax: cfg.ReplicaLagTimeMax, Standby: cfg.StandbyOf != "", Epoch: epoch,
 		})
 		if err != nil {
 			b.stopShards()
 			return nil, err
 		}
 		b.Shards = append(b.Shards, sh)
-		if cfg.StandbyOf != "" {
-			sh.SetStandby(true)
-		}
 	}
 	b.IOBackend = b.Shards[0].Backend()
 	if err := b.openPartitions(); err != nil {

@@ -114,7 +114,7 @@ func (b *Broker) Collect(ch chan<- prometheus.Metric) {
 
 func (b *Broker) collectReplication(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRole, prometheus.GaugeValue, 1, b.Role())
-	ch <- prometheus.MustNewConstMetric(descLeaderEpoch, prometheus.GaugeValue, 0)
+	ch <- prometheus.MustNewConstMetric(descLeaderEpoch, prometheus.GaugeValue, float64(b.Epoch()))
 	var shrinks, expands int64
 	_, hasPeer := b.Peer()
 	now := time.Now()

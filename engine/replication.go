@@ -1,10 +1,13 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/sluice-broker/sluice/engine/meta"
 	"github.com/sluice-broker/sluice/engine/shard"
 	"github.com/sluice-broker/sluice/wire/kerr"
 )
@@ -17,6 +20,9 @@ type Peer struct {
 	Host   string
 	Port   int32
 	Rack   string
+	// AdminAddr is its --http listener (host:port), where a hand-over asks
+	// it to take the primary role; empty when it has none.
+	AdminAddr string
 	// Since: when it registered (on a primary) or was found (on a standby).
 	Since time.Time
 }
@@ -24,12 +30,18 @@ type Peer struct {
 // replication is the broker's side of the pair: its role and its peer.
 // The per-partition state lives on the shards (shard/replica.go).
 type replication struct {
-	mu   sync.Mutex
-	peer *Peer
+	mu      sync.Mutex // serialises role changes and guards peer
+	peer    *Peer
+	standby atomic.Bool
+	epoch   atomic.Int32
 }
 
-// IsStandby reports whether this node follows a primary (--standby-of).
-func (b *Broker) IsStandby() bool { return b.Cfg.StandbyOf != "" }
+// IsStandby reports whether this node follows a primary.
+func (b *Broker) IsStandby() bool { return b.repl.standby.Load() }
+
+// Epoch is the node's leader epoch: the one its batches are written under
+// as primary, or the last it knew of as standby.
+func (b *Broker) Epoch() int32 { return b.repl.epoch.Load() }
 
 // Role names this node's role: "primary" or "standby".
 func (b *Broker) Role() string {
@@ -84,7 +96,7 @@ func (b *Broker) RegisterStandby(p Peer, clusterID string) error {
 		if old != nil {
 			// A new standby starts out of sync everywhere.
 			for _, sh := range b.Shards {
-				sh.SetStandby(false)
+				sh.ResetFollowers()
 			}
 		}
 	}
@@ -132,6 +144,89 @@ func (b *Broker) UnderReplicated() int {
 	return n
 }
 
+// Promote makes this standby the primary at the next leader epoch: the
+// epoch is written durably, to the node and to every partition, before the
+// role changes, so no write is ever taken under an older epoch. It returns
+// the new epoch. The caller has stopped the follower loop.
+func (b *Broker) Promote() (int32, error) {
+	b.repl.mu.Lock()
+	defer b.repl.mu.Unlock()
+	if !b.IsStandby() {
+		return 0, errors.New("this node is the primary already")
+	}
+	next := b.Epoch()
+	for _, sh := range b.Shards {
+		next = max(next, sh.MaxEpoch())
+	}
+	next++
+	if err := meta.WriteLeaderEpoch(b.Cfg.DataDir, next); err != nil {
+		return 0, fmt.Errorf("recording leader epoch %d: %w", next, err)
+	}
+	b.repl.epoch.Store(next)
+	for _, sh := range b.Shards {
+		sh.SetRole(false, next)
+	}
+	b.repl.peer = nil // the old primary rejoins by registering as a standby
+	b.repl.standby.Store(false)
+	b.Logger.Info("promoted to primary", "leader_epoch", next)
+	return next, nil
+}
+
+// BecomeStandby makes this primary a standby of primary (the end of a
+// hand-over, or a node that finds another primary at a newer epoch).
+func (b *Broker) BecomeStandby(primary Peer, epoch int32) error {
+	b.repl.mu.Lock()
+	defer b.repl.mu.Unlock()
+	if epoch > b.Epoch() {
+		if err := meta.WriteLeaderEpoch(b.Cfg.DataDir, epoch); err != nil {
+			return err
+		}
+		b.repl.epoch.Store(epoch)
+	}
+	b.repl.standby.Store(true)
+	for _, sh := range b.Shards {
+		sh.SetRole(true, b.Epoch())
+	}
+	primary.Since = time.Now()
+	b.repl.peer = &primary
+	b.Logger.Info("now the standby", "primary_node_id", primary.NodeID, "primary", fmt.Sprintf("%s:%d", primary.Host, primary.Port), "leader_epoch", b.Epoch())
+	return nil
+}
+
+// NoteLeaderEpoch records, on a standby, its primary's epoch, so that a
+// promotion goes past it and Metadata reports it.
+func (b *Broker) NoteLeaderEpoch(epoch int32) error {
+	b.repl.mu.Lock()
+	defer b.repl.mu.Unlock()
+	if epoch <= b.Epoch() {
+		return nil
+	}
+	if err := meta.WriteLeaderEpoch(b.Cfg.DataDir, epoch); err != nil {
+		return err
+	}
+	b.repl.epoch.Store(epoch)
+	return nil
+}
+
+// Fence stops (or resumes) this primary's writes: a hand-over fences it
+// while the standby takes everything it holds.
+func (b *Broker) Fence(fenced bool) {
+	for _, sh := range b.Shards {
+		sh.SetFenced(fenced)
+	}
+}
+
+// StandbyHasAll reports whether the registered standby is in sync and
+// holds every offset of every partition; if not, which partition it lacks.
+func (b *Broker) StandbyHasAll() (bool, string) {
+	for _, sh := range b.Shards {
+		if ok, why := sh.StandbyHasAll(); !ok {
+			return false, why
+		}
+	}
+	return true, ""
+}
+
 // PartitionStatus is one partition's line of `sluice status`.
 type PartitionStatus struct {
 	Topic         string  `json:"topic"`
@@ -163,11 +258,9 @@ type PeerStatus struct {
 // Status reports the node's role, its peer and every partition's
 // replication state.
 func (b *Broker) Status() Status {
-	st := Status{Role: b.Role(), NodeID: b.Cfg.NodeID, ClusterID: b.Meta.ClusterID(), Partitions: []PartitionStatus{}}
+	st := Status{Role: b.Role(), NodeID: b.Cfg.NodeID, LeaderEpoch: b.Epoch(), ClusterID: b.Meta.ClusterID(), Partitions: []PartitionStatus{}}
 	if p, ok := b.Peer(); ok {
 		st.Peer = &PeerStatus{NodeID: p.NodeID, Address: fmt.Sprintf("%s:%d", p.Host, p.Port), Rack: p.Rack}
-	} else if b.IsStandby() {
-		st.Peer = &PeerStatus{NodeID: -1, Address: b.Cfg.StandbyOf}
 	}
 	now := time.Now()
 	for _, sh := range b.Shards {

@@ -89,10 +89,11 @@ func (b *Broker) MirrorCatalogue(topics []MirrorTopic) (bool, error) {
 // ReplicaPosition is where a standby's partition stands: it fetches from
 // its log end.
 type ReplicaPosition struct {
-	Key      shard.Key
-	TopicID  meta.TopicID
-	LogStart int64
-	LogEnd   int64
+	Key         shard.Key
+	TopicID     meta.TopicID
+	LogStart    int64
+	LogEnd      int64
+	LatestEpoch int32 // -1: the log has no epoch yet
 }
 
 // ReplicaPositions lists every partition with its log start and end, in
@@ -119,6 +120,7 @@ func (b *Broker) ReplicaPositions() []ReplicaPosition {
 			for _, j := range idx {
 				if start, end, ok := s.ReplicaOffsets(out[j].Key); ok {
 					out[j].LogStart, out[j].LogEnd = start, end
+					out[j].LatestEpoch = s.LatestEpoch(out[j].Key)
 				}
 			}
 		})
@@ -160,6 +162,55 @@ func (b *Broker) AppendReplicas(apps []ReplicaAppend) {
 				wg.Done()
 			})
 		})
+	}
+	wg.Wait()
+}
+
+// Divergence is the primary's OffsetForLeaderEpoch answer for one
+// partition, for Reconcile.
+type Divergence struct {
+	Key         shard.Key
+	LeaderEpoch int32
+	EndOffset   int64
+	From, To    int64 // set by Reconcile: the log end before and after
+	Err         error
+}
+
+// Reconcile truncates each partition's divergent tail (a node that was
+// primary and comes back as a standby), in parallel, and waits.
+func (b *Broker) Reconcile(ds []Divergence) {
+	b.onShards(len(ds), func(i int) shard.Key { return ds[i].Key }, func(i int, s *shard.Shard, done func()) {
+		d := &ds[i]
+		s.Reconcile(d.Key, d.LeaderEpoch, d.EndOffset, func(from, to int64, err error) {
+			d.From, d.To, d.Err = from, to, err
+			done()
+		})
+	})
+}
+
+// ResetReplica empties a standby's partition to start at off: the primary
+// no longer holds the offsets it would fetch next.
+func (b *Broker) ResetReplica(k shard.Key, off int64) error {
+	var err error
+	b.onShards(1, func(int) shard.Key { return k }, func(_ int, s *shard.Shard, done func()) {
+		s.TruncateReplica(k, off, true, func(e error) { err = e; done() })
+	})
+	return err
+}
+
+// onShards runs op for items 0..n-1 on the shards owning their keys and
+// waits for every op to call done.
+func (b *Broker) onShards(n int, key func(int) shard.Key, op func(i int, s *shard.Shard, done func())) {
+	snap := b.Meta.Snapshot()
+	var wg sync.WaitGroup
+	for i := range n {
+		k := key(i)
+		t, ok := snap.Topics[k.Topic]
+		if !ok || int(k.Partition) >= len(t.Partitions) {
+			continue
+		}
+		wg.Add(1)
+		b.ShardOf(t, k.Partition).Do(func(s *shard.Shard) { op(i, s, wg.Done) })
 	}
 	wg.Wait()
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sluice-broker/sluice/engine"
+	"github.com/sluice-broker/sluice/engine/api"
 	"github.com/sluice-broker/sluice/engine/config"
 	"github.com/sluice-broker/sluice/engine/meta"
 	"github.com/sluice-broker/sluice/engine/shard"
@@ -37,6 +38,7 @@ const (
 	registrationVer    = 0
 	describeConfigsVer = 4
 	apiVersionsVer     = 3
+	epochVersion       = 4 // OffsetForLeaderEpoch with the replica id
 )
 
 // ErrUnreachable: no connection to the primary could be made.
@@ -48,6 +50,8 @@ type Primary struct {
 	Host      string
 	Port      int32
 	ClusterID string
+	// Epoch is the leader epoch its partitions report (-1 before any).
+	Epoch int32
 }
 
 // Probe checks that addr is a sluice primary this node may follow: it
@@ -83,7 +87,7 @@ func Probe(addr string, nodeID int32, localCluster string) (Primary, error) {
 	if err := c.roundTrip(mdReq, &md, metadataVersion, deadline); err != nil {
 		return Primary{}, fmt.Errorf("metadata from %s: %w", addr, err)
 	}
-	p := Primary{NodeID: md.ControllerId}
+	p := Primary{NodeID: md.ControllerId, Epoch: -1}
 	if md.ClusterId != nil {
 		p.ClusterID = *md.ClusterId
 	}
@@ -112,6 +116,7 @@ type Standby struct {
 
 	incarnation [16]byte
 	lastCatalog time.Time
+	epoch       int32 // the primary's leader epoch, from its Metadata
 }
 
 // Run follows the primary until ctx ends, reconnecting after failures.
@@ -120,6 +125,7 @@ func (s *Standby) Run(ctx context.Context) {
 		s.Logger = slog.Default()
 	}
 	_, _ = rand.Read(s.incarnation[:])
+	s.epoch = -1
 	s.B.SetPrimary(engine.Peer{NodeID: s.Primary.NodeID, Host: s.Primary.Host, Port: s.Primary.Port})
 	for ctx.Err() == nil {
 		err := s.session(ctx)
@@ -147,7 +153,13 @@ func (s *Standby) session(ctx context.Context) error {
 	if err := s.register(c); err != nil {
 		return err
 	}
-	s.lastCatalog = time.Time{}
+	if err := s.mirror(c); err != nil {
+		return err
+	}
+	s.lastCatalog = time.Now()
+	if err := s.reconcile(c); err != nil {
+		return err
+	}
 	for ctx.Err() == nil {
 		if time.Since(s.lastCatalog) >= catalogueEvery {
 			if err := s.mirror(c); err != nil {
@@ -173,6 +185,16 @@ func (s *Standby) register(c *conn) error {
 	req.ClusterId = s.B.Meta.ClusterID()
 	req.IncarnationId = s.incarnation
 	req.Listeners = []msg.BrokerRegistrationRequestListener{{Name: "PLAINTEXT", Host: host, Port: uint16(port)}}
+	if admin := s.B.Cfg.HTTP; admin != "" {
+		if h, p, err := net.SplitHostPort(admin); err == nil {
+			if n, err := strconv.ParseUint(p, 10, 16); err == nil {
+				if h == "" || h == "0.0.0.0" || h == "::" {
+					h = host
+				}
+				req.Listeners = append(req.Listeners, msg.BrokerRegistrationRequestListener{Name: api.AdminListenerName, Host: h, Port: uint16(n)})
+			}
+		}
+	}
 	req.Features = []msg.BrokerRegistrationRequestFeature{}
 	if s.B.Cfg.Rack != "" {
 		req.Rack = &s.B.Cfg.Rack
@@ -202,15 +224,35 @@ func (s *Standby) mirror(c *conn) error {
 	if md.ClusterId == nil || *md.ClusterId != s.B.Meta.ClusterID() {
 		return fmt.Errorf("the primary's cluster id changed to %v", md.ClusterId)
 	}
+	if md.ControllerId != s.Primary.NodeID {
+		// It handed its role over (or another node was promoted): follow
+		// whoever is primary now, from a fresh session.
+		return fmt.Errorf("%s is no longer the primary (Metadata names node %d)", s.Addr, md.ControllerId)
+	}
 	var topics []engine.MirrorTopic
+	primaryEpoch := int32(-1)
 	dc := &msg.DescribeConfigsRequest{}
 	dc.Default()
 	for _, t := range md.Topics {
 		if t.ErrorCode != 0 || t.Name == nil {
 			continue
 		}
+		for _, p := range t.Partitions {
+			primaryEpoch = max(primaryEpoch, p.LeaderEpoch)
+		}
 		topics = append(topics, engine.MirrorTopic{Name: *t.Name, ID: meta.TopicID(t.TopicId), Partitions: int32(len(t.Partitions)), Internal: t.IsInternal})
 		dc.Resources = append(dc.Resources, msg.DescribeConfigsRequestDescribeConfigsResource{ResourceType: 2, ResourceName: *t.Name})
+	}
+	if own := s.B.Epoch(); primaryEpoch < own {
+		// Following it would truncate what this node wrote as a newer
+		// primary: never follow an older epoch.
+		return fmt.Errorf("%s is at leader epoch %d, older than this node's %d: refusing to follow it", s.Addr, primaryEpoch, own)
+	}
+	if primaryEpoch > s.epoch {
+		s.epoch = primaryEpoch
+		if err := s.B.NoteLeaderEpoch(primaryEpoch); err != nil {
+			return err
+		}
 	}
 	if len(dc.Resources) > 0 {
 		var dr msg.DescribeConfigsResponse
@@ -266,6 +308,7 @@ func (s *Standby) fetch(c *conn) error {
 		fp.Partition = p.Key.Partition
 		fp.FetchOffset = p.LogEnd
 		fp.LogStartOffset = p.LogStart
+		fp.CurrentLeaderEpoch = s.epoch
 		fp.PartitionMaxBytes = partitionMaxBytes
 		last.Partitions = append(last.Partitions, fp)
 	}
@@ -281,8 +324,10 @@ func (s *Standby) fetch(c *conn) error {
 		return fmt.Errorf("fetch: %s", kerr.Code(resp.ErrorCode))
 	}
 	byID := map[meta.TopicID]string{}
+	ends := map[shard.Key]int64{}
 	for _, p := range positions {
 		byID[p.TopicID] = p.Key.Topic
+		ends[p.Key] = p.LogEnd
 	}
 	var apps []engine.ReplicaAppend
 	for _, t := range resp.Responses {
@@ -298,7 +343,22 @@ func (s *Standby) fetch(c *conn) error {
 			case kerr.UnknownTopicID, kerr.UnknownTopicOrPartition:
 				s.lastCatalog = time.Time{} // the catalogue changed: mirror it now
 			case kerr.NotLeaderOrFollower:
-				return fmt.Errorf("the primary does not take this node's replica fetches (is another standby registered?)")
+				return fmt.Errorf("the primary does not take this node's replica fetches (is another standby registered, or is it no longer primary?)")
+			case kerr.FencedLeaderEpoch, kerr.UnknownLeaderEpoch:
+				return fmt.Errorf("%s: %s (this standby knows epoch %d)", k.Dir(), kerr.Code(p.ErrorCode), s.epoch)
+			case kerr.OffsetOutOfRange:
+				if ends[k] < p.LogStartOffset {
+					// Retention on the primary deleted what this standby
+					// would fetch next: start over where the primary starts.
+					s.Logger.Warn("standby: the primary's log starts past this one's end; starting over there", "partition", k.Dir(), "end", ends[k], "primary_log_start", p.LogStartOffset)
+					if err := s.B.ResetReplica(k, p.LogStartOffset); err != nil {
+						return err
+					}
+					continue
+				}
+				// Past the primary's end: a divergent tail, cut at the next
+				// session's reconcile.
+				return fmt.Errorf("%s: fetch offset %d is past the primary's log end", k.Dir(), ends[k])
 			default:
 				s.Logger.Warn("standby: partition fetch failed", "partition", k.Dir(), "err", kerr.Code(p.ErrorCode))
 			}
@@ -316,6 +376,55 @@ func (s *Standby) fetch(c *conn) error {
 		time.Sleep(fetchBackoff / 10)
 	}
 	return nil
+}
+
+// reconcile finds, for every partition with batches, where its log
+// diverges from the primary's (OffsetForLeaderEpoch for its latest epoch)
+// and truncates the divergent tail: a node that was primary and comes back
+// as a standby drops what it wrote that the new primary never had.
+func (s *Standby) reconcile(c *conn) error {
+	positions := s.B.ReplicaPositions()
+	req := &msg.OffsetForLeaderEpochRequest{ReplicaId: s.B.Cfg.NodeID}
+	var last *msg.OffsetForLeaderEpochRequestOffsetForLeaderTopic
+	n := 0
+	for _, p := range positions {
+		if p.LogEnd <= p.LogStart || p.LatestEpoch < 0 {
+			continue
+		}
+		if last == nil || last.Topic != p.Key.Topic {
+			req.Topics = append(req.Topics, msg.OffsetForLeaderEpochRequestOffsetForLeaderTopic{Topic: p.Key.Topic})
+			last = &req.Topics[len(req.Topics)-1]
+		}
+		last.Partitions = append(last.Partitions, msg.OffsetForLeaderEpochRequestOffsetForLeaderPartition{Partition: p.Key.Partition, CurrentLeaderEpoch: s.epoch, LeaderEpoch: p.LatestEpoch})
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	var resp msg.OffsetForLeaderEpochResponse
+	if err := c.roundTrip(req, &resp, epochVersion, time.Now().Add(30*time.Second)); err != nil {
+		return fmt.Errorf("offset for leader epoch: %w", err)
+	}
+	var ds []engine.Divergence
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			k := shard.Key{Topic: t.Topic, Partition: p.Partition}
+			if p.ErrorCode != 0 {
+				return fmt.Errorf("offset for leader epoch of %s: %s", k.Dir(), kerr.Code(p.ErrorCode))
+			}
+			ds = append(ds, engine.Divergence{Key: k, LeaderEpoch: p.LeaderEpoch, EndOffset: p.EndOffset})
+		}
+	}
+	s.B.Reconcile(ds)
+	var errs []error
+	for _, d := range ds {
+		if d.Err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", d.Key.Dir(), d.Err))
+		} else if d.To < d.From {
+			s.Logger.Info("standby: divergent tail truncated", "partition", d.Key.Dir(), "from", d.From, "to", d.To)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // SameAddress reports whether a and b name the same listener (for a

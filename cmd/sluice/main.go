@@ -15,6 +15,9 @@ usage:
   sluice serve [flags]      run the broker (sluice serve -h lists the flags);
                             --standby-of HOST:PORT runs it as a primary's standby
   sluice status --http H:P  role, leader epoch, peer and replication lag of a node
+  sluice promote --http H:P make that standby the primary (--force: even while
+                            its primary still answers as primary)
+  sluice demote --http H:P  hand that primary's role to its in-sync standby
   sluice bench ...          benchmark any Kafka-compatible broker (sluice bench help)
   sluice tune ...           check, apply and revert host tuning; trace with eBPF (sluice tune help)
   sluice version            print the version
@@ -39,6 +42,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "status":
 		err = statusMain(os.Args[2:])
+	case "promote", "demote":
+		err = roleMain(os.Args[1], os.Args[2:])
 	case "bench":
 		err = benchMain(os.Args[2:])
 	case "tune":

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -137,6 +136,7 @@ func serve(args []string) error {
 		broker.Close()
 		return err
 	}
+	node := &replicate.Node{B: broker, Roles: handler, Logger: logger}
 	srv, err := netio.Listen(cfg.Listen, handler, netio.Config{
 		MaxRequestBytes: cfg.SocketRequestMaxBytes,
 		IdleTimeout:     cfg.ConnectionsMaxIdle,
@@ -150,7 +150,7 @@ func serve(args []string) error {
 	}
 	var httpSrv *http.Server
 	if cfg.HTTP != "" {
-		httpSrv = &http.Server{Addr: cfg.HTTP, Handler: adminMux(broker)}
+		httpSrv = &http.Server{Addr: cfg.HTTP, Handler: adminMux(broker, node)}
 		go func() {
 			if err := httpSrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("http listener", "addr", cfg.HTTP, "err", err)
@@ -162,13 +162,8 @@ func serve(args []string) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve() }()
-	stopStandby := func() {}
 	if cfg.StandbyOf != "" {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		sb := &replicate.Standby{B: broker, Addr: cfg.StandbyOf, Primary: primary, Logger: logger}
-		go func() { defer close(done); sb.Run(ctx) }()
-		stopStandby = func() { cancel(); <-done }
+		node.Follow(cfg.StandbyOf, primary)
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
@@ -178,7 +173,7 @@ func serve(args []string) error {
 	case err := <-serveErr:
 		logger.Error("listener failed", "err", err)
 	}
-	stopStandby()
+	node.Close()
 	srv.Close()
 	if httpSrv != nil {
 		httpSrv.Close()
@@ -216,8 +211,9 @@ func findPrimary(cfg *config.Broker, logger *slog.Logger) (replicate.Primary, er
 }
 
 // adminMux serves health endpoints on the --http listener.
-func adminMux(b *engine.Broker) *http.ServeMux {
+func adminMux(b *engine.Broker, node *replicate.Node) *http.ServeMux {
 	mux := http.NewServeMux()
+	node.Routes(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(b.Metrics.Registry, promhttp.HandlerOpts{}))
 	// Go's profiler, for perf experiments (go tool pprof http://HOST:PORT/debug/pprof/profile).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

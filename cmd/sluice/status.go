@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluice-broker/sluice/engine"
+	"github.com/sluice-broker/sluice/replicate"
 )
 
 // statusMain prints what GET /v1/status on a node's --http listener says.
@@ -58,4 +59,31 @@ func statusMain(args []string) error {
 		fmt.Fprintf(w, "%s\t%d\t%v\t%d\t%d\t%d\t%.1f\n", p.Topic, p.Partition, p.InSync, p.LogEndOffset, p.HighWatermark, p.LagRecords, p.LagSeconds)
 	}
 	return w.Flush()
+}
+
+// roleMain is sluice promote and sluice demote.
+func roleMain(what string, args []string) error {
+	fs := flag.NewFlagSet(what, flag.ContinueOnError)
+	addr := fs.String("http", "127.0.0.1:9645", "the node's admin listener (serve --http)")
+	force := false
+	if what == "promote" {
+		fs.BoolVar(&force, "force", false, "promote even while the primary still answers as primary (it must be stopped or cut off: two primaries would take writes)")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	r, err := replicate.RequestRoleChange(*addr, what, force)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, *addr, err)
+	}
+	switch what {
+	case "promote":
+		fmt.Printf("%s is the primary at leader epoch %d\n", *addr, r.LeaderEpoch)
+	default:
+		fmt.Printf("%s handed the primary role over (new leader epoch %d) and is now a %s\n", *addr, r.LeaderEpoch, r.Role)
+	}
+	return nil
 }

@@ -103,6 +103,8 @@ func (h *Handler) fetch(rc *request, req *msg.FetchRequest) *Response {
 				slot.ErrorCode = int16(kerr.NotLeaderOrFollower)
 			case !known || rp.Partition < 0 || int(rp.Partition) >= len(t.Partitions):
 				slot.ErrorCode = int16(code)
+			case h.epochCheck(rp.CurrentLeaderEpoch) != kerr.None:
+				slot.ErrorCode = int16(h.epochCheck(rp.CurrentLeaderEpoch))
 			default:
 				fp.key = shard.Key{Topic: t.Name, Partition: rp.Partition}
 				fp.shard = t.Partitions[rp.Partition].Shard

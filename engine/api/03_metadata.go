@@ -122,7 +122,7 @@ func (h *Handler) describeTopic(t *meta.Topic, includeOps bool) msg.MetadataResp
 		out.Partitions[i] = msg.MetadataResponsePartition{
 			PartitionIndex:  p.Index,
 			LeaderId:        leader,
-			LeaderEpoch:     0,
+			LeaderEpoch:     h.b.Epoch(),
 			ReplicaNodes:    replicas,
 			IsrNodes:        isr,
 			OfflineReplicas: []int32{},

@@ -74,6 +74,26 @@ func openProducerIDs(dir string) (*producerIDs, error) {
 	return p, nil
 }
 
+// producerIDBase is the first producer id of leader epoch e: each epoch has
+// its own range of 2^40 ids, so a promoted standby never hands out an id
+// its old primary gave an idempotent producer whose state the standby may
+// not have followed yet.
+func producerIDBase(e int32) int64 { return int64(e) << 40 }
+
+// atLeast moves the next id to from, if it is below.
+func (p *producerIDs) atLeast(from int64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.nextID >= from {
+		return nil
+	}
+	if err := meta.WriteFileAtomic(p.path, []byte(strconv.FormatInt(from, 10)+"\n")); err != nil {
+		return err
+	}
+	p.nextID, p.reservedTo = from, from
+	return nil
+}
+
 func (p *producerIDs) next() (int64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -1,6 +1,9 @@
 package api
 
 import (
+	"net"
+	"strconv"
+
 	"github.com/sluice-broker/sluice/engine"
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
@@ -23,6 +26,11 @@ func (h *Handler) brokerRegistration(req *msg.BrokerRegistrationRequest) *msg.Br
 	}
 	l := req.Listeners[0]
 	peer := engine.Peer{NodeID: req.BrokerId, Host: l.Host, Port: int32(l.Port)}
+	for _, x := range req.Listeners[1:] {
+		if x.Name == AdminListenerName {
+			peer.AdminAddr = net.JoinHostPort(x.Host, strconv.Itoa(int(x.Port)))
+		}
+	}
 	if req.Rack != nil {
 		peer.Rack = *req.Rack
 	}
@@ -35,6 +43,11 @@ func (h *Handler) brokerRegistration(req *msg.BrokerRegistrationRequest) *msg.Br
 	resp.BrokerEpoch = 1
 	return resp
 }
+
+// AdminListenerName names, in a standby's BrokerRegistration, its --http
+// listener (after its Kafka listener): a hand-over asks it there to take
+// the primary role.
+const AdminListenerName = "SLUICE_ADMIN"
 
 // standbyID is the registered standby's node id, or -1.
 func (h *Handler) standbyID() int32 {

@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/sluice-broker/sluice/engine"
 	"github.com/sluice-broker/sluice/engine/group/service"
@@ -50,7 +51,9 @@ type Handler struct {
 	table    [maxAPIKey + 1]*handler
 	versions msg.ApiVersionsResponse // the supported list, computed once
 	pids     *producerIDs
-	groups   *service.Service // the group coordinator (08-16, 42, 47, 68, 69)
+	// groups is the group coordinator (08-16, 42, 47, 68, 69); nil on a
+	// standby, which runs none.
+	groups atomic.Pointer[service.Service]
 }
 
 const maxAPIKey = 127
@@ -69,16 +72,14 @@ func New(b *engine.Broker) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	h := &Handler{b: b, log: b.Logger, pids: pids}
 	// A standby runs no group coordinator: FindCoordinator sends clients
 	// to the primary, and __consumer_offsets is followed like any log.
-	var groups *service.Service
 	if !b.IsStandby() {
-		groups, err = service.Start(b)
-		if err != nil {
+		if err := h.startGroups(); err != nil {
 			return nil, err
 		}
 	}
-	h := &Handler{b: b, log: b.Logger, pids: pids, groups: groups}
 	for _, e := range handlers {
 		h.table[e.key] = e
 	}
@@ -94,7 +95,7 @@ func (h *Handler) Handle(frame []byte, closed <-chan struct{}) *Response {
 		return closeConnection()
 	}
 	e := h.table[key]
-	if h.groups == nil && groupAPIs[key] {
+	if groupAPIs[key] && h.groups.Load() == nil {
 		// A standby: only a client that ignored FindCoordinator gets
 		// here. Closing makes it look the coordinator up again.
 		h.log.Debug("closing connection: a group request reached a standby", "api", msg.APIName(key))
@@ -119,6 +120,37 @@ func (h *Handler) Handle(frame []byte, closed <-chan struct{}) *Response {
 }
 
 func closeConnection() *Response { return &Response{Close: true} }
+
+func (h *Handler) startGroups() error {
+	g, err := service.Start(h.b)
+	if err != nil {
+		return err
+	}
+	h.groups.Store(g)
+	return nil
+}
+
+// BecomePrimary is the request layer's part of a promotion (the engine's,
+// Broker.Promote, came first): the group coordinator starts, loading the
+// groups from the __consumer_offsets this node followed, and producer ids
+// move to this epoch's range, past any an earlier primary gave out.
+func (h *Handler) BecomePrimary(epoch int32) error {
+	if err := h.pids.atLeast(producerIDBase(epoch)); err != nil {
+		return err
+	}
+	if h.groups.Load() != nil {
+		return nil
+	}
+	return h.startGroups()
+}
+
+// BecomeStandby stops the group coordinator (its clients find the new
+// primary's through FindCoordinator).
+func (h *Handler) BecomeStandby() {
+	if g := h.groups.Swap(nil); g != nil {
+		g.Close()
+	}
+}
 
 // groupAPIs are the group coordinator's API keys (groups.go).
 var groupAPIs = map[int16]bool{8: true, 9: true, 11: true, 12: true, 13: true, 14: true, 15: true, 16: true, 42: true, 47: true, 68: true, 69: true}

@@ -23,8 +23,12 @@ func groupRequest(rc *request, now time.Time) group.Request {
 
 // serveGroup runs a synchronous coordinator call and frames its answer.
 func serveGroup[R msg.Response](h *Handler, rc *request, call func(c *group.Coordinator, r group.Request) R) *Response {
+	g := h.groups.Load()
+	if g == nil { // demoted since Handle looked
+		return closeConnection()
+	}
 	var resp R
-	h.groups.Do(func(c *group.Coordinator, now time.Time) {
+	g.Do(func(c *group.Coordinator, now time.Time) {
 		resp = call(c, groupRequest(rc, now))
 	})
 	return respond(rc, resp)
@@ -34,8 +38,12 @@ func serveGroup[R msg.Response](h *Handler, rc *request, call func(c *group.Coor
 // parked JoinGroup, a commit waiting for its datasync): the response is
 // pending until the coordinator replies.
 func serveGroupLater[R msg.Response](h *Handler, rc *request, call func(c *group.Coordinator, r group.Request, reply func(R))) *Response {
+	g := h.groups.Load()
+	if g == nil {
+		return closeConnection()
+	}
 	out := Pending()
-	h.groups.Do(func(c *group.Coordinator, now time.Time) {
+	g.Do(func(c *group.Coordinator, now time.Time) {
 		call(c, groupRequest(rc, now), func(resp R) {
 			out.Parts = []Part{{Bytes: frame(rc, resp)}}
 			out.Complete()

@@ -53,6 +53,7 @@ func (e *CRCError) Is(target error) bool { return target == ErrCorruptBatch }
 type batchHeader struct {
 	baseOffset      Offset
 	length          int32 // bytes after the length field
+	leaderEpoch     int32 // partitionLeaderEpoch
 	magic           int8
 	crc             uint32
 	attributes      int16
@@ -76,6 +77,7 @@ func parseHeader(b []byte) batchHeader {
 	return batchHeader{
 		baseOffset:      Offset(binary.BigEndian.Uint64(b[offBaseOffset:])),
 		length:          int32(binary.BigEndian.Uint32(b[offBatchLength:])),
+		leaderEpoch:     int32(binary.BigEndian.Uint32(b[offBatchLength+4:])),
 		magic:           int8(b[offMagic]),
 		crc:             binary.BigEndian.Uint32(b[offCRC:]),
 		attributes:      int16(binary.BigEndian.Uint16(b[offAttributes:])),

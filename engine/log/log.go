@@ -150,6 +150,8 @@ type Log struct {
 	maxTimestampKnown  bool
 
 	producers producerState
+	// epochs: the leader epochs and where each began (epochs.go).
+	epochs []EpochEntry
 
 	// err latches the first write or sync failure: the log then refuses
 	// every write (sticky, as storage.Sticky does per file).
@@ -325,6 +327,7 @@ func (l *Log) append(batches []byte, now time.Time, checkCRC bool) (AppendResult
 	l.changes++
 	// Pass 1: framing and the offset span.
 	var span int64
+	newEpoch := false
 	for pos := 0; pos < len(batches); {
 		if len(batches)-pos < batchHeaderSize {
 			return AppendResult{}, ErrCorruptBatch
@@ -333,6 +336,7 @@ func (l *Log) append(batches []byte, now time.Time, checkCRC bool) (AppendResult
 		if !h.framingOK() || h.size() > int64(len(batches)-pos) {
 			return AppendResult{}, ErrCorruptBatch
 		}
+		newEpoch = newEpoch || Epoch(h.leaderEpoch) > l.LatestEpoch()
 		span += int64(h.lastOffsetDelta) + 1
 		pos += int(h.size())
 	}
@@ -371,6 +375,14 @@ func (l *Log) append(batches []byte, now time.Time, checkCRC bool) (AppendResult
 		h := parseHeader(batches[pos:])
 		next = h.lastOffset() + 1
 		pos += int(h.size())
+	}
+
+	if newEpoch {
+		// Rare: a standby's first batch of a new epoch (a primary begins
+		// its epoch before it writes). Recorded before the bytes land.
+		if err := l.noteBatchEpochs(batches); err != nil {
+			return AppendResult{}, l.fail(err)
+		}
 	}
 
 	buffered := l.tail == nil

@@ -73,6 +73,9 @@ func (l *Log) open(cp Checkpoint, now time.Time) error {
 		l.segs = []*segment{seg}
 		l.logStart, l.logEnd, l.recoveryPoint, l.hw = start, start, start, start
 		l.maxTimestampKnown = true
+		if err := l.loadEpochs(); err != nil {
+			return err
+		}
 		return l.fs.SyncDir(l.dir)
 	}
 
@@ -106,6 +109,9 @@ func (l *Log) open(cp Checkpoint, now time.Time) error {
 		return err
 	}
 	l.logStart = min(l.logStart, l.logEnd)
+	if err := l.loadEpochs(); err != nil {
+		return err
+	}
 	// Everything present is durable once open returns (the Sync below).
 	l.hw = l.logEnd
 	if removed {

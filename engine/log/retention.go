@@ -143,12 +143,31 @@ func (l *Log) TruncateTo(off Offset) error {
 	if err := l.rebuildProducers(); err != nil {
 		return err
 	}
+	if err := l.truncateEpochs(newEnd); err != nil {
+		return l.fail(err)
+	}
 	if l.tail != nil {
 		if err := l.openDirect(); err != nil {
 			return l.fail(err)
 		}
 	}
 	return l.persistTail(true)
+}
+
+// ResetTo empties the log and restarts it at off, which may lie past its
+// end: a standby whose primary no longer has the offsets it would fetch
+// next (retention deleted them) starts over at the primary's log start.
+func (l *Log) ResetTo(off Offset) error {
+	if err := l.writable(); err != nil {
+		return err
+	}
+	if l.tail != nil && !l.tail.idle() {
+		return ErrTailBusy
+	}
+	l.changes++
+	l.truncGen++
+	l.detachTail()
+	return l.truncateFullyAndStartAt(off)
 }
 
 func (l *Log) truncateFullyAndStartAt(off Offset) error {
@@ -162,6 +181,12 @@ func (l *Log) truncateFullyAndStartAt(off Offset) error {
 	l.maxTimestamp, l.maxTimestampKnown = noTimestamp, true
 	l.producers = newProducerState()
 	l.markDirChanged()
+	if len(l.epochs) > 0 {
+		l.epochs = nil
+		if err := l.writeEpochs(); err != nil {
+			return l.fail(err)
+		}
+	}
 	if l.tail != nil {
 		if err := l.openDirect(); err != nil {
 			return l.fail(err)

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -323,6 +324,35 @@ func WriteFileAtomic(path string, data []byte) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// ReadLeaderEpoch returns the node's leader epoch, recorded in
+// leader-epoch in dir (0 when absent): the epoch of the pair it last
+// belonged to as primary or standby. A promotion writes the next one
+// before the new primary takes a write.
+func ReadLeaderEpoch(dir string) (int32, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "leader-epoch"))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range splitLines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "leader.epoch="); ok {
+			n, err := strconv.ParseInt(v, 10, 32)
+			if err != nil || n < 0 {
+				return 0, fmt.Errorf("leader-epoch: bad value %q", v)
+			}
+			return int32(n), nil
+		}
+	}
+	return 0, errors.New("leader-epoch: no leader.epoch line")
+}
+
+// WriteLeaderEpoch records the node's leader epoch durably.
+func WriteLeaderEpoch(dir string, epoch int32) error {
+	return WriteFileAtomic(filepath.Join(dir, "leader-epoch"), []byte(fmt.Sprintf("# written by sluice\nleader.epoch=%d\n", epoch)))
 }
 
 // ReadClusterID returns the cluster id recorded in dir, if any (a standby

@@ -30,11 +30,6 @@ type RecordError struct {
 	Message    string
 }
 
-// leaderEpoch is this node's leader epoch for every partition; promotion of
-// a standby will raise it (a standby keeps the epochs of the batches it
-// fetches).
-const leaderEpoch = 0
-
 func produceFailed(code kerr.Code, msg string) ProduceResult {
 	return ProduceResult{Err: code, ErrMessage: msg, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1}
 }
@@ -55,8 +50,8 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		done(produceFailed(kerr.KafkaStorageError, err.Error()))
 		return
 	}
-	if s.standby {
-		done(produceFailed(kerr.NotLeaderOrFollower, "this node is a standby; produce to the primary"))
+	if s.standby || s.fenced {
+		done(produceFailed(kerr.NotLeaderOrFollower, "this node is a standby, or handing the primary role over; produce to the primary"))
 		return
 	}
 	if acks == -1 && p.Cfg.MinInsyncReplicas() > p.isrSize() {
@@ -226,7 +221,7 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time, crcLater bool)
 		}
 		// Stamp the leader epoch the batch was appended under, as Kafka
 		// does (outside the CRC); clients commit it with their offsets.
-		records.SetPartitionLeaderEpoch(batch, leaderEpoch)
+		records.SetPartitionLeaderEpoch(batch, s.epoch)
 		if recompress && h.Codec() != target {
 			needRebuild = true
 		}

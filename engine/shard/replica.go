@@ -274,18 +274,146 @@ func (s *Shard) ReplicaSnapshot(now time.Time) []ReplicaStats {
 	return out
 }
 
-// SetStandby makes the shard a standby's (true: its partitions follow a
-// primary, refuse produce, and keep their high watermark at or below the
-// primary's) or a primary's.
-func (s *Shard) SetStandby(standby bool) {
+// SetRole makes the shard a standby's (its partitions follow a primary,
+// refuse produce, and keep their high watermark at or below the primary's)
+// or a primary's at epoch, which it begins, durably, in every partition
+// before it returns (and so before any write under it). Every partition
+// starts with its standby out of sync. Partitions whose epoch could not be
+// recorded are failed: they refuse writes until a restart.
+func (s *Shard) SetRole(standby bool, epoch int32) {
 	s.Call(func(s *Shard) {
-		s.standby = standby
-		for _, p := range s.parts {
+		s.standby, s.epoch, s.fenced = standby, epoch, false
+		for _, k := range s.sortedKeys() {
+			p := s.parts[k]
+			if !standby && p.Log.Err() == nil {
+				if err := p.Log.BeginEpoch(log.Epoch(epoch)); err != nil {
+					p.Log.MarkFailed(err)
+					s.reportFailure(p, "begin epoch")
+				}
+			}
 			p.standby = standby
 			p.follower = follower{}
 			s.publishInSync(p.Key, false)
 			s.release(p)
 		}
+	})
+}
+
+// ResetFollowers forgets the standby's state in every partition (another
+// node registered as the standby).
+func (s *Shard) ResetFollowers() {
+	s.Call(func(s *Shard) {
+		for _, p := range s.parts {
+			p.follower = follower{}
+			s.publishInSync(p.Key, false)
+			s.release(p)
+		}
+	})
+}
+
+// SetFenced makes a primary refuse produce (a hand-over: the standby must
+// get everything the primary holds before it takes over) or take it again.
+func (s *Shard) SetFenced(fenced bool) { s.Call(func(s *Shard) { s.fenced = fenced }) }
+
+// StandbyHasAll reports whether the standby holds every offset of every
+// partition (and is in sync in each), with the first partition it lacks.
+func (s *Shard) StandbyHasAll() (bool, string) {
+	ok, lacking := true, ""
+	s.Call(func(s *Shard) {
+		for _, k := range s.sortedKeys() {
+			p := s.parts[k]
+			if !p.follower.inSync || p.follower.has < p.Log.LogEndOffset() {
+				ok, lacking = false, fmt.Sprintf("%s: the standby has %d of %d (in sync: %v)", k.Dir(), p.follower.has, p.Log.LogEndOffset(), p.follower.inSync)
+				return
+			}
+		}
+	})
+	return ok, lacking
+}
+
+// EpochEnd answers OffsetForLeaderEpoch for one partition.
+func (s *Shard) EpochEnd(k Key, epoch int32) (int32, int64, kerr.Code) {
+	p, ok := s.parts[k]
+	if !ok {
+		return -1, -1, kerr.NotLeaderOrFollower
+	}
+	e, end := p.Log.EndOffsetForEpoch(log.Epoch(epoch))
+	return int32(e), int64(end), kerr.None
+}
+
+// MaxEpoch is the newest epoch of any of the shard's logs (-1 if none);
+// callable from any goroutine.
+func (s *Shard) MaxEpoch() int32 {
+	e := int32(-1)
+	s.Call(func(s *Shard) {
+		for _, p := range s.parts {
+			e = max(e, int32(p.Log.LatestEpoch()))
+		}
+	})
+	return e
+}
+
+// LatestEpoch is the newest epoch of k's log (-1 if none).
+func (s *Shard) LatestEpoch(k Key) int32 {
+	if p, ok := s.parts[k]; ok {
+		return int32(p.Log.LatestEpoch())
+	}
+	return -1
+}
+
+// Reconcile cuts a standby's partition where its log diverges from the
+// primary's, from the primary's OffsetForLeaderEpoch answer for the
+// partition's latest epoch: leaderEpoch is the largest epoch the primary
+// has not newer than that one, leaderEnd where it ended there. The log
+// keeps what both hold under the same epochs: up to the smaller of
+// leaderEnd and its own end of leaderEpoch (Kafka's follower rule). A
+// primary that knows no such epoch (leaderEpoch -1) shares nothing with
+// it. done gets the log end before and after.
+func (s *Shard) Reconcile(k Key, leaderEpoch int32, leaderEnd int64, done func(from, to int64, err error)) {
+	p, ok := s.parts[k]
+	if !ok {
+		done(0, 0, ErrUnknownPartition)
+		return
+	}
+	end := int64(p.Log.LogEndOffset())
+	target := int64(p.Log.LogStartOffset())
+	if leaderEpoch >= 0 {
+		_, ownEnd := p.Log.EndOffsetForEpoch(log.Epoch(leaderEpoch))
+		target = max(target, min(leaderEnd, int64(ownEnd)))
+	}
+	if target >= end {
+		done(end, end, nil)
+		return
+	}
+	s.cfg.Logger.Warn("standby: truncating a divergent tail", "partition", k.Dir(), "from", end, "to", target, "primary_epoch", leaderEpoch, "primary_epoch_end", leaderEnd)
+	s.TruncateReplica(k, target, false, func(err error) { done(end, int64(p.Log.LogEndOffset()), err) })
+}
+
+// TruncateReplica cuts a standby's partition back to off (a divergent
+// tail, after OffsetForLeaderEpoch) or, when off lies past its end and
+// reset is set, empties it to start at off (the primary no longer has the
+// offsets it would fetch next). done runs on the shard thread.
+func (s *Shard) TruncateReplica(k Key, off int64, reset bool, done func(error)) {
+	p, ok := s.parts[k]
+	if !ok {
+		done(ErrUnknownPartition)
+		return
+	}
+	s.whenSyncIdle(p, func() {
+		s.whenWritesIdle(p, func() {
+			var err error
+			if reset {
+				err = p.Log.ResetTo(log.Offset(off))
+			} else {
+				err = p.Log.TruncateTo(log.Offset(off))
+			}
+			if err == nil {
+				// The checkpoint must not name offsets the log dropped.
+				err = s.writeCheckpointEntries(false)
+			}
+			p.wakeParked()
+			done(err)
+		})
 	})
 }
 

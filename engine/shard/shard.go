@@ -70,6 +70,10 @@ type Config struct {
 	// go without catching up before it leaves the in-sync set (default
 	// 30 s, Kafka's).
 	ReplicaLagMax time.Duration
+	// Standby starts the shard as a standby's; Epoch is the node's leader
+	// epoch (a primary begins it in every partition it opens).
+	Standby bool
+	Epoch   int32
 }
 
 // spinBeforeSleep is how long an idle shard keeps polling its inbox and
@@ -123,6 +127,8 @@ type Shard struct {
 	// standby: this node follows a primary (replica.go); isr: which
 	// partitions have the standby in sync, for other goroutines.
 	standby     bool
+	epoch       int32 // stamped into every batch appended as primary
+	fenced      bool  // a hand-over is under way: refuse produce
 	isr         isrTable
 	busyNanos   atomic.Int64
 	wakeups     atomic.Int64
@@ -147,6 +153,8 @@ func Start(cfg Config) (*Shard, error) {
 		syncs:   map[uint64]*syncJob{},
 		writes:  map[uint64]writeRef{},
 		stopped: make(chan error, 1),
+		standby: cfg.Standby,
+		epoch:   cfg.Epoch,
 	}
 	ready := make(chan error, 1)
 	go s.run(ready)

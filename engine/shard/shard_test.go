@@ -479,6 +479,8 @@ func TestRetentionDuringDatasyncs(t *testing.T) {
 func TestAppendStampsLeaderEpoch(t *testing.T) {
 	s := startShard(t, storage.NewMem(), mode{})
 	defer s.Stop()
+	const leaderEpoch = 3 // as after three promotions
+	s.Call(func(s *Shard) { s.epoch = leaderEpoch })
 	openTestPartition(t, s, nil)
 	b := batch(t, 2, compress.None)
 	records.SetPartitionLeaderEpoch(b, -1)
@@ -498,6 +500,12 @@ func TestAppendStampsLeaderEpoch(t *testing.T) {
 	}
 	if h.PartitionLeaderEpoch != leaderEpoch {
 		t.Fatalf("stored batch has leader epoch %d, want %d", h.PartitionLeaderEpoch, leaderEpoch)
+	}
+	// The primary began the epoch in the partition before writing under it.
+	var latest int32
+	s.Call(func(s *Shard) { latest = s.LatestEpoch(testKey) })
+	if latest != leaderEpoch {
+		t.Fatalf("the partition's latest epoch is %d, want %d", latest, leaderEpoch)
 	}
 }
 

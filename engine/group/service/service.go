@@ -215,11 +215,16 @@ func (s *Service) fire() {
 // Close stops the timer and the completion goroutine. Appends still in
 // flight complete into nothing; the shards stop after this.
 func (s *Service) Close() {
-	s.unregisterMetrics()
 	s.mu.Lock()
+	if s.closed {
+		// Closed once already (a demotion, then the broker's shutdown).
+		s.mu.Unlock()
+		return
+	}
 	s.closed = true
 	s.timer.Stop()
 	s.mu.Unlock()
+	s.unregisterMetrics()
 	close(s.stop)
 	s.wg.Wait()
 }
