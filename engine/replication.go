@@ -33,6 +33,7 @@ type replication struct {
 	mu      sync.Mutex // serialises role changes and guards peer
 	peer    *Peer
 	standby atomic.Bool
+	fenced  atomic.Bool
 	epoch   atomic.Int32
 }
 
@@ -187,6 +188,7 @@ func (b *Broker) BecomeStandby(primary Peer, epoch int32) error {
 	for _, sh := range b.Shards {
 		sh.SetRole(true, b.Epoch())
 	}
+	b.repl.fenced.Store(false)
 	primary.Since = time.Now()
 	b.repl.peer = &primary
 	b.Logger.Info("now the standby", "primary_node_id", primary.NodeID, "primary", fmt.Sprintf("%s:%d", primary.Host, primary.Port), "leader_epoch", b.Epoch())
@@ -211,9 +213,28 @@ func (b *Broker) NoteLeaderEpoch(epoch int32) error {
 // Fence stops (or resumes) this primary's writes: a hand-over fences it
 // while the standby takes everything it holds.
 func (b *Broker) Fence(fenced bool) {
+	b.repl.fenced.Store(fenced)
 	for _, sh := range b.Shards {
 		sh.SetFenced(fenced)
 	}
+}
+
+// LeaderHint names the node clients should produce to instead of this one,
+// with the leader epoch it has or is about to have (KIP-951: Produce
+// answers NOT_LEADER_OR_FOLLOWER with the new leader, so clients move
+// without waiting for a metadata refresh): on a standby its primary; on a
+// primary handing its role over, the standby taking it.
+func (b *Broker) LeaderHint() (Peer, int32, bool) {
+	p, ok := b.Peer()
+	switch {
+	case !ok:
+		return Peer{}, 0, false
+	case b.IsStandby():
+		return p, b.Epoch(), true
+	case b.repl.fenced.Load():
+		return p, b.Epoch() + 1, true
+	}
+	return Peer{}, 0, false
 }
 
 // StandbyHasAll reports whether the registered standby is in sync and

@@ -19,6 +19,7 @@ var _ = register(&handler{key: 0, min: 3, max: 11, advertiseMin: new(int16), ser
 // the shards that own the partitions, and frames the response when the last
 // one arrives.
 type produceCall struct {
+	h       *Handler
 	rc      *request
 	acks    int16
 	resp    msg.ProduceResponse
@@ -28,7 +29,7 @@ type produceCall struct {
 }
 
 func (h *Handler) produce(rc *request, req *msg.ProduceRequest) *Response {
-	call := &produceCall{rc: rc, acks: req.Acks, out: Pending()}
+	call := &produceCall{h: h, rc: rc, acks: req.Acks, out: Pending()}
 	call.resp.Default()
 	call.resp.Responses = make([]msg.ProduceResponseTopicProduceResponse, len(req.TopicData))
 	snap := h.b.Meta.Snapshot()
@@ -109,10 +110,40 @@ func (h *Handler) produce(rc *request, req *msg.ProduceRequest) *Response {
 	return call.out
 }
 
+// hintLeader adds, for v10+ clients, the node to produce to instead to
+// every NOT_LEADER_OR_FOLLOWER answer (KIP-951).
+func (c *produceCall) hintLeader() {
+	if c.rc.version < 10 || !c.failed.Load() {
+		return
+	}
+	peer, epoch, ok := c.h.b.LeaderHint()
+	if !ok {
+		return
+	}
+	hinted := false
+	for ti := range c.resp.Responses {
+		for pi := range c.resp.Responses[ti].PartitionResponses {
+			slot := &c.resp.Responses[ti].PartitionResponses[pi]
+			if kerr.Code(slot.ErrorCode) == kerr.NotLeaderOrFollower {
+				slot.CurrentLeader = msg.ProduceResponseLeaderIdAndEpoch{LeaderId: peer.NodeID, LeaderEpoch: epoch}
+				hinted = true
+			}
+		}
+	}
+	if hinted {
+		ep := msg.ProduceResponseNodeEndpoint{NodeId: peer.NodeID, Host: peer.Host, Port: peer.Port}
+		if peer.Rack != "" {
+			ep.Rack = &peer.Rack
+		}
+		c.resp.NodeEndpoints = []msg.ProduceResponseNodeEndpoint{ep}
+	}
+}
+
 func (c *produceCall) finish() *Response {
 	if c.acks == 0 {
 		c.out.Close = c.failed.Load()
 	} else {
+		c.hintLeader()
 		c.out.Parts = []Part{{Bytes: frame(c.rc, &c.resp)}}
 	}
 	c.out.Complete()

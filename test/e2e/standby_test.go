@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -52,8 +54,9 @@ func startPair(t *testing.T, config map[string]string) (primary, standby *Broker
 
 // statusDoc is GET /v1/status.
 type statusDoc struct {
-	Role   string `json:"role"`
-	NodeID int32  `json:"node_id"`
+	Role        string `json:"role"`
+	NodeID      int32  `json:"node_id"`
+	LeaderEpoch int32  `json:"leader_epoch"`
 	Peer   *struct {
 		NodeID  int32  `json:"node_id"`
 		Address string `json:"address"`
@@ -508,4 +511,286 @@ func (r *rawConn) highWatermark(t testing.TB, topic string, partition int32) int
 		t.Fatalf("ListOffsets %s-%d: error %d", topic, partition, p.ErrorCode)
 	}
 	return p.Offset
+}
+
+// roleCommand runs `sluice promote|demote --http ADDR [--force]`.
+func roleCommand(t testing.TB, what string, b *Broker, force bool) (string, error) {
+	t.Helper()
+	bin, err := sluiceBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{what, "--http", b.HTTPAddr}
+	if force {
+		args = append(args, "--force")
+	}
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// ackLog keeps what a producer got acknowledged, per partition, in order.
+type ackLog struct {
+	mu    sync.Mutex
+	acked map[int32][]string
+	last  time.Time
+	times []time.Time
+}
+
+func (a *ackLog) add(r *kgo.Record) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.acked == nil {
+		a.acked = map[int32][]string{}
+	}
+	a.acked[r.Partition] = append(a.acked[r.Partition], string(r.Value))
+	a.times = append(a.times, time.Now())
+}
+
+// longestGap is the longest time between two consecutive acks at or
+// after from: the unavailability window of a role change.
+func (a *ackLog) longestGap(from time.Time) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var gap time.Duration
+	prev := from
+	for _, at := range a.times {
+		if at.Before(from) {
+			continue
+		}
+		gap = max(gap, at.Sub(prev))
+		prev = at
+	}
+	return gap
+}
+
+// steadyProducer produces acks=all records to topic at about rate per
+// second through a client that knows both nodes, until stop.
+func steadyProducer(t *testing.T, nodes []*Broker, topic string, rate int) (acks *ackLog, stop func() int) {
+	t.Helper()
+	seeds := []string{}
+	for _, n := range nodes {
+		seeds = append(seeds, n.Addr)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RecordRetries(1000), kgo.RetryTimeout(60*time.Second),
+		kgo.ProducerLinger(0), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RetryBackoffFn(func(int) time.Duration { return 20 * time.Millisecond }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acks = &ackLog{}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	sent := 0
+	var failed atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			sent++
+			cl.Produce(context.Background(), &kgo.Record{Topic: topic, Value: []byte(fmt.Sprintf("v%06d", i))}, func(r *kgo.Record, err error) {
+				if err != nil {
+					failed.Add(1)
+					t.Logf("produce %s: %v", r.Value, err)
+					return
+				}
+				acks.add(r)
+			})
+		}
+	}()
+	return acks, func() int {
+		close(done)
+		wg.Wait()
+		if err := cl.Flush(testContext(t, 60*time.Second)); err != nil {
+			t.Errorf("flush: %v", err)
+		}
+		cl.Close()
+		return int(failed.Load())
+	}
+}
+
+// checkEveryAck reads topic from b and checks that every acknowledged
+// record is there once, in order, per partition.
+func checkEveryAck(t *testing.T, b *Broker, topic string, acks *ackLog) {
+	t.Helper()
+	acks.mu.Lock()
+	want := map[int32][]string{}
+	total := 0
+	for p, vs := range acks.acked {
+		want[p] = append([]string(nil), vs...)
+		total += len(vs)
+	}
+	acks.mu.Unlock()
+	got := map[int32][]string{}
+	for _, r := range consumeN(t, b, topic, total) {
+		got[r.Partition] = append(got[r.Partition], string(r.Value))
+	}
+	for p, vs := range want {
+		if !slices.Equal(got[p], vs) {
+			t.Errorf("partition %d on %s: %d records read, %d acknowledged; first difference at %d", p, b.Addr, len(got[p]), len(vs), firstDiff(got[p], vs))
+		}
+	}
+}
+
+func firstDiff(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// TestHandOverWithDemote: `sluice demote` hands the primary role to the
+// in-sync standby under a steady acks=all load: no acknowledged record is
+// lost or duplicated, the clients move by themselves, the first write on
+// the new primary comes within 1 s, and the old primary follows the new
+// one to an identical log.
+func TestHandOverWithDemote(t *testing.T) {
+	requireOwnBroker(t, "a pair of brokers")
+	primary, standby := startPair(t, nil)
+	topic := topicName(t, "handover")
+	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 2, 2, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	acks, stop := steadyProducer(t, []*Broker{primary, standby}, topic, 200)
+	time.Sleep(time.Second)
+	waitFor(t, 20*time.Second, "the standby in sync everywhere", func() (bool, string) {
+		v := metricValue(t, primary, "sluice_under_replicated_partitions")
+		return v == 0, fmt.Sprint(v)
+	})
+	before := time.Now()
+	out, err := roleCommand(t, "demote", primary, false)
+	if err != nil {
+		t.Fatalf("sluice demote: %v: %s", err, out)
+	}
+	t.Logf("sluice demote: %s (%v)", out, time.Since(before))
+	time.Sleep(2 * time.Second)
+	if failed := stop(); failed > 0 {
+		t.Errorf("%d produces failed across the hand-over", failed)
+	}
+	gap := acks.longestGap(before)
+	t.Logf("longest gap between acknowledgements across the hand-over: %v", gap)
+	if gap > time.Second {
+		t.Errorf("no write was acknowledged for %v across the hand-over; want under 1 s", gap)
+	}
+	if st := nodeStatus(t, standby); st.Role != "primary" {
+		t.Errorf("the old standby's role after the hand-over: %s", st.Role)
+	}
+	if st := nodeStatus(t, primary); st.Role != "standby" || st.Peer == nil || st.Peer.NodeID != 2 {
+		t.Errorf("the old primary after the hand-over: role %s, peer %+v; want a standby of node 2", st.Role, st.Peer)
+	}
+	checkEveryAck(t, standby, topic, acks)
+	waitCaughtUp(t, standby, primary)
+	standby.Stop(t)
+	primary.Stop(t)
+	compareLogs(t, standby, primary)
+}
+
+// TestForcedPromotionAndTheReturnOfTheOldPrimary: promote refuses while
+// the primary still answers as primary; --force promotes anyway. The old
+// primary, which took writes the new one never saw, is then restarted as
+// a standby of the new one: it truncates that divergent tail and ends with
+// the new primary's log, byte for byte.
+func TestForcedPromotionAndTheReturnOfTheOldPrimary(t *testing.T) {
+	requireOwnBroker(t, "a pair of brokers")
+	primary, standby := startPair(t, nil)
+	topic := topicName(t, "diverge")
+	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 1, 2, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	before := []*kgo.Record{}
+	for i := range 50 {
+		before = append(before, &kgo.Record{Topic: topic, Value: []byte(fmt.Sprintf("both-%d", i))})
+	}
+	produceAll(t, primary.Client(t), before)
+	waitCaughtUp(t, primary, standby)
+
+	if out, err := roleCommand(t, "promote", standby, false); err == nil || !strings.Contains(out, "still primary") {
+		t.Fatalf("sluice promote with the primary serving: err %v, output %q; want a refusal", err, out)
+	}
+	// The operator insists (the primary is, say, about to be cut off).
+	out, err := roleCommand(t, "promote", standby, true)
+	if err != nil {
+		t.Fatalf("sluice promote --force: %v: %s", err, out)
+	}
+	if st := nodeStatus(t, standby); st.Role != "primary" || st.LeaderEpoch != 1 {
+		t.Fatalf("after the forced promotion: role %s epoch %d; want primary at epoch 1", st.Role, st.LeaderEpoch)
+	}
+	// The old primary still takes writes under epoch 0 (nobody told it):
+	// these are the divergent tail. The new primary takes its own.
+	raw := dialRaw(t, primary.Addr)
+	for i := range 5 {
+		if code, err := raw.produceRawAcks(topic, 0, buildBatch([]rawRecord{{Value: []byte(fmt.Sprintf("old-only-%d", i))}}, time.Now().UnixMilli(), -1, 0, 0), 1); err != nil || code != 0 {
+			t.Fatalf("write to the old primary: %d %v", code, err)
+		}
+	}
+	rawNew := dialRaw(t, standby.Addr)
+	for i := range 3 {
+		if code, err := rawNew.produceRaw(topic, 0, buildBatch([]rawRecord{{Value: []byte(fmt.Sprintf("new-%d", i))}}, time.Now().UnixMilli(), -1, 0, 0)); err != nil || code != 0 {
+			t.Fatalf("write to the new primary: %d %v", code, err)
+		}
+	}
+	// The old primary comes back as the new one's standby.
+	primary.Stop(t)
+	primary.opts.Flags = []string{"--node-id", "1", "--standby-of", standby.Addr}
+	if err := primary.start(); err != nil {
+		t.Fatalf("restarting the old primary as a standby: %v", err)
+	}
+	waitCaughtUp(t, standby, primary)
+	vals := []string{}
+	for _, r := range consumeN(t, primary, topic, 53) {
+		vals = append(vals, string(r.Value))
+	}
+	for _, v := range vals {
+		if strings.HasPrefix(v, "old-only") {
+			t.Errorf("the returning node still serves %q, written only to it after the promotion", v)
+		}
+	}
+	if vals[50] != "new-0" || vals[52] != "new-2" {
+		t.Errorf("the returning node's log past the shared prefix: %q", vals[50:])
+	}
+	if b, err := os.ReadFile(filepath.Join(primary.dataDir, topic+"-0", "leader-epoch-checkpoint")); err != nil || !strings.Contains(string(b), "\n1 50\n") {
+		t.Errorf("the returning node's epoch file: %q, %v; want epoch 1 from offset 50", b, err)
+	}
+	standby.Stop(t)
+	primary.Stop(t)
+	compareLogs(t, standby, primary)
+}
+
+// TestPromotionAfterThePrimaryDies: SIGKILL the primary under a steady
+// acks=all load, promote the standby (no --force: the primary is gone),
+// and every record acknowledged while the standby was in sync is there.
+func TestPromotionAfterThePrimaryDies(t *testing.T) {
+	requireOwnBroker(t, "a pair of brokers")
+	primary, standby := startPair(t, nil)
+	topic := topicName(t, "dies")
+	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 2, 2, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	acks, stop := steadyProducer(t, []*Broker{primary, standby}, topic, 200)
+	time.Sleep(time.Second)
+	waitFor(t, 20*time.Second, "the standby in sync everywhere", func() (bool, string) {
+		v := metricValue(t, primary, "sluice_under_replicated_partitions")
+		return v == 0, fmt.Sprint(v)
+	})
+	time.Sleep(500 * time.Millisecond)
+	primary.Kill(t)
+	killed := time.Now()
+	out, err := roleCommand(t, "promote", standby, false)
+	if err != nil {
+		t.Fatalf("sluice promote after the primary died: %v: %s", err, out)
+	}
+	t.Logf("promoted %v after the kill: %s", time.Since(killed), out)
+	time.Sleep(2 * time.Second)
+	if failed := stop(); failed > 0 {
+		t.Errorf("%d produces failed across the failover", failed)
+	}
+	t.Logf("longest gap between acknowledgements across the failover: %v", acks.longestGap(killed.Add(-100*time.Millisecond)))
+	checkEveryAck(t, standby, topic, acks)
 }
