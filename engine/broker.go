@@ -110,7 +110,9 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 		return nil, err
 	}
 	b.repl.epoch.Store(epoch)
-	b.repl.standby.Store(cfg.StandbyOf != "")
+	// A node of an etcd-decided pair starts as a standby of nobody yet,
+	// until it wins the primary's lease or finds who holds it.
+	b.repl.standby.Store(cfg.StandbyOf != "" || cfg.Failover)
 	ncpu := runtime.NumCPU()
 	for i := 0; i < cfg.Shards; i++ {
 		pin := -1
@@ -121,7 +123,7 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 			ID: i, DataDir: cfg.DataDir, FS: b.fs, PinCPU: pin, URing: useURing,
 			Logger: logger, Metrics: b.Metrics, Checkpoints: checkpoints,
 			Direct: b.IOMode == config.IOModeDirect, TailCacheBytes: cfg.TailCacheBytes / int64(cfg.Shards), DsyncWrites: cfg.DirectDsync, PreZero: cfg.DirectPreZero,
-			ReplicaLagMax: cfg.ReplicaLagTimeMax, Standby: cfg.StandbyOf != "", Epoch: epoch,
+			ReplicaLagMax: cfg.ReplicaLagTimeMax, Standby: cfg.StandbyOf != "" || cfg.Failover, Epoch: epoch,
 		})
 		if err != nil {
 			b.stopShards()
@@ -208,7 +210,9 @@ func (b *Broker) tick() {
 	for {
 		select {
 		case now := <-isr.C:
-			if !b.IsStandby() {
+			// With etcd deciding failover, the failover loop shrinks the
+			// in-sync sets itself, after recording it there.
+			if !b.IsStandby() && !b.Cfg.Failover {
 				for _, sh := range b.Shards {
 					sh.CheckFollowers(now)
 				}

@@ -33,7 +33,8 @@ type replication struct {
 	mu      sync.Mutex // serialises role changes and guards peer
 	peer    *Peer
 	standby atomic.Bool
-	fenced  atomic.Bool
+	fenced  atomic.Bool // a hand-over is under way
+	noLease atomic.Bool // the primary could not renew its etcd lease in time
 	epoch   atomic.Int32
 }
 
@@ -164,8 +165,9 @@ func (b *Broker) Promote() (int32, error) {
 		return 0, fmt.Errorf("recording leader epoch %d: %w", next, err)
 	}
 	b.repl.epoch.Store(next)
+	fenced := b.repl.fenced.Load() || b.repl.noLease.Load()
 	for _, sh := range b.Shards {
-		sh.SetRole(false, next)
+		sh.SetRole(false, next, fenced)
 	}
 	b.repl.peer = nil // the old primary rejoins by registering as a standby
 	b.repl.standby.Store(false)
@@ -186,13 +188,42 @@ func (b *Broker) BecomeStandby(primary Peer, epoch int32) error {
 	}
 	b.repl.standby.Store(true)
 	for _, sh := range b.Shards {
-		sh.SetRole(true, b.Epoch())
+		sh.SetRole(true, b.Epoch(), false)
 	}
 	b.repl.fenced.Store(false)
+	b.repl.noLease.Store(false)
+	if primary.NodeID < 0 {
+		// Not known yet (an etcd pair whose primary lost its lease).
+		b.repl.peer = nil
+		b.Logger.Info("now a standby, waiting for the next primary", "leader_epoch", b.Epoch())
+		return nil
+	}
 	primary.Since = time.Now()
 	b.repl.peer = &primary
 	b.Logger.Info("now the standby", "primary_node_id", primary.NodeID, "primary", fmt.Sprintf("%s:%d", primary.Host, primary.Port), "leader_epoch", b.Epoch())
 	return nil
+}
+
+// ShrinkDue lists the partitions whose standby is due to leave the
+// in-sync set (replica.lag.time.max.ms passed), for the etcd failover loop,
+// which records that in etcd before it applies it (ApplyShrink): a standby
+// etcd still calls in sync could otherwise take over without writes the
+// primary acknowledged alone.
+func (b *Broker) ShrinkDue(now time.Time) map[*shard.Shard][]shard.Key {
+	out := map[*shard.Shard][]shard.Key{}
+	for _, sh := range b.Shards {
+		if ks := sh.LaggingFollowers(now); len(ks) > 0 {
+			out[sh] = ks
+		}
+	}
+	return out
+}
+
+// ApplyShrink drops the standby from the in-sync sets ShrinkDue listed.
+func (b *Broker) ApplyShrink(due map[*shard.Shard][]shard.Key, now time.Time) {
+	for sh, ks := range due {
+		sh.Shrink(ks, now)
+	}
 }
 
 // NoteLeaderEpoch records, on a standby, its primary's epoch, so that a
@@ -214,6 +245,24 @@ func (b *Broker) NoteLeaderEpoch(epoch int32) error {
 // while the standby takes everything it holds.
 func (b *Broker) Fence(fenced bool) {
 	b.repl.fenced.Store(fenced)
+	b.applyFences()
+}
+
+// FenceForLease stops (or resumes) this primary's writes because it could
+// not renew its etcd lease in time: another node may hold it soon.
+func (b *Broker) FenceForLease(fenced bool) {
+	if b.repl.noLease.Swap(fenced) != fenced {
+		if fenced {
+			b.Logger.Warn("the primary's etcd lease could not be renewed in time: refusing writes")
+		} else {
+			b.Logger.Info("the etcd lease is renewed: taking writes again")
+		}
+	}
+	b.applyFences()
+}
+
+func (b *Broker) applyFences() {
+	fenced := b.repl.fenced.Load() || b.repl.noLease.Load()
 	for _, sh := range b.Shards {
 		sh.SetFenced(fenced)
 	}

@@ -30,6 +30,10 @@ type Node struct {
 	B      *engine.Broker
 	Roles  Roles
 	Logger *slog.Logger
+	// Failover, when set, is the etcd election this node takes part in:
+	// etcd, not the operator, decides the primary, and a hand-over goes
+	// through it.
+	Failover *Failover
 
 	mu      sync.Mutex // serialises role changes
 	cancel  context.CancelFunc
@@ -80,7 +84,7 @@ func (n *Node) Promote(force bool) (int32, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.B.IsStandby() {
-		return 0, errors.New("this node is the primary already")
+		return 0, errAlreadyPrimary
 	}
 	if old, known := n.B.Peer(); !force && known && n.primary != "" {
 		if p, err := Probe(n.primary, n.B.Cfg.NodeID, n.B.Meta.ClusterID()); err == nil && p.NodeID == old.NodeID {
@@ -108,6 +112,9 @@ const handoverWait = 10 * time.Second
 // record is on the standby before it takes over. It returns the new
 // primary's epoch.
 func (n *Node) Demote() (int32, error) {
+	if n.Failover != nil {
+		return n.Failover.HandOver()
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.B.IsStandby() {
@@ -171,7 +178,11 @@ func (n *Node) Routes(mux *http.ServeMux) {
 		_ = json.NewEncoder(w).Encode(r)
 	}
 	mux.HandleFunc("POST /v1/promote", func(w http.ResponseWriter, r *http.Request) {
-		force := r.URL.Query().Get("force") == "1" || r.URL.Query().Get("handover") == "1"
+		if n.Failover != nil {
+			answer(w, 0, errors.New("an etcd lease decides the primary of this pair (--failover-etcd): hand the role over with sluice demote on the primary"))
+			return
+		}
+		force := r.URL.Query().Get("force") == "1"
 		epoch, err := n.Promote(force)
 		answer(w, epoch, err)
 	})

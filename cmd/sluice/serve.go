@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,6 +46,9 @@ func serve(args []string) error {
 	directPreZero := fs.Bool("direct-prezero", true, "direct mode: overwrite segment space with zeros ahead of the writer, so datasyncs need no journal commit (doubles the bytes written)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	standbyOf := fs.String("standby-of", "", "run as the standby of the primary whose Kafka listener is HOST:PORT")
+	failoverEtcd := fs.String("failover-etcd", "", "comma-separated etcd endpoints: an etcd lease decides which node of the pair is primary (both nodes get the same flags)")
+	failoverGroup := fs.String("failover-group", "sluice", "with --failover-etcd: the pair's name in etcd")
+	failoverTTL := fs.Duration("failover-ttl", 3*time.Second, "with --failover-etcd: the primary's lease; it stops taking writes after 2/3 of it without a renewal, and its standby takes over once it expires")
 	ebpf := fs.Bool("ebpf", false, "attach the eBPF probes (block I/O, io_uring and page-cache latency) and export them as metrics")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -91,6 +96,17 @@ func serve(args []string) error {
 	}
 	cfg.RequireURing = *requireURing
 	cfg.StandbyOf = *standbyOf
+	var failover replicate.FailoverConfig
+	if *failoverEtcd != "" {
+		if cfg.StandbyOf != "" {
+			return errors.New("--standby-of and --failover-etcd exclude each other: with etcd, the lease decides which node follows which")
+		}
+		if *failoverTTL < 2*time.Second {
+			return fmt.Errorf("--failover-ttl %v: etcd leases last whole seconds, at least 2", *failoverTTL)
+		}
+		cfg.Failover = true
+		failover = replicate.FailoverConfig{Endpoints: strings.Split(*failoverEtcd, ","), Group: *failoverGroup, TTL: failoverTTL.Truncate(time.Second)}
+	}
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -115,6 +131,15 @@ func serve(args []string) error {
 		}
 		cfg.ClusterID = primary.ClusterID
 	}
+	if cfg.Failover {
+		local, _, err := meta.ReadClusterID(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		if cfg.ClusterID, err = replicate.FailoverClusterID(failover, local); err != nil {
+			return err
+		}
+	}
 	broker, err := engine.Open(cfg, logger)
 	if err != nil {
 		return err
@@ -137,6 +162,9 @@ func serve(args []string) error {
 		return err
 	}
 	node := &replicate.Node{B: broker, Roles: handler, Logger: logger}
+	if cfg.Failover {
+		node.Failover = &replicate.Failover{N: node, Cfg: failover}
+	}
 	srv, err := netio.Listen(cfg.Listen, handler, netio.Config{
 		MaxRequestBytes: cfg.SocketRequestMaxBytes,
 		IdleTimeout:     cfg.ConnectionsMaxIdle,
@@ -165,6 +193,20 @@ func serve(args []string) error {
 	if cfg.StandbyOf != "" {
 		node.Follow(cfg.StandbyOf, primary)
 	}
+	stopFailover := func() {}
+	if cfg.Failover {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := node.Failover.Run(ctx); err != nil && ctx.Err() == nil {
+				logger.Error("failover stopped", "err", err)
+			}
+		}()
+		// A clean stop gives the lease back: the standby takes over at
+		// once instead of after the TTL.
+		stopFailover = func() { cancel(); <-done }
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	select {
@@ -173,6 +215,7 @@ func serve(args []string) error {
 	case err := <-serveErr:
 		logger.Error("listener failed", "err", err)
 	}
+	stopFailover()
 	node.Close()
 	srv.Close()
 	if httpSrv != nil {

@@ -52,6 +52,10 @@ type Broker struct {
 	// StandbyOf is the Kafka address of the primary this node follows
 	// (--standby-of); empty on a primary.
 	StandbyOf string
+	// Failover: an etcd lease decides which node of the pair is primary
+	// (--failover-etcd); the in-sync state is recorded there before it
+	// changes.
+	Failover bool
 	// Rack is broker.rack, given to the primary by a standby (KIP-392).
 	Rack string
 

@@ -373,6 +373,13 @@ func ReadClusterID(dir string) (string, bool, error) {
 	return "", false, nil
 }
 
+// NewClusterID makes a random cluster id, as Kafka's storage tool does.
+func NewClusterID() string {
+	var raw [16]byte
+	rand.Read(raw[:]) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(raw[:])
+}
+
 func loadOrCreateClusterID(dir, want string) (string, error) {
 	path := filepath.Join(dir, "meta.properties")
 	b, err := os.ReadFile(path)
@@ -387,11 +394,7 @@ func loadOrCreateClusterID(dir, want string) (string, error) {
 	}
 	id := want
 	if id == "" {
-		var raw [16]byte
-		if _, err := rand.Read(raw[:]); err != nil {
-			return "", err
-		}
-		id = base64.RawURLEncoding.EncodeToString(raw[:])
+		id = NewClusterID()
 	}
 	content := "# written by sluice\nversion=1\ncluster.id=" + id + "\n"
 	return id, WriteFileAtomic(path, []byte(content))

@@ -141,16 +141,50 @@ func (s *Shard) followerFetched(p *Partition, off log.Offset, now time.Time) {
 // what waited for it.
 func (s *Shard) checkFollowers(now time.Time) {
 	for _, p := range s.parts {
-		f := &p.follower
-		if !f.inSync || now.Sub(f.caughtUp) <= s.lagMax() {
-			continue
+		if s.followerLagging(p, now) {
+			s.shrink(p, now)
 		}
-		f.inSync = false
-		f.shrinks++
-		s.publishInSync(p.Key, false)
-		s.cfg.Logger.Info("standby out of sync", "partition", p.Key.Dir(), "standby_has", f.has, "log_end", p.Log.LogEndOffset(), "caught_up_ago", now.Sub(f.caughtUp).Round(time.Millisecond))
-		s.release(p)
 	}
+}
+
+func (s *Shard) followerLagging(p *Partition, now time.Time) bool {
+	return p.follower.inSync && now.Sub(p.follower.caughtUp) > s.lagMax()
+}
+
+func (s *Shard) shrink(p *Partition, now time.Time) {
+	f := &p.follower
+	f.inSync = false
+	f.shrinks++
+	s.publishInSync(p.Key, false)
+	s.cfg.Logger.Info("standby out of sync", "partition", p.Key.Dir(), "standby_has", f.has, "log_end", p.Log.LogEndOffset(), "caught_up_ago", now.Sub(f.caughtUp).Round(time.Millisecond))
+	s.release(p)
+}
+
+// LaggingFollowers lists the partitions whose standby is due to leave the
+// in-sync set, for a broker that must record the shrink elsewhere (in
+// etcd) before it applies it with Shrink.
+func (s *Shard) LaggingFollowers(now time.Time) []Key {
+	var out []Key
+	s.Call(func(s *Shard) {
+		for _, p := range s.parts {
+			if s.followerLagging(p, now) {
+				out = append(out, p.Key)
+			}
+		}
+	})
+	return out
+}
+
+// Shrink drops the standby from the in-sync set of the partitions keys
+// names (LaggingFollowers) that still lag.
+func (s *Shard) Shrink(keys []Key, now time.Time) {
+	s.Call(func(s *Shard) {
+		for _, k := range keys {
+			if p, ok := s.parts[k]; ok && s.followerLagging(p, now) {
+				s.shrink(p, now)
+			}
+		}
+	})
 }
 
 func (s *Shard) lagMax() time.Duration {
@@ -280,9 +314,9 @@ func (s *Shard) ReplicaSnapshot(now time.Time) []ReplicaStats {
 // before it returns (and so before any write under it). Every partition
 // starts with its standby out of sync. Partitions whose epoch could not be
 // recorded are failed: they refuse writes until a restart.
-func (s *Shard) SetRole(standby bool, epoch int32) {
+func (s *Shard) SetRole(standby bool, epoch int32, fenced bool) {
 	s.Call(func(s *Shard) {
-		s.standby, s.epoch, s.fenced = standby, epoch, false
+		s.standby, s.epoch, s.fenced = standby, epoch, fenced
 		for _, k := range s.sortedKeys() {
 			p := s.parts[k]
 			if !standby && p.Log.Err() == nil {

@@ -571,7 +571,10 @@ func steadyProducer(t *testing.T, nodes []*Broker, topic string, rate int) (acks
 	for _, n := range nodes {
 		seeds = append(seeds, n.Addr)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RecordRetries(1000), kgo.RetryTimeout(60*time.Second),
+	// MetadataMinAge: franz-go's default (5 s) would hide the broker's
+	// failover time behind the client's; Kafka's Java client refreshes
+	// after retry.backoff.ms (100 ms).
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RecordRetries(1000), kgo.RetryTimeout(60*time.Second), kgo.MetadataMinAge(100*time.Millisecond),
 		kgo.ProducerLinger(0), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RetryBackoffFn(func(int) time.Duration { return 20 * time.Millisecond }))
 	if err != nil {
 		t.Fatal(err)
