@@ -170,7 +170,9 @@ func TestEtcdPrimaryFencesItselfWithoutEtcd(t *testing.T) {
 	}
 	waitInSyncRecorded(t, primary)
 	raw := dialRaw(t, primary.Addr)
-	batch := func(v string) []byte { return buildBatch([]rawRecord{{Value: []byte(v)}}, time.Now().UnixMilli(), -1, 0, 0) }
+	batch := func(v string) []byte {
+		return buildBatch([]rawRecord{{Value: []byte(v)}}, time.Now().UnixMilli(), -1, 0, 0)
+	}
 	if code, err := raw.produceRaw(topic, 0, batch("before")); err != nil || code != 0 {
 		t.Fatalf("produce before: %d %v", code, err)
 	}
@@ -238,7 +240,9 @@ func TestEtcdStandbyOutOfSyncDoesNotTakeOver(t *testing.T) {
 	waitInSyncRecorded(t, primary)
 	standby.signal(syscall.SIGSTOP)
 	raw := dialRaw(t, primary.Addr)
-	batch := func(v string) []byte { return buildBatch([]rawRecord{{Value: []byte(v)}}, time.Now().UnixMilli(), -1, 0, 0) }
+	batch := func(v string) []byte {
+		return buildBatch([]rawRecord{{Value: []byte(v)}}, time.Now().UnixMilli(), -1, 0, 0)
+	}
 	// acks=all waits for the frozen in-sync standby until it is dropped
 	// (after etcd records it), then is answered by the primary alone.
 	start := time.Now()

@@ -57,7 +57,7 @@ type statusDoc struct {
 	Role        string `json:"role"`
 	NodeID      int32  `json:"node_id"`
 	LeaderEpoch int32  `json:"leader_epoch"`
-	Peer   *struct {
+	Peer        *struct {
 		NodeID  int32  `json:"node_id"`
 		Address string `json:"address"`
 	} `json:"peer"`
