@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"os"
@@ -117,23 +118,14 @@ func TestGrafanaDashboardUsesRealMetrics(t *testing.T) {
 	if err := cl.CommitUncommittedOffsets(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Families present in the scrape, by name (histograms by base name).
-	have := map[string]bool{}
-	for name := range scrape(t, ctx, b) {
-		base := name
-		if i := strings.IndexByte(base, '{'); i >= 0 {
-			base = base[:i]
-		}
-		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-			base = strings.TrimSuffix(base, suffix)
-		}
-		have[base] = true
-	}
-	nameRE := regexp.MustCompile(`\b(sluice_[a-z0-9_]+|go_[a-z0-9_]+|process_[a-z0-9_]+)`)
+	have := scrapedFamilies(t, ctx, b)
 	var missing []string
 	for _, p := range dash.Panels {
+		if strings.HasPrefix(p.Title, "Replication:") {
+			continue // a pair's metrics: TestStandbyFollowsEveryPartitionByteForByte checks them
+		}
 		for _, tg := range p.Targets {
-			for _, name := range nameRE.FindAllString(tg.Expr, -1) {
+			for _, name := range dashboardNameRE.FindAllString(tg.Expr, -1) {
 				base := strings.TrimSuffix(name, "_bucket")
 				if strings.HasPrefix(base, "sluice_ebpf_") && !ebpf {
 					continue // the probes could not attach on this host
@@ -150,5 +142,66 @@ func TestGrafanaDashboardUsesRealMetrics(t *testing.T) {
 	sort.Strings(missing)
 	if len(missing) > 0 {
 		t.Fatalf("the dashboard queries metrics the broker does not export:\n%s", strings.Join(missing, "\n"))
+	}
+}
+
+var dashboardNameRE = regexp.MustCompile(`\b(sluice_[a-z0-9_]+|go_[a-z0-9_]+|process_[a-z0-9_]+)`)
+
+// scrapedFamilies lists the metric families b exports, by name
+// (histograms by base name).
+func scrapedFamilies(t *testing.T, ctx context.Context, b *Broker) map[string]bool {
+	t.Helper()
+	have := map[string]bool{}
+	for name := range scrape(t, ctx, b) {
+		base := name
+		if i := strings.IndexByte(base, '{'); i >= 0 {
+			base = base[:i]
+		}
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			base = strings.TrimSuffix(base, suffix)
+		}
+		have[base] = true
+	}
+	return have
+}
+
+// checkDashboardPanels fails t for every metric the dashboard's panels
+// whose titles start with prefix query that b does not export.
+func checkDashboardPanels(t *testing.T, b *Broker, prefix string) {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "deploy", "grafana", "sluice.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	have := scrapedFamilies(t, testContext(t, 30*time.Second), b)
+	n := 0
+	for _, p := range dash.Panels {
+		if !strings.HasPrefix(p.Title, prefix) {
+			continue
+		}
+		for _, tg := range p.Targets {
+			for _, name := range dashboardNameRE.FindAllString(tg.Expr, -1) {
+				n++
+				if !have[name] {
+					t.Errorf("dashboard panel %q queries %s, which %s does not export", p.Title, name, b.Addr)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Errorf("the dashboard has no panel titled %q...", prefix)
 	}
 }

@@ -265,6 +265,7 @@ func TestStandbyFollowsEveryPartitionByteForByte(t *testing.T) {
 	if v := metricValue(t, primary, "sluice_under_replicated_partitions"); v != 0 {
 		t.Errorf("sluice_under_replicated_partitions = %v with the standby in sync", v)
 	}
+	checkDashboardPanels(t, primary, "Replication:")
 
 	// A consumer of the standby reads everything, up to the replicated
 	// high watermark (Kafka serves consumers from followers since KIP-392).
