@@ -32,6 +32,9 @@ type fetchPartition struct {
 	res      shard.ReadResult
 	readable bool // the partition exists here; errors were set otherwise
 	keep     bool // its data goes into the response
+	// preferred: KIP-392, the standby in the consumer's rack serves this
+	// partition; the answer names it and carries no records.
+	preferred int32
 	wg       *sync.WaitGroup
 }
 
@@ -77,6 +80,10 @@ func (h *Handler) fetch(rc *request, req *msg.FetchRequest) *Response {
 			h.log.Warn("refusing a replica fetch from a node that is not this primary's standby", "node_id", replicaID, "standby", h.standbyID())
 		}
 	}
+	rack := ""
+	if rc.version >= 11 && !c.replica {
+		rack = req.RackId
+	}
 	snap := h.b.Meta.Snapshot()
 	for _, rt := range req.Topics {
 		var t *meta.Topic
@@ -97,7 +104,7 @@ func (h *Handler) fetch(rc *request, req *msg.FetchRequest) *Response {
 			slot := &out.Partitions[i]
 			slot.Default()
 			slot.PartitionIndex = rp.Partition
-			fp := &fetchPartition{slot: slot, offset: rp.FetchOffset, maxBytes: int(rp.PartitionMaxBytes)}
+			fp := &fetchPartition{slot: slot, offset: rp.FetchOffset, maxBytes: int(rp.PartitionMaxBytes), preferred: -1}
 			switch {
 			case refuseReplica:
 				slot.ErrorCode = int16(kerr.NotLeaderOrFollower)
@@ -109,6 +116,9 @@ func (h *Handler) fetch(rc *request, req *msg.FetchRequest) *Response {
 				fp.key = shard.Key{Topic: t.Name, Partition: rp.Partition}
 				fp.shard = t.Partitions[rp.Partition].Shard
 				fp.readable = true
+				if rack != "" {
+					fp.preferred = h.preferredReplica(rack, fp.shard, fp.key)
+				}
 			}
 			row = append(row, fp)
 			c.parts = append(c.parts, fp)
@@ -123,6 +133,19 @@ func (h *Handler) fetch(rc *request, req *msg.FetchRequest) *Response {
 	out := Pending()
 	go c.longPoll(out)
 	return out
+}
+
+// preferredReplica is KIP-392's rack-aware replica selection, on by
+// default here (Kafka needs replica.selector.class): a consumer whose
+// client.rack is the standby's broker.rack, and not the primary's, is sent
+// to the standby for partitions where the standby is in sync; it reads
+// there up to the replicated high watermark. -1: read here.
+func (h *Handler) preferredReplica(rack string, sh int, k shard.Key) int32 {
+	peer, ok := h.b.Peer()
+	if !ok || h.b.IsStandby() || peer.Rack != rack || h.b.Cfg.Rack == rack || !h.b.StandbyInSync(h.b.Shards[sh], k) {
+		return -1
+	}
+	return peer.NodeID
 }
 
 // read asks every owning shard for its partitions, in parallel across
@@ -165,7 +188,7 @@ func (c *fetchCall) budget() {
 	limit := int(c.req.MaxBytes)
 	for _, fp := range c.parts {
 		fp.keep = false
-		if !fp.res.HasData {
+		if !fp.res.HasData || fp.preferred >= 0 {
 			continue
 		}
 		n := fp.res.Data.Len
@@ -181,8 +204,8 @@ func (c *fetchCall) bytes() (n int, failed bool) {
 		if fp.keep {
 			n += fp.res.Data.Len
 		}
-		if fp.slot.ErrorCode != 0 || fp.res.Err != kerr.None {
-			failed = true
+		if fp.slot.ErrorCode != 0 || fp.res.Err != kerr.None || fp.preferred >= 0 {
+			failed = true // answered at once (a redirection counts too)
 		}
 	}
 	return n, failed
@@ -292,6 +315,7 @@ func (c *fetchCall) encode() *Response {
 				continue
 			}
 			slot.ErrorCode = int16(fp.res.Err)
+			slot.PreferredReadReplica = fp.preferred
 			slot.HighWatermark = fp.res.HighWatermark
 			slot.LastStableOffset = fp.res.LastStable
 			slot.LogStartOffset = fp.res.LogStartOffset

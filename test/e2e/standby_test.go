@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -37,14 +38,26 @@ const pairLag = 2 * time.Second
 // startPair starts a primary and its standby (node ids 1 and 2) with
 // config on both, and waits until the standby has registered.
 func startPair(t *testing.T, config map[string]string) (primary, standby *Broker) {
+	return startPairRacks(t, config, "", "")
+}
+
+// startPairRacks is startPair with each node's broker.rack.
+func startPairRacks(t *testing.T, config map[string]string, primaryRack, standbyRack string) (primary, standby *Broker) {
 	t.Helper()
 	cfg := defaultBrokerConfig()
 	cfg["replica.lag.time.max.ms"] = fmt.Sprint(pairLag.Milliseconds())
 	for k, v := range config {
 		cfg[k] = v
 	}
-	primary = StartSluice(t, BrokerOptions{Config: cfg})
-	standby = StartSluice(t, BrokerOptions{Config: cfg, Flags: []string{"--node-id", "2", "--standby-of", primary.Addr}})
+	withRack := func(rack string) map[string]string {
+		c := maps.Clone(cfg)
+		if rack != "" {
+			c["broker.rack"] = rack
+		}
+		return c
+	}
+	primary = StartSluice(t, BrokerOptions{Config: withRack(primaryRack)})
+	standby = StartSluice(t, BrokerOptions{Config: withRack(standbyRack), Flags: []string{"--node-id", "2", "--standby-of", primary.Addr}})
 	waitFor(t, 20*time.Second, "the standby registers with the primary", func() (bool, string) {
 		st := nodeStatus(t, primary)
 		return st.Peer != nil && st.Peer.NodeID == 2, fmt.Sprintf("%+v", st.Peer)
@@ -797,4 +810,49 @@ func TestPromotionAfterThePrimaryDies(t *testing.T) {
 	}
 	t.Logf("longest gap between acknowledgements across the failover: %v", acks.longestGap(killed.Add(-100*time.Millisecond)))
 	checkEveryAck(t, standby, topic, acks)
+}
+
+// TestConsumerInTheStandbysRackReadsFromIt: KIP-392 follower fetching. A
+// consumer whose client.rack is the standby's broker.rack is sent there by
+// the primary and reads everything from the standby.
+func TestConsumerInTheStandbysRackReadsFromIt(t *testing.T) {
+	requireOwnBroker(t, "a pair of brokers")
+	primary, standby := startPairRacks(t, nil, "rack-a", "rack-b")
+	topic := topicName(t, "rack")
+	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 2, 2, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	var recs []*kgo.Record
+	for i := range 500 {
+		recs = append(recs, &kgo.Record{Topic: topic, Value: []byte(fmt.Sprintf("r%d", i))})
+	}
+	produceAll(t, primary.Client(t), recs)
+	waitCaughtUp(t, primary, standby)
+	got := consumeN(t, primary, topic, len(recs), kgo.Rack("rack-b"))
+	if len(got) != len(recs) {
+		t.Fatalf("read %d of %d", len(got), len(recs))
+	}
+	fromStandby := familyTotal(t, standby, "sluice_topic_records_out_total", topic)
+	fromPrimary := familyTotal(t, primary, "sluice_topic_records_out_total", topic)
+	t.Logf("records served: standby %v, primary %v", fromStandby, fromPrimary)
+	if fromStandby < float64(len(recs)) || fromPrimary != 0 {
+		t.Errorf("a rack-b consumer read %v records from the standby and %v from the primary; want all %d from the standby", fromStandby, fromPrimary, len(recs))
+	}
+	// A consumer of another rack reads from the primary.
+	consumeN(t, primary, topic, len(recs), kgo.Rack("rack-c"))
+	if v := familyTotal(t, primary, "sluice_topic_records_out_total", topic); v < float64(len(recs)) {
+		t.Errorf("a rack-c consumer read %v records from the primary; want %d", v, len(recs))
+	}
+}
+
+// familyTotal sums a labelled counter's series for one topic.
+func familyTotal(t *testing.T, b *Broker, family, topic string) float64 {
+	t.Helper()
+	total := 0.0
+	for name, v := range scrape(t, testContext(t, 30*time.Second), b) {
+		if strings.HasPrefix(name, family+"{") && strings.Contains(name, `topic="`+topic+`"`) {
+			total += v
+		}
+	}
+	return total
 }
