@@ -35,7 +35,7 @@ type fetchPartition struct {
 	// preferred: KIP-392, the standby in the consumer's rack serves this
 	// partition; the answer names it and carries no records.
 	preferred int32
-	wg       *sync.WaitGroup
+	wg        *sync.WaitGroup
 }
 
 // ReadDone takes the shard's answer (shard.ReadWaiter).
