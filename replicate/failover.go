@@ -349,35 +349,21 @@ func (f *Failover) lead(ctx context.Context, lease clientv3.LeaseID, st *stateRe
 		return
 	}
 	n.Logger.Info("failover: primary by lease", "leader_epoch", epoch, "took", time.Since(acquired).Round(time.Millisecond))
-	lastRenewed := acquired // the lease was granted after this
-	fenceAfter := f.Cfg.TTL * 2 / 3
-	renew := time.NewTicker(max(f.Cfg.TTL/6, 50*time.Millisecond))
-	defer renew.Stop()
+	termCtx, endTerm := context.WithCancel(ctx)
+	defer endTerm()
+	lost := f.renew(termCtx, lease, acquired)
 	isr := time.NewTicker(max(b.Cfg.ReplicaLagTimeMax/4, 50*time.Millisecond))
 	defer isr.Stop()
-	b.FenceForLease(false)
 	for {
 		select {
 		case <-ctx.Done():
+			endTerm()
 			f.resign(lease)
 			return
-		case now := <-renew.C:
-			sent := now
-			c, cancel := context.WithTimeout(ctx, f.Cfg.TTL/3)
-			_, err := f.cli.KeepAliveOnce(c, lease)
-			cancel()
-			switch {
-			case err == nil:
-				lastRenewed = sent
-				b.FenceForLease(false)
-			case errors.Is(err, rpctypes.ErrLeaseNotFound):
-				n.Logger.Warn("failover: the lease expired; no longer primary")
-				f.stepDown()
-				return
-			}
-			if time.Since(lastRenewed) > fenceAfter {
-				b.FenceForLease(true)
-			}
+		case <-lost:
+			n.Logger.Warn("failover: the lease expired; no longer primary")
+			f.stepDown()
+			return
 		case reply := <-f.handover:
 			epoch, err := f.handOverFrom(ctx, lease, &cur)
 			reply <- handoverResult{epoch, err}
@@ -414,6 +400,48 @@ func (f *Failover) lead(ctx context.Context, lease clientv3.LeaseID, st *stateRe
 }
 
 var errAlreadyPrimary = errors.New("this node is the primary already")
+
+// renew keeps the lease alive from its own goroutine, so that nothing the
+// term does (a hand-over's wait, a slow etcd write) delays it or the fence.
+// The fence is a timer: it fires 2/3 of the TTL after the send time of the
+// last renewal that succeeded (the server renewed the lease after that
+// moment, so it cannot expire before send time + TTL on its clock), and
+// each success pushes it back and lifts the fence. The returned channel is
+// closed when etcd says the lease is gone.
+func (f *Failover) renew(ctx context.Context, lease clientv3.LeaseID, granted time.Time) <-chan struct{} {
+	b := f.N.B
+	lost := make(chan struct{})
+	fenceAfter := f.Cfg.TTL * 2 / 3
+	// The lease was granted after granted.
+	fence := time.AfterFunc(time.Until(granted.Add(fenceAfter)), func() { b.FenceForLease(true) })
+	b.FenceForLease(false)
+	go func() {
+		defer fence.Stop()
+		tick := time.NewTicker(max(f.Cfg.TTL/6, 50*time.Millisecond))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			sent := time.Now()
+			c, cancel := context.WithTimeout(ctx, f.Cfg.TTL/3)
+			_, err := f.cli.KeepAliveOnce(c, lease)
+			cancel()
+			switch {
+			case err == nil:
+				fence.Reset(time.Until(sent.Add(fenceAfter)))
+				b.FenceForLease(false)
+			case errors.Is(err, rpctypes.ErrLeaseNotFound):
+				b.FenceForLease(true)
+				close(lost)
+				return
+			}
+		}
+	}()
+	return lost
+}
 
 // handOverFrom runs a hand-over inside the primary's term.
 func (f *Failover) handOverFrom(ctx context.Context, lease clientv3.LeaseID, cur *stateRecord) (int32, error) {

@@ -105,8 +105,11 @@ type BrokerOptions struct {
 	// Flags are extra command-line flags for serve.
 	Flags []string
 	// Prefix runs the broker through a command that then execs it, such
-	// as prlimit or setpriv (the broker keeps the process id).
+	// as prlimit, setpriv or ip netns exec (the broker keeps the process id).
 	Prefix []string
+	// Host is the address the broker's listeners bind (default 127.0.0.1):
+	// a broker in a network namespace listens on its veth address.
+	Host string
 }
 
 // defaultBrokerConfig is Kafka's default for the keys the suite relies on,
@@ -244,9 +247,13 @@ func newSluiceWith(opts BrokerOptions, prepare func(*Broker) error) (*Broker, er
 	if err != nil {
 		return nil, err
 	}
+	host := opts.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
 	b := &Broker{
-		Addr:       net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
-		HTTPAddr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
+		Addr:       net.JoinHostPort(host, strconv.Itoa(ports[0])),
+		HTTPAddr:   net.JoinHostPort(host, strconv.Itoa(ports[1])),
 		bin:        bin,
 		dataDir:    filepath.Join(dir, "data"),
 		configPath: filepath.Join(dir, "server.properties"),
