@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -855,4 +856,117 @@ func familyTotal(t *testing.T, b *Broker, family, topic string) float64 {
 		}
 	}
 	return total
+}
+
+// TestStandbyKilledThenCatchesUp: SIGKILL the standby under load, keep
+// producing while it is down, restart it: it resumes from its own log end
+// (nothing refetched), catches up, rejoins the in-sync set, and both logs
+// end identical.
+func TestStandbyKilledThenCatchesUp(t *testing.T) {
+	requireOwnBroker(t, "a pair of brokers")
+	primary, standby := startPair(t, nil)
+	topic, bulk := topicName(t, "catchup"), topicName(t, "bulk")
+	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 3, 2, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 2, 2, map[string]*string{"segment.bytes": kadm.StringPtr(fmt.Sprint(4 << 20))}, bulk); err != nil {
+		t.Fatal(err)
+	}
+	acks, stop := steadyProducer(t, []*Broker{primary, standby}, topic, 200)
+	time.Sleep(time.Second)
+	standby.Kill(t)
+	// The backlog: 64 MiB more while the standby is down.
+	cl := primary.Client(t, kgo.ProducerBatchMaxBytes(1<<20), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	value := make([]byte, 16<<10)
+	var recs []*kgo.Record
+	for range 4096 {
+		rand.Read(value)
+		recs = append(recs, &kgo.Record{Topic: bulk, Value: bytes.Clone(value)})
+	}
+	produceAll(t, cl, recs)
+	if err := standby.start(); err != nil {
+		t.Fatalf("restarting the standby: %v", err)
+	}
+	restarted := time.Now()
+	waitCaughtUp(t, primary, standby)
+	t.Logf("the standby caught up with a 64 MiB backlog %v after its restart", time.Since(restarted))
+	waitFor(t, 20*time.Second, "the standby to rejoin the in-sync set", func() (bool, string) {
+		v := metricValue(t, primary, "sluice_under_replicated_partitions")
+		return v == 0, fmt.Sprint(v)
+	})
+	if failed := stop(); failed > 0 {
+		t.Errorf("%d produces failed", failed)
+	}
+	checkEveryAck(t, standby, topic, acks)
+	waitCaughtUp(t, primary, standby)
+	primary.Stop(t)
+	standby.Stop(t)
+	compareLogs(t, primary, standby)
+}
+
+// TestStandbyDiskFull: the standby's disk fills while the primary's does
+// not. The standby stays a standby and keeps retrying; the primary drops it
+// from the in-sync set and goes on taking acks=all writes. Retention (the
+// topic's retention.bytes, applied on both nodes) frees the standby's disk
+// and moves the primary's log start past what the standby had: the standby
+// starts over at the primary's log start, catches up and rejoins.
+func TestStandbyDiskFull(t *testing.T) {
+	requireOwnBroker(t, "a standby on a small file system")
+	cfg := defaultBrokerConfig()
+	cfg["replica.lag.time.max.ms"] = fmt.Sprint(pairLag.Milliseconds())
+	cfg["log.retention.check.interval.ms"] = "500"
+	primary := StartSluice(t, BrokerOptions{Config: cfg})
+	standby := startSluiceWith(t, BrokerOptions{Config: cfg, Flags: []string{"--node-id", "2", "--standby-of", primary.Addr}}, func(b *Broker) error {
+		mountImage(t, "ext4", 64, b.dataDir)
+		return nil
+	})
+	topic := topicName(t, "standbyfull")
+	adm := primary.Admin(t)
+	ctx := testContext(t, 3*time.Minute)
+	if _, err := adm.CreateTopic(ctx, 1, 2, map[string]*string{"segment.bytes": kadm.StringPtr(fmt.Sprint(1 << 20))}, topic); err != nil {
+		t.Fatal(err)
+	}
+	cl := primary.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchMaxBytes(1<<20), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	value := make([]byte, 64<<10)
+	produce := func(n int) {
+		var recs []*kgo.Record
+		for range n {
+			rand.Read(value)
+			recs = append(recs, &kgo.Record{Topic: topic, Value: bytes.Clone(value)})
+		}
+		produceAll(t, cl, recs)
+	}
+	// 96 MiB: more than the standby's 64 MiB disk holds.
+	for range 6 {
+		produce(256)
+	}
+	waitFor(t, 60*time.Second, "the standby's disk to fill", func() (bool, string) {
+		code, body := readyz(t, standby)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "disk_full"), body
+	})
+	waitFor(t, 30*time.Second, "the standby to leave the topic's in-sync set", func() (bool, string) {
+		for _, p := range nodeStatus(t, primary).Partitions {
+			if p.Topic == topic {
+				return !p.InSync, fmt.Sprintf("in sync %v, lag %d", p.InSync, p.LagRecords)
+			}
+		}
+		return false, "no partition"
+	})
+	produce(16) // acks=all still answered, by the primary alone
+	if st := nodeStatus(t, standby); st.Role != "standby" {
+		t.Fatalf("the standby with a full disk is %s", st.Role)
+	}
+	// Retention frees space on both nodes.
+	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.bytes", Value: kadm.StringPtr(fmt.Sprint(16 << 20))}}, topic); err != nil {
+		t.Fatal(err)
+	}
+	produce(64)
+	waitCaughtUp(t, primary, standby)
+	waitFor(t, 30*time.Second, "the standby to rejoin the in-sync set", func() (bool, string) {
+		v := metricValue(t, primary, "sluice_under_replicated_partitions")
+		return v == 0, fmt.Sprint(v)
+	})
+	if !strings.Contains(readFrom(standby.logPath, 0, 100000), "starting over there") {
+		t.Logf("the standby caught up without starting over (retention did not pass its log end)")
+	}
 }
