@@ -109,6 +109,16 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.StandbyOf == "" && !cfg.Failover {
+		// A primary by configuration starts a new epoch every time: a
+		// tail it lost in a crash and then rewrote must not carry the
+		// epoch of the tail its standby kept. (An etcd pair's epochs come
+		// from etcd; a standby's from its primary.)
+		epoch++
+		if err := meta.WriteLeaderEpoch(cfg.DataDir, epoch); err != nil {
+			return nil, err
+		}
+	}
 	b.repl.epoch.Store(epoch)
 	// A node of an etcd-decided pair starts as a standby of nobody yet,
 	// until it wins the primary's lease or finds who holds it.
@@ -124,6 +134,7 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 			Logger: logger, Metrics: b.Metrics, Checkpoints: checkpoints,
 			Direct: b.IOMode == config.IOModeDirect, TailCacheBytes: cfg.TailCacheBytes / int64(cfg.Shards), DsyncWrites: cfg.DirectDsync, PreZero: cfg.DirectPreZero,
 			ReplicaLagMax: cfg.ReplicaLagTimeMax, Standby: cfg.StandbyOf != "" || cfg.Failover, Epoch: epoch,
+			AloneNeedsLicense: cfg.Failover,
 		})
 		if err != nil {
 			b.stopShards()
@@ -132,6 +143,10 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 		b.Shards = append(b.Shards, sh)
 	}
 	b.IOBackend = b.Shards[0].Backend()
+	if err := b.loadCatalogue(); err != nil {
+		b.stopShards()
+		return nil, err
+	}
 	if err := b.openPartitions(); err != nil {
 		b.stopShards()
 		return nil, err

@@ -30,8 +30,11 @@ type Peer struct {
 // replication is the broker's side of the pair: its role and its peer.
 // The per-partition state lives on the shards (shard/replica.go).
 type replication struct {
-	mu      sync.Mutex // serialises role changes and guards peer
-	peer    *Peer
+	mu sync.Mutex // serialises role changes
+	// peer is read from any goroutine, shard threads included (a
+	// produce's leader hint), so never behind mu: role changes hold mu
+	// while they wait for the shards.
+	peer    atomic.Pointer[Peer]
 	standby atomic.Bool
 	fenced  atomic.Bool // a hand-over is under way
 	noLease atomic.Bool // the primary could not renew its etcd lease in time
@@ -55,12 +58,11 @@ func (b *Broker) Role() string {
 
 // Peer returns the other node of the pair, if one is known.
 func (b *Broker) Peer() (Peer, bool) {
-	b.repl.mu.Lock()
-	defer b.repl.mu.Unlock()
-	if b.repl.peer == nil {
+	p := b.repl.peer.Load()
+	if p == nil {
 		return Peer{}, false
 	}
-	return *b.repl.peer, true
+	return *p, true
 }
 
 // SetPrimary records, on a standby, the primary it follows.
@@ -68,7 +70,7 @@ func (b *Broker) SetPrimary(p Peer) {
 	b.repl.mu.Lock()
 	defer b.repl.mu.Unlock()
 	p.Since = time.Now()
-	b.repl.peer = &p
+	b.repl.peer.Store(&p)
 }
 
 // RegisterStandby accepts, on a primary, a standby's registration (Kafka's
@@ -89,11 +91,11 @@ func (b *Broker) RegisterStandby(p Peer, clusterID string) error {
 	}
 	b.repl.mu.Lock()
 	defer b.repl.mu.Unlock()
-	if old := b.repl.peer; old != nil && old.NodeID != p.NodeID && b.standbyActive() {
+	if old := b.repl.peer.Load(); old != nil && old.NodeID != p.NodeID && b.standbyActive() {
 		return kerr.New(kerr.DuplicateBrokerRegistration, fmt.Sprintf("node %d is this primary's standby already", old.NodeID))
 	}
 	p.Since = time.Now()
-	if old := b.repl.peer; old == nil || old.NodeID != p.NodeID {
+	if old := b.repl.peer.Load(); old == nil || old.NodeID != p.NodeID {
 		b.Logger.Info("standby registered", "node_id", p.NodeID, "host", p.Host, "port", p.Port, "rack", p.Rack)
 		if old != nil {
 			// A new standby starts out of sync everywhere.
@@ -102,7 +104,7 @@ func (b *Broker) RegisterStandby(p Peer, clusterID string) error {
 			}
 		}
 	}
-	b.repl.peer = &p
+	b.repl.peer.Store(&p)
 	return nil
 }
 
@@ -150,17 +152,24 @@ func (b *Broker) UnderReplicated() int {
 // epoch is written durably, to the node and to every partition, before the
 // role changes, so no write is ever taken under an older epoch. It returns
 // the new epoch. The caller has stopped the follower loop.
-func (b *Broker) Promote() (int32, error) {
+//
+// epoch, when positive, is the epoch to take (an etcd pair allocates it
+// there, so two nodes never pick the same); it must be newer than every
+// epoch this node has seen.
+func (b *Broker) Promote(epoch int32) (int32, error) {
 	b.repl.mu.Lock()
 	defer b.repl.mu.Unlock()
 	if !b.IsStandby() {
 		return 0, errors.New("this node is the primary already")
 	}
-	next := b.Epoch()
-	for _, sh := range b.Shards {
-		next = max(next, sh.MaxEpoch())
+	seen := b.SeenEpoch()
+	next := seen + 1
+	if epoch > 0 {
+		if epoch <= seen {
+			return 0, fmt.Errorf("epoch %d is not newer than %d, which this node has seen", epoch, seen)
+		}
+		next = epoch
 	}
-	next++
 	if err := meta.WriteLeaderEpoch(b.Cfg.DataDir, next); err != nil {
 		return 0, fmt.Errorf("recording leader epoch %d: %w", next, err)
 	}
@@ -169,10 +178,21 @@ func (b *Broker) Promote() (int32, error) {
 	for _, sh := range b.Shards {
 		sh.SetRole(false, next, fenced)
 	}
-	b.repl.peer = nil // the old primary rejoins by registering as a standby
+	b.repl.peer.Store(nil) // the old primary rejoins by registering as a standby
 	b.repl.standby.Store(false)
+	b.Meta.SetJournal(metadataJournal{b})
 	b.Logger.Info("promoted to primary", "leader_epoch", next)
 	return next, nil
+}
+
+// SeenEpoch is the newest epoch this node knows of: its own, or one in a
+// batch it appended.
+func (b *Broker) SeenEpoch() int32 {
+	seen := b.Epoch()
+	for _, sh := range b.Shards {
+		seen = max(seen, sh.MaxEpoch())
+	}
+	return seen
 }
 
 // BecomeStandby makes this primary a standby of primary (the end of a
@@ -187,6 +207,7 @@ func (b *Broker) BecomeStandby(primary Peer, epoch int32) error {
 		b.repl.epoch.Store(epoch)
 	}
 	b.repl.standby.Store(true)
+	b.Meta.SetJournal(nil)
 	for _, sh := range b.Shards {
 		sh.SetRole(true, b.Epoch(), false)
 	}
@@ -194,12 +215,12 @@ func (b *Broker) BecomeStandby(primary Peer, epoch int32) error {
 	b.repl.noLease.Store(false)
 	if primary.NodeID < 0 {
 		// Not known yet (an etcd pair whose primary lost its lease).
-		b.repl.peer = nil
+		b.repl.peer.Store(nil)
 		b.Logger.Info("now a standby, waiting for the next primary", "leader_epoch", b.Epoch())
 		return nil
 	}
 	primary.Since = time.Now()
-	b.repl.peer = &primary
+	b.repl.peer.Store(&primary)
 	b.Logger.Info("now the standby", "primary_node_id", primary.NodeID, "primary", fmt.Sprintf("%s:%d", primary.Host, primary.Port), "leader_epoch", b.Epoch())
 	return nil
 }
@@ -239,6 +260,15 @@ func (b *Broker) NoteLeaderEpoch(epoch int32) error {
 	}
 	b.repl.epoch.Store(epoch)
 	return nil
+}
+
+// SetAloneOK allows (or forbids) this primary to answer acks=all without
+// an out-of-sync standby: an etcd pair allows it only while etcd records
+// the standby out of sync.
+func (b *Broker) SetAloneOK(ok bool) {
+	for _, sh := range b.Shards {
+		sh.SetAloneOK(ok)
+	}
 }
 
 // Fence stops (or resumes) this primary's writes: a hand-over fences it

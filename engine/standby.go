@@ -102,8 +102,9 @@ func (b *Broker) ReplicaPositions() []ReplicaPosition {
 	snap := b.Meta.Snapshot()
 	perShard := make([][]int, len(b.Shards))
 	var out []ReplicaPosition
-	for _, name := range snap.Names() {
-		t := snap.Topics[name]
+	// The metadata log first: the catalogue the rest depends on.
+	for _, name := range append([]string{MetadataTopic}, snap.Names()...) {
+		t, _ := b.TopicFor(snap, name)
 		for _, p := range t.Partitions {
 			perShard[p.Shard] = append(perShard[p.Shard], len(out))
 			out = append(out, ReplicaPosition{Key: shard.Key{Topic: t.Name, Partition: p.Index}, TopicID: t.ID, LogStart: -1, LogEnd: -1})
@@ -150,7 +151,7 @@ func (b *Broker) AppendReplicas(apps []ReplicaAppend) {
 	var wg sync.WaitGroup
 	for i := range apps {
 		a := &apps[i]
-		t, ok := snap.Topics[a.Key.Topic]
+		t, ok := b.TopicFor(snap, a.Key.Topic)
 		if !ok || int(a.Key.Partition) >= len(t.Partitions) {
 			a.Err = shard.ErrUnknownPartition
 			continue
@@ -173,6 +174,7 @@ type Divergence struct {
 	LeaderEpoch int32
 	EndOffset   int64
 	From, To    int64 // set by Reconcile: the log end before and after
+	Complete    bool  // false: ask again from the new latest epoch
 	Err         error
 }
 
@@ -181,11 +183,20 @@ type Divergence struct {
 func (b *Broker) Reconcile(ds []Divergence) {
 	b.onShards(len(ds), func(i int) shard.Key { return ds[i].Key }, func(i int, s *shard.Shard, done func()) {
 		d := &ds[i]
-		s.Reconcile(d.Key, d.LeaderEpoch, d.EndOffset, func(from, to int64, err error) {
-			d.From, d.To, d.Err = from, to, err
+		s.Reconcile(d.Key, d.LeaderEpoch, d.EndOffset, func(from, to int64, complete bool, err error) {
+			d.From, d.To, d.Complete, d.Err = from, to, complete, err
 			done()
 		})
 	})
+}
+
+// TruncateReplicaTo cuts a standby's partition back to off.
+func (b *Broker) TruncateReplicaTo(k shard.Key, off int64) error {
+	var err error
+	b.onShards(1, func(int) shard.Key { return k }, func(_ int, s *shard.Shard, done func()) {
+		s.TruncateReplica(k, off, false, func(e error) { err = e; done() })
+	})
+	return err
 }
 
 // ResetReplica empties a standby's partition to start at off: the primary
@@ -205,7 +216,7 @@ func (b *Broker) onShards(n int, key func(int) shard.Key, op func(i int, s *shar
 	var wg sync.WaitGroup
 	for i := range n {
 		k := key(i)
-		t, ok := snap.Topics[k.Topic]
+		t, ok := b.TopicFor(snap, k.Topic)
 		if !ok || int(k.Partition) >= len(t.Partitions) {
 			continue
 		}

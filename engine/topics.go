@@ -56,6 +56,8 @@ func ValidateTopicName(name string) error {
 		return kerr.New(kerr.InvalidTopicException, "topic name is empty")
 	case name == "." || name == "..":
 		return kerr.New(kerr.InvalidTopicException, "topic name cannot be \".\" or \"..\"")
+	case name == MetadataTopic:
+		return kerr.New(kerr.InvalidTopicException, "topic name "+MetadataTopic+" is reserved for the metadata log")
 	case len(name) > maxTopicNameLength:
 		return kerr.New(kerr.InvalidTopicException, fmt.Sprintf("topic name is longer than %d characters", maxTopicNameLength))
 	case !legalTopicName.MatchString(name):

@@ -103,6 +103,11 @@ func FailoverClusterID(cfg FailoverConfig, local string) (string, error) {
 	return got, nil
 }
 
+// NewFailover prepares n's part in the etcd election (Run starts it).
+func NewFailover(n *Node, cfg FailoverConfig) *Failover {
+	return &Failover{N: n, Cfg: cfg, handover: make(chan chan handoverResult)}
+}
+
 // Failover runs a node of an etcd-decided pair.
 type Failover struct {
 	N   *Node
@@ -145,9 +150,6 @@ func (f *Failover) Run(ctx context.Context) error {
 		return err
 	}
 	f.cli = cli
-	if f.handover == nil {
-		f.handover = make(chan chan handoverResult)
-	}
 	defer cli.Close()
 	logged := ""
 	say := func(msg string, args ...any) {
@@ -189,7 +191,7 @@ func (f *Failover) Run(ctx context.Context) error {
 				f.waitLeaderChange(ctx, rev)
 				continue
 			}
-			lease, ok, err := f.campaign(ctx, st)
+			lease, epoch, asked, ok, err := f.campaign(ctx, st)
 			if err != nil {
 				say("failover: campaign failed", "err", err)
 				sleepCtx(ctx, time.Second)
@@ -199,7 +201,7 @@ func (f *Failover) Run(ctx context.Context) error {
 				continue // another node was faster
 			}
 			logged = ""
-			f.lead(ctx, lease, st)
+			f.lead(ctx, lease, epoch, asked)
 		}
 	}
 	return ctx.Err()
@@ -290,69 +292,82 @@ func splitHostPort(addr string) (string, int32) {
 	return h, int32(n)
 }
 
-// campaign tries to take the leader key with a fresh lease.
-func (f *Failover) campaign(ctx context.Context, st *stateRecord) (clientv3.LeaseID, bool, error) {
+// campaign tries to take the leader key with a fresh lease, allocating
+// the term's epoch in the same transaction (the epoch key, bumped only by a
+// winning campaign), so two terms never share an epoch. It returns when it
+// asked for the lease: the lease cannot expire before then + TTL.
+func (f *Failover) campaign(ctx context.Context, st *stateRecord) (lease clientv3.LeaseID, epoch int32, asked time.Time, ok bool, err error) {
 	c, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	epochKey := f.Cfg.key("epoch")
+	cur, err := f.cli.Get(c, epochKey)
+	if err != nil {
+		return 0, 0, time.Time{}, false, err
+	}
+	var rev int64
+	stored := int64(0)
+	if len(cur.Kvs) > 0 {
+		rev = cur.Kvs[0].ModRevision
+		stored, _ = strconv.ParseInt(string(cur.Kvs[0].Value), 10, 32)
+	}
+	seen := max(int32(stored), f.N.B.SeenEpoch())
+	if st != nil {
+		seen = max(seen, st.Epoch)
+	}
+	epoch = seen + 1
 	ttl := int64(max(f.Cfg.TTL/time.Second, 1))
+	asked = time.Now()
 	grant, err := f.cli.Grant(c, ttl)
 	if err != nil {
-		return 0, false, err
+		return 0, 0, time.Time{}, false, err
 	}
 	host, port, err := f.N.B.Cfg.AdvertisedAddress()
 	if err != nil {
-		return 0, false, err
+		return 0, 0, time.Time{}, false, err
 	}
-	epoch := f.N.B.Epoch()
-	if st != nil {
-		epoch = max(epoch, st.Epoch)
-	}
-	rec, _ := json.Marshal(leaderRecord{NodeID: f.N.B.Cfg.NodeID, Kafka: net.JoinHostPort(host, strconv.Itoa(int(port))), Admin: f.N.B.Cfg.HTTP, Epoch: epoch + 1})
+	rec, _ := json.Marshal(leaderRecord{NodeID: f.N.B.Cfg.NodeID, Kafka: net.JoinHostPort(host, strconv.Itoa(int(port))), Admin: f.N.B.Cfg.HTTP, Epoch: epoch})
 	key := f.Cfg.key("leader")
-	resp, err := f.cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(rec), clientv3.WithLease(grant.ID))).Commit()
+	resp, err := f.cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0), clientv3.Compare(clientv3.ModRevision(epochKey), "=", rev)).
+		Then(clientv3.OpPut(key, string(rec), clientv3.WithLease(grant.ID)), clientv3.OpPut(epochKey, strconv.Itoa(int(epoch)))).Commit()
 	if err != nil || !resp.Succeeded {
 		f.cli.Revoke(context.Background(), grant.ID)
-		return 0, false, err
+		return 0, 0, time.Time{}, false, err
 	}
-	return grant.ID, true, nil
+	return grant.ID, epoch, asked, true, nil
 }
 
-// lead is this node's term as primary: promote (a new epoch, recorded in
-// state before any write), then renew the lease, fence when renewals fail,
-// and record in-sync changes, until the lease is lost or ctx ends.
-func (f *Failover) lead(ctx context.Context, lease clientv3.LeaseID, st *stateRecord) {
+// lead is this node's term as primary: promote to the term's epoch, record
+// state (this node primary, its standby out of sync) before any write,
+// then renew the lease (fencing when renewals fail) and record in-sync
+// changes, until the lease is lost or ctx ends.
+func (f *Failover) lead(ctx context.Context, lease clientv3.LeaseID, epoch int32, asked time.Time) {
 	n := f.N
 	b := n.B
-	acquired := time.Now()
-	if st != nil && st.Epoch > b.Epoch() {
-		if err := b.NoteLeaderEpoch(st.Epoch); err != nil {
-			n.Logger.Error("failover: recording the pair's epoch", "err", err)
-		}
-	}
-	// Promote, but record state (this node primary, nobody in sync) before
-	// the first write: the shards stay fenced until then.
+	termCtx, endTerm := context.WithCancel(ctx)
+	defer endTerm()
+	// The fence runs from the lease request on; the shards stay fenced
+	// (and may not answer acks=all alone) until state is recorded.
 	b.FenceForLease(true)
-	epoch, err := n.Promote(true)
-	if err != nil && !errors.Is(err, errAlreadyPrimary) {
+	b.SetAloneOK(false)
+	lost := f.renew(termCtx, lease, asked)
+	if _, err := n.promote(true, epoch); err != nil {
 		n.Logger.Error("failover: promotion failed; giving the lease back", "err", err)
-		f.cli.Revoke(context.Background(), lease)
+		endTerm()
+		f.resign(lease)
+		f.stepDown()
 		return
-	}
-	if err != nil {
-		epoch = b.Epoch()
 	}
 	cur := stateRecord{Primary: b.Cfg.NodeID, Standby: -1, InSync: false, Epoch: epoch}
 	if err := f.putState(ctx, lease, cur); err != nil {
 		n.Logger.Error("failover: recording state failed; giving the lease back", "err", err)
+		endTerm()
 		f.resign(lease)
+		f.stepDown()
 		return
 	}
-	n.Logger.Info("failover: primary by lease", "leader_epoch", epoch, "took", time.Since(acquired).Round(time.Millisecond))
-	termCtx, endTerm := context.WithCancel(ctx)
-	defer endTerm()
-	lost := f.renew(termCtx, lease, acquired)
-	isr := time.NewTicker(max(b.Cfg.ReplicaLagTimeMax/4, 50*time.Millisecond))
+	b.SetAloneOK(true) // etcd says nobody is in sync: acks=all may go alone
+	n.Logger.Info("failover: primary by lease", "leader_epoch", epoch, "took", time.Since(asked).Round(time.Millisecond))
+	isr := time.NewTicker(100 * time.Millisecond)
 	defer isr.Stop()
 	for {
 		select {
@@ -371,31 +386,46 @@ func (f *Failover) lead(ctx context.Context, lease clientv3.LeaseID, st *stateRe
 				return
 			}
 		case now := <-isr.C:
-			next := cur
-			due := b.ShrinkDue(now)
-			peer, hasPeer := b.Peer()
-			next.Standby = -1
-			if hasPeer {
-				next.Standby = peer.NodeID
-			}
-			if len(due) > 0 {
-				next.InSync = false
-			} else if hasPeer && b.UnderReplicated() == 0 {
-				next.InSync = true
-			}
-			if next != cur {
-				// Recorded first: a shrink takes effect only once etcd
-				// no longer names the standby in sync.
-				if err := f.putState(ctx, lease, next); err != nil {
-					n.Logger.Warn("failover: recording the in-sync state failed; the standby stays in the in-sync set", "err", err)
-					continue
-				}
-				cur = next
-			}
-			if len(due) > 0 {
-				b.ApplyShrink(due, now)
-			}
+			f.recordInSync(ctx, lease, &cur, now)
 		}
+	}
+}
+
+// recordInSync keeps etcd's state in step with the in-sync set, in the
+// order that keeps a takeover safe. The standby is recorded in sync only
+// when it is in sync everywhere, and acks=all may then no longer be
+// answered without it (forbidden first, recorded second). Anything short
+// of that (a partition due to shrink, one that is out of sync, another
+// standby) is recorded out of sync first, and only then may the primary
+// answer alone and shrink.
+func (f *Failover) recordInSync(ctx context.Context, lease clientv3.LeaseID, cur *stateRecord, now time.Time) {
+	b := f.N.B
+	due := b.ShrinkDue(now)
+	peer, hasPeer := b.Peer()
+	next := *cur
+	next.Standby = -1
+	if hasPeer {
+		next.Standby = peer.NodeID
+	}
+	next.InSync = hasPeer && len(due) == 0 && b.UnderReplicated() == 0
+	if next != *cur {
+		if next.InSync {
+			b.SetAloneOK(false)
+		}
+		if err := f.putState(ctx, lease, next); err != nil {
+			f.N.Logger.Warn("failover: recording the in-sync state failed; acks=all waits for the standby meanwhile", "err", err)
+			if next.InSync {
+				b.SetAloneOK(!cur.InSync)
+			}
+			return
+		}
+		*cur = next
+		if !next.InSync {
+			b.SetAloneOK(true)
+		}
+	}
+	if len(due) > 0 {
+		b.ApplyShrink(due, now)
 	}
 }
 

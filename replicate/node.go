@@ -80,7 +80,10 @@ var ErrPrimaryAlive = errors.New("the primary is reachable and still primary")
 // (or a hand-over, whose old primary has fenced itself) it first asks the
 // primary it follows and refuses while that one answers as primary: two
 // primaries must never take writes at once. It returns the new epoch.
-func (n *Node) Promote(force bool) (int32, error) {
+func (n *Node) Promote(force bool) (int32, error) { return n.promote(force, 0) }
+
+// promote is Promote at a given epoch (0: the next this node has not seen).
+func (n *Node) promote(force bool, at int32) (int32, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.B.IsStandby() {
@@ -92,7 +95,7 @@ func (n *Node) Promote(force bool) (int32, error) {
 		}
 	}
 	n.stopLocked()
-	epoch, err := n.B.Promote()
+	epoch, err := n.B.Promote(at)
 	if err != nil {
 		return 0, err
 	}
@@ -147,6 +150,11 @@ func (n *Node) Demote() (int32, error) {
 	r, err := RequestRoleChange(peer.AdminAddr, "promote", true)
 	epoch := r.LeaderEpoch
 	if err != nil {
+		// The answer may be lost while the promotion went through: stay
+		// fenced unless the standby says it is still a standby.
+		if role, serr := peerRole(peer.AdminAddr); serr != nil || role != "standby" {
+			return 0, fmt.Errorf("the standby's promotion failed or was not confirmed (%v; its role: %q, %v): this node stays fenced; check both with sluice status", err, role, serr)
+		}
 		return resume(fmt.Errorf("the standby did not take over: %w; writes resumed here", err))
 	}
 	n.Roles.BecomeStandby()
@@ -157,6 +165,22 @@ func (n *Node) Demote() (int32, error) {
 	n.followLocked(addr, Primary{NodeID: peer.NodeID, Host: peer.Host, Port: peer.Port, ClusterID: n.B.Meta.ClusterID(), Epoch: epoch})
 	n.Logger.Info("handed the primary role over", "to_node_id", peer.NodeID, "leader_epoch", epoch, "took", time.Since(start).Round(time.Millisecond))
 	return epoch, nil
+}
+
+// peerRole asks a node's /v1/status for its role.
+func peerRole(adminAddr string) (string, error) {
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + adminAddr + "/v1/status")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Role string `json:"role"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&st); err != nil {
+		return "", err
+	}
+	return st.Role, nil
 }
 
 // RoleChange is the JSON answer of /v1/promote and /v1/demote.

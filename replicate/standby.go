@@ -1,8 +1,9 @@
 // Package replicate is the standby's half of primary-to-standby
 // replication: it registers with the primary as a Kafka broker registers
-// with its controller (BrokerRegistration), mirrors the primary's topic
-// catalogue, and follows every partition with Kafka's follower Fetch,
-// appending the batches byte for byte at their offsets. The primary's half
+// with its controller (BrokerRegistration) and follows every partition with
+// Kafka's follower Fetch, appending the batches byte for byte at their
+// offsets; the topic catalogue comes with them, in the metadata log
+// (__cluster_metadata), which it replays. The primary's half
 // (in-sync tracking, the high watermark, acks=all) is in engine/shard.
 package replicate
 
@@ -18,7 +19,6 @@ import (
 
 	"github.com/sluice-broker/sluice/engine"
 	"github.com/sluice-broker/sluice/engine/api"
-	"github.com/sluice-broker/sluice/engine/config"
 	"github.com/sluice-broker/sluice/engine/meta"
 	"github.com/sluice-broker/sluice/engine/shard"
 	"github.com/sluice-broker/sluice/wire/kerr"
@@ -27,18 +27,17 @@ import (
 
 // Kafka's follower defaults.
 const (
-	fetchMaxWait       = 500 * time.Millisecond // replica.fetch.wait.max.ms
-	fetchMaxBytes      = 10 << 20               // replica.fetch.response.max.bytes
-	partitionMaxBytes  = 1 << 20                // replica.fetch.max.bytes
-	fetchBackoff       = time.Second            // replica.fetch.backoff.ms
-	catalogueEvery     = time.Second
-	dialTimeout        = 3 * time.Second
-	fetchVersion       = 15 // replica id in ReplicaState, topics by id
-	metadataVersion    = 12
-	registrationVer    = 0
-	describeConfigsVer = 4
-	apiVersionsVer     = 3
-	epochVersion       = 4 // OffsetForLeaderEpoch with the replica id
+	fetchMaxWait      = 500 * time.Millisecond // replica.fetch.wait.max.ms
+	fetchMaxBytes     = 10 << 20               // replica.fetch.response.max.bytes
+	partitionMaxBytes = 1 << 20                // replica.fetch.max.bytes
+	fetchBackoff      = time.Second            // replica.fetch.backoff.ms
+	catalogueEvery    = time.Second            // how often the primary is checked
+	dialTimeout       = 3 * time.Second
+	fetchVersion      = 15 // replica id in ReplicaState, topics by id
+	metadataVersion   = 12
+	registrationVer   = 0
+	apiVersionsVer    = 3
+	epochVersion      = 4 // OffsetForLeaderEpoch with the replica id
 )
 
 // ErrUnreachable: no connection to the primary could be made.
@@ -115,8 +114,11 @@ type Standby struct {
 	Logger  *slog.Logger
 
 	incarnation [16]byte
-	lastCatalog time.Time
-	epoch       int32 // the primary's leader epoch, from its Metadata
+	lastCatalog time.Time // when the primary was last checked
+	epoch       int32     // the primary's leader epoch, from its Metadata
+	// retryCatalogue: the last catalogue change could not be applied (a
+	// full disk): try again after each fetch.
+	retryCatalogue bool
 }
 
 // Run follows the primary until ctx ends, reconnecting after failures.
@@ -153,16 +155,17 @@ func (s *Standby) session(ctx context.Context) error {
 	if err := s.register(c); err != nil {
 		return err
 	}
-	if err := s.mirror(c); err != nil {
+	if err := s.checkPrimary(c); err != nil {
 		return err
 	}
 	s.lastCatalog = time.Now()
 	if err := s.reconcile(c); err != nil {
 		return err
 	}
+	s.applyCatalogue()
 	for ctx.Err() == nil {
 		if time.Since(s.lastCatalog) >= catalogueEvery {
-			if err := s.mirror(c); err != nil {
+			if err := s.checkPrimary(c); err != nil {
 				return err
 			}
 			s.lastCatalog = time.Now()
@@ -210,15 +213,17 @@ func (s *Standby) register(c *conn) error {
 	return nil
 }
 
-// mirror copies the primary's catalogue: Metadata for names, IDs and
-// partition counts; DescribeConfigs for each topic's overrides.
-func (s *Standby) mirror(c *conn) error {
-	deadline := time.Now().Add(10 * time.Second)
+// checkPrimary asks the primary's Metadata who is primary and at which
+// epoch: a standby follows only the primary its session began with, of its
+// own cluster, at an epoch no older than its own.
+func (s *Standby) checkPrimary(c *conn) error {
 	var md msg.MetadataResponse
-	mdReq := &msg.MetadataRequest{}
-	mdReq.Default()
-	mdReq.Topics = nil // all topics
-	if err := c.roundTrip(mdReq, &md, metadataVersion, deadline); err != nil {
+	req := &msg.MetadataRequest{}
+	req.Default()
+	name := "__consumer_offsets" // every primary has it: its partitions carry the epoch
+	req.Topics = []msg.MetadataRequestTopic{{Name: &name}}
+	req.AllowAutoTopicCreation = false
+	if err := c.roundTrip(req, &md, metadataVersion, time.Now().Add(10*time.Second)); err != nil {
 		return fmt.Errorf("metadata: %w", err)
 	}
 	if md.ClusterId == nil || *md.ClusterId != s.B.Meta.ClusterID() {
@@ -229,19 +234,14 @@ func (s *Standby) mirror(c *conn) error {
 		// whoever is primary now, from a fresh session.
 		return fmt.Errorf("%s is no longer the primary (Metadata names node %d)", s.Addr, md.ControllerId)
 	}
-	var topics []engine.MirrorTopic
 	primaryEpoch := int32(-1)
-	dc := &msg.DescribeConfigsRequest{}
-	dc.Default()
 	for _, t := range md.Topics {
-		if t.ErrorCode != 0 || t.Name == nil {
-			continue
-		}
 		for _, p := range t.Partitions {
 			primaryEpoch = max(primaryEpoch, p.LeaderEpoch)
 		}
-		topics = append(topics, engine.MirrorTopic{Name: *t.Name, ID: meta.TopicID(t.TopicId), Partitions: int32(len(t.Partitions)), Internal: t.IsInternal})
-		dc.Resources = append(dc.Resources, msg.DescribeConfigsRequestDescribeConfigsResource{ResourceType: 2, ResourceName: *t.Name})
+	}
+	if primaryEpoch < 0 {
+		return nil // not known yet (the primary is starting)
 	}
 	if own := s.B.Epoch(); primaryEpoch < own {
 		// Following it would truncate what this node wrote as a newer
@@ -254,34 +254,17 @@ func (s *Standby) mirror(c *conn) error {
 			return err
 		}
 	}
-	if len(dc.Resources) > 0 {
-		var dr msg.DescribeConfigsResponse
-		if err := c.roundTrip(dc, &dr, describeConfigsVer, deadline); err != nil {
-			return fmt.Errorf("describe configs: %w", err)
-		}
-		byName := map[string]map[string]string{}
-		for _, r := range dr.Results {
-			if r.ErrorCode != 0 {
-				continue
-			}
-			m := map[string]string{}
-			for _, e := range r.Configs {
-				if e.ConfigSource == int8(config.SourceDynamicTopic) && e.Value != nil {
-					m[e.Name] = *e.Value
-				}
-			}
-			byName[r.ResourceName] = m
-		}
-		for i := range topics {
-			topics[i].Configs = byName[topics[i].Name]
-		}
-	}
-	if _, err := s.B.MirrorCatalogue(topics); err != nil {
-		// A topic that cannot be created here (a full disk) is logged and
-		// tried again; the others go on.
-		s.Logger.Warn("standby: mirroring the catalogue", "err", err)
-	}
 	return nil
+}
+
+// applyCatalogue brings the catalogue in line with the followed metadata
+// log. A topic that cannot be created here (a full disk) is logged and
+// tried again at the next change; the others go on.
+func (s *Standby) applyCatalogue() {
+	if _, err := s.B.ApplyCatalogue(); err != nil {
+		s.Logger.Warn("standby: applying the primary's catalogue", "err", err)
+		s.retryCatalogue = true
+	}
 }
 
 // fetch runs one follower fetch for every partition and appends what it
@@ -330,6 +313,7 @@ func (s *Standby) fetch(c *conn) error {
 		ends[p.Key] = p.LogEnd
 	}
 	var apps []engine.ReplicaAppend
+	metaChanged, partFailed := false, false
 	for _, t := range resp.Responses {
 		name, ok := byID[meta.TopicID(t.TopicId)]
 		if !ok {
@@ -340,8 +324,12 @@ func (s *Standby) fetch(c *conn) error {
 			switch kerr.Code(p.ErrorCode) {
 			case kerr.None:
 				apps = append(apps, engine.ReplicaAppend{Key: k, Records: p.Records, HighWatermark: p.HighWatermark})
+				if name == engine.MetadataTopic && len(p.Records) > 0 {
+					metaChanged = true
+				}
 			case kerr.UnknownTopicID, kerr.UnknownTopicOrPartition:
-				s.lastCatalog = time.Time{} // the catalogue changed: mirror it now
+				// Deleted on the primary: the metadata log's next records
+				// delete it here too.
 			case kerr.NotLeaderOrFollower:
 				return fmt.Errorf("the primary does not take this node's replica fetches (is another standby registered, or is it no longer primary?)")
 			case kerr.FencedLeaderEpoch, kerr.UnknownLeaderEpoch:
@@ -356,15 +344,25 @@ func (s *Standby) fetch(c *conn) error {
 					}
 					continue
 				}
-				// Past the primary's end: a divergent tail, cut at the next
-				// session's reconcile.
-				return fmt.Errorf("%s: fetch offset %d is past the primary's log end", k.Dir(), ends[k])
+				// Past the primary's end (its log lost a tail this one
+				// has): cut back to its high watermark, which it surely
+				// has, and fetch the rest again (Kafka asks for the
+				// leader's end; refetching a little more is as safe).
+				s.Logger.Warn("standby: fetch offset past the primary's log end; truncating to its high watermark", "partition", k.Dir(), "end", ends[k], "primary_high_watermark", p.HighWatermark)
+				if err := s.B.TruncateReplicaTo(k, p.HighWatermark); err != nil {
+					return err
+				}
 			default:
 				s.Logger.Warn("standby: partition fetch failed", "partition", k.Dir(), "err", kerr.Code(p.ErrorCode))
+				partFailed = true
 			}
 		}
 	}
 	s.B.AppendReplicas(apps)
+	if metaChanged || s.retryCatalogue {
+		s.retryCatalogue = false
+		s.applyCatalogue()
+	}
 	var errs []error
 	for _, a := range apps {
 		if a.Err != nil {
@@ -373,6 +371,10 @@ func (s *Standby) fetch(c *conn) error {
 	}
 	if len(errs) > 0 {
 		s.Logger.Warn("standby: appending fetched batches", "err", errors.Join(errs...))
+	}
+	if len(errs) > 0 || partFailed {
+		// A partition that keeps failing (a full disk, a storage error)
+		// answers at once: do not spin on it.
 		time.Sleep(fetchBackoff / 10)
 	}
 	return nil
@@ -381,8 +383,22 @@ func (s *Standby) fetch(c *conn) error {
 // reconcile finds, for every partition with batches, where its log
 // diverges from the primary's (OffsetForLeaderEpoch for its latest epoch)
 // and truncates the divergent tail: a node that was primary and comes back
-// as a standby drops what it wrote that the new primary never had.
+// as a standby drops what it wrote that the new primary never had. A
+// partition whose latest epoch the primary does not know is asked again
+// from the epoch before, as a Kafka follower does.
 func (s *Standby) reconcile(c *conn) error {
+	for round := 0; ; round++ {
+		done, err := s.reconcileRound(c)
+		if err != nil || done {
+			return err
+		}
+		if round == 32 {
+			return errors.New("divergence search did not converge in 32 rounds")
+		}
+	}
+}
+
+func (s *Standby) reconcileRound(c *conn) (bool, error) {
 	positions := s.B.ReplicaPositions()
 	req := &msg.OffsetForLeaderEpochRequest{ReplicaId: s.B.Cfg.NodeID}
 	var last *msg.OffsetForLeaderEpochRequestOffsetForLeaderTopic
@@ -399,32 +415,40 @@ func (s *Standby) reconcile(c *conn) error {
 		n++
 	}
 	if n == 0 {
-		return nil
+		return true, nil
 	}
 	var resp msg.OffsetForLeaderEpochResponse
 	if err := c.roundTrip(req, &resp, epochVersion, time.Now().Add(30*time.Second)); err != nil {
-		return fmt.Errorf("offset for leader epoch: %w", err)
+		return false, fmt.Errorf("offset for leader epoch: %w", err)
 	}
 	var ds []engine.Divergence
 	for _, t := range resp.Topics {
 		for _, p := range t.Partitions {
 			k := shard.Key{Topic: t.Topic, Partition: p.Partition}
-			if p.ErrorCode != 0 {
-				return fmt.Errorf("offset for leader epoch of %s: %s", k.Dir(), kerr.Code(p.ErrorCode))
+			switch kerr.Code(p.ErrorCode) {
+			case kerr.None:
+				ds = append(ds, engine.Divergence{Key: k, LeaderEpoch: p.LeaderEpoch, EndOffset: p.EndOffset})
+			case kerr.UnknownTopicOrPartition:
+				// Deleted on the primary: the metadata log deletes it here.
+			default:
+				return false, fmt.Errorf("offset for leader epoch of %s: %s", k.Dir(), kerr.Code(p.ErrorCode))
 			}
-			ds = append(ds, engine.Divergence{Key: k, LeaderEpoch: p.LeaderEpoch, EndOffset: p.EndOffset})
 		}
 	}
 	s.B.Reconcile(ds)
 	var errs []error
+	complete := true
 	for _, d := range ds {
 		if d.Err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", d.Key.Dir(), d.Err))
-		} else if d.To < d.From {
+			continue
+		}
+		if d.To < d.From {
 			s.Logger.Info("standby: divergent tail truncated", "partition", d.Key.Dir(), "from", d.From, "to", d.To)
 		}
+		complete = complete && (d.Complete || d.To == d.From)
 	}
-	return errors.Join(errs...)
+	return complete, errors.Join(errs...)
 }
 
 // SameAddress reports whether a and b name the same listener (for a

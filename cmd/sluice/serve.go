@@ -163,7 +163,7 @@ func serve(args []string) error {
 	}
 	node := &replicate.Node{B: broker, Roles: handler, Logger: logger}
 	if cfg.Failover {
-		node.Failover = &replicate.Failover{N: node, Cfg: failover}
+		node.Failover = replicate.NewFailover(node, failover)
 	}
 	srv, err := netio.Listen(cfg.Listen, handler, netio.Config{
 		MaxRequestBytes: cfg.SocketRequestMaxBytes,

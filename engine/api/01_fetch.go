@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-broker/sluice/engine"
 	"github.com/sluice-broker/sluice/engine/meta"
 	"github.com/sluice-broker/sluice/engine/shard"
 	"github.com/sluice-broker/sluice/wire/fetchwire"
@@ -92,8 +93,14 @@ func (h *Handler) fetch(rc *request, req *msg.FetchRequest) *Response {
 		if rc.version >= 13 {
 			t, known = snap.ByID[meta.TopicID(rt.TopicId)]
 			code = kerr.UnknownTopicID
+			if !known && c.replica && meta.TopicID(rt.TopicId) == engine.MetadataTopicID {
+				t, known = h.b.MetadataTopicEntry(), true // followed by the standby only
+			}
 		} else {
 			t, known = snap.Topics[rt.Topic]
+			if !known && c.replica && rt.Topic == engine.MetadataTopic {
+				t, known = h.b.MetadataTopicEntry(), true
+			}
 		}
 		var out msg.FetchResponseFetchableTopicResponse
 		out.Default()

@@ -25,7 +25,7 @@ func (h *Handler) offsetForLeaderEpoch(req *msg.OffsetForLeaderEpochRequest) *ms
 	for _, rt := range req.Topics {
 		out := msg.OffsetForLeaderEpochResponseOffsetForLeaderTopicResult{Topic: rt.Topic}
 		out.Partitions = make([]msg.OffsetForLeaderEpochResponseEpochEndOffset, len(rt.Partitions))
-		t, known := snap.Topics[rt.Topic]
+		t, known := h.b.TopicFor(snap, rt.Topic)
 		for i, rp := range rt.Partitions {
 			slot := &out.Partitions[i]
 			*slot = msg.OffsetForLeaderEpochResponseEpochEndOffset{Partition: rp.Partition, LeaderEpoch: -1, EndOffset: -1}

@@ -166,19 +166,39 @@ func (l *Log) noteBatchEpochs(batches []byte) error {
 // newer than e, and the offset where it ended (the start of the next one),
 // or the log end if it is the latest. NoEpoch for both when the log knows
 // no epoch that old.
+//
+// Kafka's rules (LeaderEpochFileCache.endOffsetFor): the latest epoch ends
+// at the log end; an epoch newer than every known one is undefined; one
+// older than the first ends where the first begins.
 func (l *Log) EndOffsetForEpoch(e Epoch) (Epoch, Offset) {
-	if e < 0 || len(l.epochs) == 0 || e < l.epochs[0].Epoch {
+	switch {
+	case e < 0 || len(l.epochs) == 0:
 		return NoEpoch, Offset(NoEpoch)
+	case e == l.LatestEpoch():
+		return e, l.logEnd
+	case e > l.LatestEpoch():
+		return NoEpoch, Offset(NoEpoch)
+	case e < l.epochs[0].Epoch:
+		return e, l.epochs[0].Start
 	}
-	for i := len(l.epochs) - 1; i >= 0; i-- {
+	for i := len(l.epochs) - 2; i >= 0; i-- {
 		if l.epochs[i].Epoch <= e {
-			if i == len(l.epochs)-1 {
-				return l.epochs[i].Epoch, l.logEnd
-			}
 			return l.epochs[i].Epoch, l.epochs[i+1].Start
 		}
 	}
 	return NoEpoch, Offset(NoEpoch)
+}
+
+// DropUnusedEpochs forgets epochs begun at the log end with nothing
+// written under them (a primary that steps down): a standby records the
+// epochs of the batches it appends, and an empty one would mislabel them.
+func (l *Log) DropUnusedEpochs() {
+	if n := l.epochsBelow(l.logEnd); n < len(l.epochs) {
+		l.epochs = l.epochs[:n]
+		if err := l.writeEpochs(); err != nil {
+			l.fail(err)
+		}
+	}
 }
 
 // truncateEpochs drops the entries a truncation to end removed.

@@ -38,7 +38,7 @@ func TestLeaderEpochs(t *testing.T) {
 			ask     Epoch
 			e       Epoch
 			endWant Offset
-		}{{0, 0, 10}, {1, 0, 10}, {2, 2, 15}, {3, 2, 15}, {4, 4, 20}, {9, 4, 20}, {-1, NoEpoch, -1}} {
+		}{{0, 0, 10}, {1, 0, 10}, {2, 2, 15}, {3, 2, 15}, {4, 4, 20}, {9, NoEpoch, -1}, {-1, NoEpoch, -1}} {
 			if e, end := l.EndOffsetForEpoch(tc.ask); e != tc.e || end != tc.endWant {
 				t.Errorf("EndOffsetForEpoch(%d) = %d, %d; want %d, %d", tc.ask, e, end, tc.e, tc.endWant)
 			}
@@ -60,8 +60,11 @@ func TestLeaderEpochs(t *testing.T) {
 		if got, w := l.Epochs(), []EpochEntry{{0, 0}}; l.LogEndOffset() != 10 || !slices.Equal(got, w) {
 			t.Fatalf("after truncating to 12: end %d, epochs %v; want 10, %v", l.LogEndOffset(), got, w)
 		}
-		if e, end := l.EndOffsetForEpoch(4); e != 0 || end != 10 {
-			t.Errorf("after the truncation, EndOffsetForEpoch(4) = %d, %d; want 0, 10", e, end)
+		if e, end := l.EndOffsetForEpoch(0); e != 0 || end != 10 {
+			t.Errorf("after the truncation, EndOffsetForEpoch(0) = %d, %d; want 0, 10", e, end)
+		}
+		if e, end := l.EndOffsetForEpoch(4); e != NoEpoch || end != -1 {
+			t.Errorf("after the truncation, EndOffsetForEpoch(4), newer than every epoch, = %d, %d; want undefined", e, end)
 		}
 		// A promotion at the log end, then a restart: the entry is begun
 		// again by the node (it held no batch), and the rest stay.
@@ -77,5 +80,18 @@ func TestLeaderEpochs(t *testing.T) {
 			t.Fatalf("ResetTo(100): %v, start %d end %d epochs %v", err, l.LogStartOffset(), l.LogEndOffset(), l.Epochs())
 		}
 		l.Close()
+	})
+}
+
+// An epoch older than the log's first ends where the first begins, as in
+// Kafka (a log whose early epochs retention removed).
+func TestEndOffsetForAnEpochOlderThanTheFirst(t *testing.T) {
+	forEachFS(t, func(t *testing.T, c fsCase) {
+		l := mustOpen(t, c.fs, c.dir, Config{SegmentBytes: 4000, IndexIntervalBytes: 100}, Checkpoint{})
+		defer l.Close()
+		mustAppend(t, l, withLeaderEpoch(makeBatch(batchSpec{records: 5, bodyBytes: 20}, 1), 3))
+		if e, end := l.EndOffsetForEpoch(1); e != 1 || end != 0 {
+			t.Fatalf("EndOffsetForEpoch(1) with epochs %v = %d, %d; want 1, 0", l.Epochs(), e, end)
+		}
 	})
 }

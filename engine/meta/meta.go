@@ -3,11 +3,17 @@
 // overrides. It is control-plane state, changed rarely and under a mutex; the
 // data path reads immutable snapshots of it.
 //
-// On disk it is one JSON document, `topics.json` in the data directory,
-// replaced atomically (write to a temporary file, fdatasync, rename, fsync the
-// directory) on every change, so a crash leaves either the old or the new
-// catalogue. The cluster identity lives beside it in `meta.properties`, as in
-// Kafka's KRaft log directories.
+// It is kept in a log, the __cluster_metadata partition (Kafka KRaft's name
+// for its metadata log), one record per change: the topic's name as key, its
+// ID, partition count, configs and internal flag as value, or no value when
+// it is deleted. A primary appends each change durably (through its
+// Journal) before publishing it; a standby follows that partition like any
+// other and replays it, so both nodes hold the same catalogue. Placement on
+// shards is local: replaying the records in order with this node's shard
+// count places every partition on the least-loaded shard, the same way each
+// time, so a restart does not move them. The cluster identity lives beside
+// it in `meta.properties`, as in Kafka's KRaft log directories. Catalogues
+// of earlier versions (topics.json) are migrated into the log once.
 package meta
 
 import (
@@ -74,6 +80,110 @@ type Store struct {
 
 	mu      sync.Mutex // serialises changes; readers use current
 	current atomic.Pointer[Snapshot]
+	// journal makes changes durable (the primary's metadata log); nil on
+	// a standby, whose catalogue changes come from the log it follows.
+	journal Journal
+}
+
+// Record is one catalogue change as stored in the metadata log: the topic
+// name, and the topic's state (nil: deleted).
+type Record struct {
+	Key, Value []byte
+}
+
+// Journal appends records durably: the primary's metadata log.
+type Journal interface {
+	Append(recs []Record) error
+}
+
+// topicRecord is a record's value.
+type topicRecord struct {
+	ID         TopicID           `json:"id"`
+	Partitions int32             `json:"partitions"`
+	Configs    map[string]string `json:"configs,omitempty"`
+	Internal   bool              `json:"internal,omitempty"`
+}
+
+// RecordOf encodes a topic's state (t nil: name deleted).
+func RecordOf(name string, t *Topic) Record {
+	r := Record{Key: []byte(name)}
+	if t != nil {
+		r.Value, _ = json.Marshal(topicRecord{ID: t.ID, Partitions: int32(len(t.Partitions)), Configs: t.Configs, Internal: t.Internal})
+	}
+	return r
+}
+
+// SetJournal makes later changes durable through j before they are
+// published (nil: changes are kept in memory, a standby's).
+func (s *Store) SetJournal(j Journal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.journal = j
+}
+
+// Replay rebuilds the catalogue from the metadata log's records, in order,
+// placing partitions as they were added.
+func (s *Store) Replay(recs []Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap, err := s.replay(recs)
+	if err != nil {
+		return err
+	}
+	s.current.Store(snap)
+	return nil
+}
+
+// Desired replays recs into a catalogue without installing it: what a
+// standby's catalogue should become.
+func (s *Store) Desired(recs []Record) (*Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.replay(recs)
+}
+
+func (s *Store) replay(recs []Record) (*Snapshot, error) {
+	snap := &Snapshot{Topics: map[string]*Topic{}, ByID: map[TopicID]*Topic{}}
+	for i, r := range recs {
+		name := string(r.Key)
+		cur, exists := snap.Topics[name]
+		if r.Value == nil {
+			if exists {
+				snap = snap.without(name)
+			}
+			continue
+		}
+		var tr topicRecord
+		if err := json.Unmarshal(r.Value, &tr); err != nil {
+			return nil, fmt.Errorf("metadata record %d (%s): %w", i, name, err)
+		}
+		if exists && cur.ID != tr.ID {
+			snap = snap.without(name)
+			exists = false
+		}
+		t := &Topic{Name: name, ID: tr.ID, Configs: tr.Configs, Internal: tr.Internal}
+		have := int32(0)
+		if exists {
+			t.Partitions = append([]Partition(nil), cur.Partitions...)
+			have = int32(len(cur.Partitions))
+		}
+		if tr.Partitions > have {
+			s.place(snap, t, have, tr.Partitions)
+		}
+		snap = snap.with(t)
+	}
+	return snap, nil
+}
+
+func (old *Snapshot) without(name string) *Snapshot {
+	next := &Snapshot{Topics: make(map[string]*Topic, len(old.Topics)), ByID: make(map[TopicID]*Topic, len(old.ByID))}
+	for n, t := range old.Topics {
+		if n != name {
+			next.Topics[n] = t
+			next.ByID[t.ID] = t
+		}
+	}
+	return next
 }
 
 // Errors returned by the store; the API layer maps them to Kafka codes.
@@ -86,9 +196,9 @@ type document struct {
 	Topics []*Topic `json:"topics"`
 }
 
-// Open loads the catalogue from dir, creating it if absent. shards is the
-// number of shards now running: partitions placed on a shard that no longer
-// exists are re-placed on the least-loaded shard (and the change persisted).
+// Open opens the store in dir with an empty catalogue: the broker replays
+// the metadata log into it (Replay). shards is the number of shards now
+// running.
 func Open(dir string, shards int, clusterID string) (*Store, error) {
 	s := &Store{dir: dir, shards: shards}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -99,40 +209,32 @@ func Open(dir string, shards int, clusterID string) (*Store, error) {
 		return nil, err
 	}
 	s.clusterID = id
-	var doc document
-	b, err := os.ReadFile(filepath.Join(dir, "topics.json"))
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return nil, err
-	default:
-		if err := json.Unmarshal(b, &doc); err != nil {
-			return nil, fmt.Errorf("topics.json: %w", err)
-		}
-	}
-	snap := &Snapshot{Topics: map[string]*Topic{}, ByID: map[TopicID]*Topic{}}
-	moved := false
-	for _, t := range doc.Topics {
-		snap.Topics[t.Name] = t
-		snap.ByID[t.ID] = t
-	}
-	load := loadOf(snap, shards)
-	for _, t := range doc.Topics {
-		for i := range t.Partitions {
-			if t.Partitions[i].Shard >= shards || t.Partitions[i].Shard < 0 {
-				t.Partitions[i].Shard = leastLoaded(load)
-				load[t.Partitions[i].Shard]++
-				moved = true
-			}
-		}
-	}
-	s.current.Store(snap)
-	if moved {
-		if err := s.persist(snap); err != nil {
-			return nil, err
-		}
-	}
+	s.current.Store(&Snapshot{Topics: map[string]*Topic{}, ByID: map[TopicID]*Topic{}})
 	return s, nil
+}
+
+// LegacyFile is the catalogue file of versions before the metadata log.
+const LegacyFile = "topics.json"
+
+// LegacyRecords reads a topics.json catalogue as metadata log records, in
+// name order; ok is false when there is none.
+func LegacyRecords(dir string) (recs []Record, ok bool, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, LegacyFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	var doc document
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, false, fmt.Errorf("%s: %w", LegacyFile, err)
+	}
+	sort.Slice(doc.Topics, func(i, j int) bool { return doc.Topics[i].Name < doc.Topics[j].Name })
+	for _, t := range doc.Topics {
+		recs = append(recs, RecordOf(t.Name, t))
+	}
+	return recs, true, nil
 }
 
 // ClusterID is the cluster's identity, persisted in meta.properties.
@@ -170,8 +272,10 @@ func leastLoaded(load []int) int {
 }
 
 // change applies one catalogue change under the store's lock: fn builds the
-// next snapshot from the current one, which is persisted before it is
-// published, so readers never see a change that a crash could undo.
+// next snapshot from the current one, which is journalled (the primary's
+// metadata log) before it is published, so readers never see a change that
+// a crash could undo. The record is the changed topic's state, in next, or
+// its deletion.
 func (s *Store) change(fn func(old *Snapshot) (*Snapshot, *Topic, error)) (*Topic, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -179,8 +283,10 @@ func (s *Store) change(fn func(old *Snapshot) (*Snapshot, *Topic, error)) (*Topi
 	if err != nil {
 		return nil, err
 	}
-	if err := s.persist(next); err != nil {
-		return nil, err
+	if s.journal != nil {
+		if err := s.journal.Append([]Record{RecordOf(t.Name, next.Topics[t.Name])}); err != nil {
+			return nil, err
+		}
 	}
 	s.current.Store(next)
 	return t, nil
@@ -256,14 +362,7 @@ func (s *Store) Delete(name string) (*Topic, error) {
 		if !ok {
 			return nil, nil, ErrUnknownTopic
 		}
-		next := &Snapshot{Topics: make(map[string]*Topic, len(old.Topics)), ByID: make(map[TopicID]*Topic, len(old.ByID))}
-		for n, t := range old.Topics {
-			if n != name {
-				next.Topics[n] = t
-				next.ByID[t.ID] = t
-			}
-		}
-		return next, cur, nil
+		return old.without(name), cur, nil
 	})
 }
 
@@ -276,18 +375,6 @@ func (old *Snapshot) with(t *Topic) *Snapshot {
 	next.Topics[t.Name] = t
 	next.ByID[t.ID] = t
 	return next
-}
-
-func (s *Store) persist(snap *Snapshot) error {
-	doc := document{}
-	for _, n := range snap.Names() {
-		doc.Topics = append(doc.Topics, snap.Topics[n])
-	}
-	b, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return err
-	}
-	return WriteFileAtomic(filepath.Join(s.dir, "topics.json"), b)
 }
 
 // WriteFileAtomic replaces path with data so that a crash leaves either the

@@ -5,12 +5,22 @@ import (
 	"testing"
 )
 
-func TestCatalogueSurvivesReopen(t *testing.T) {
+// memJournal is a metadata log in memory.
+type memJournal struct{ recs []Record }
+
+func (j *memJournal) Append(recs []Record) error {
+	j.recs = append(j.recs, recs...)
+	return nil
+}
+
+func TestCatalogueSurvivesReplay(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, 2, "")
 	if err != nil {
 		t.Fatal(err)
 	}
+	j := &memJournal{}
+	s.SetJournal(j)
 	a, err := s.Create("a", 3, map[string]string{"retention.ms": "1000"}, false)
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +52,9 @@ func TestCatalogueSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := r.Replay(j.recs); err != nil {
+		t.Fatal(err)
+	}
 	if r.ClusterID() != s.ClusterID() {
 		t.Fatalf("cluster id changed across a reopen: %s then %s", s.ClusterID(), r.ClusterID())
 	}
@@ -51,8 +64,11 @@ func TestCatalogueSurvivesReopen(t *testing.T) {
 	}
 	for i, p := range got.Partitions {
 		if p != s.Snapshot().Topics["a"].Partitions[i] {
-			t.Fatalf("partition placement moved across a reopen: %+v", got.Partitions)
+			t.Fatalf("partition placement moved across a replay: %+v", got.Partitions)
 		}
+	}
+	if n := len(j.recs); n != 5 {
+		t.Errorf("%d records journalled for 5 changes", n)
 	}
 	if _, ok := r.Topic("b"); ok {
 		t.Fatal("a deleted topic came back")
@@ -61,9 +77,12 @@ func TestCatalogueSurvivesReopen(t *testing.T) {
 		t.Fatal("topic not found by id after reopen")
 	}
 
-	// Fewer shards: partitions on a shard that is gone move, and stay moved.
+	// Fewer shards: every partition is placed on the shards there are.
 	one, err := Open(dir, 1, "")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := one.Replay(j.recs); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range one.Snapshot().Topics["a"].Partitions {

@@ -31,8 +31,13 @@ type Partition struct {
 	leaderHW       log.Offset
 	leaderCaughtUp time.Time
 	standby        bool // the shard's role, copied: this partition follows a primary
-	syncing        bool // a datasync of this partition is in flight
-	queued         bool // in the shard's toSync list
+	// aloneOK, copied from the shard: with the standby out of sync, the
+	// primary may acknowledge acks=all alone. With etcd deciding failover
+	// it may only once etcd records the standby out of sync (else the
+	// standby could take over without what was acknowledged).
+	aloneOK bool
+	syncing bool // a datasync of this partition is in flight
+	queued  bool // in the shard's toSync list
 	// Direct mode: writing counts write pieces in flight; wq holds pieces
 	// the ring had no room for, from wqi on; wqueued: in toWrite.
 	writing int
@@ -65,6 +70,10 @@ type waiter struct {
 	// durable: released by the datasync covering upTo (acks=all); else by
 	// the completed direct write (acks 0 and 1 in direct mode).
 	durable bool
+	// acksAll: the producer asked acks=all, so the in-sync standby must
+	// have the batch too (flush.messages=1 makes acks=1 durable, not
+	// replicated).
+	acksAll bool
 	// res is the answer reply gets once the rule is met (a storage error
 	// replaces it if the write or sync fails). Held here rather than in a
 	// closure: no allocation per append.
@@ -119,11 +128,10 @@ func (p *Partition) advanceHighWatermark() {
 	if len(p.waiters) > 0 {
 		hw = min(hw, p.waiters[0].base)
 	}
-	if p.follower.inSync {
-		hw = min(hw, p.follower.has)
-	}
 	if p.standby {
 		hw = min(hw, p.leaderHW)
+	} else if p.follower.inSync || !p.aloneOK {
+		hw = min(hw, p.follower.has)
 	}
 	if p.Log.AdvanceHighWatermark(hw) {
 		p.wakeParked()
@@ -157,7 +165,7 @@ func (s *Shard) OpenPartition(k Key, topicID [16]byte, cfg config.Topic) (*Parti
 			return nil, err
 		}
 	}
-	p := &Partition{Key: k, TopicID: topicID, Log: l, Cfg: cfg, standby: s.standby,
+	p := &Partition{Key: k, TopicID: topicID, Log: l, Cfg: cfg, standby: s.standby, aloneOK: s.aloneOK,
 		bytesIn: s.cfg.Metrics.BytesIn.WithLabelValues(k.Topic), recordsIn: s.cfg.Metrics.RecordsIn.WithLabelValues(k.Topic)}
 	s.parts[k] = p
 	s.partitionsN.Add(1)
@@ -405,11 +413,11 @@ func (s *Shard) release(p *Partition) {
 	now := time.Now()
 	for _, w := range ws {
 		switch {
-		case w.durable && w.upTo <= synced && !p.follower.inSync && p.Cfg.MinInsyncReplicas() > 1:
+		case w.acksAll && w.upTo <= synced && !p.follower.inSync && p.aloneOK && p.Cfg.MinInsyncReplicas() > 1:
 			// The standby left the in-sync set while this append waited
 			// for it: Kafka's answer (the batch is in the log).
 			w.reply(produceFailed(kerr.NotEnoughReplicasAfterAppend, fmt.Sprintf("min.insync.replicas=%d but the standby fell out of sync", p.Cfg.MinInsyncReplicas())))
-		case w.durable && w.upTo <= synced && p.standbyHas(w.upTo):
+		case w.durable && w.upTo <= synced && (!w.acksAll || p.standbyHas(w.upTo)):
 			s.cfg.Metrics.ProduceDurableLatency.Observe(now.Sub(w.since).Seconds())
 			w.done(nil)
 		case !w.durable && w.upTo <= written:

@@ -20,6 +20,9 @@ type ProduceResult struct {
 	LogAppendTime  int64 // -1 unless the topic uses LogAppendTime
 	LogStartOffset int64
 	RecordErrors   []RecordError
+	// DiskFull: refused for want of space (KAFKA_STORAGE_ERROR, retriable),
+	// for callers inside the broker that treat a full disk apart.
+	DiskFull bool
 
 	dupEnd log.Offset // a duplicate's end: one past its original's last offset
 }
@@ -73,7 +76,7 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		// or its datasync, may still be under way).
 		durable := acks == -1 || p.Cfg.FlushMessages() == 1
 		p.waiters = append(p.waiters, waiter{
-			base: log.Offset(res.BaseOffset), upTo: res.dupEnd, since: now, durable: durable, res: res, reply: done,
+			base: log.Offset(res.BaseOffset), upTo: res.dupEnd, since: now, durable: durable, acksAll: acks == -1, res: res, reply: done,
 		})
 		if durable {
 			s.wantSync(p)
@@ -101,7 +104,9 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		// Not a failure: nothing was appended, and the partition takes
 		// writes again as soon as one fits. Clients retry this error.
 		s.reportDiskFull(p, err)
-		done(produceFailed(kerr.KafkaStorageError, err.Error()))
+		res := produceFailed(kerr.KafkaStorageError, err.Error())
+		res.DiskFull = true
+		done(res)
 		return
 	}
 	if errors.Is(err, log.ErrNoDescriptors) {
@@ -135,6 +140,7 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 			upTo:    appended.LastOffset + 1,
 			since:   now,
 			durable: durable,
+			acksAll: acks == -1,
 			res:     res,
 			reply:   done,
 		})

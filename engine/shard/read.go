@@ -20,6 +20,17 @@ type ReadResult struct {
 	HasData        bool
 }
 
+// ReadWritten is Read up to what this node has written rather than the
+// high watermark: a standby replays its metadata log to its end, since
+// that log, not the acknowledgement, is what a promotion would go by.
+func (s *Shard) ReadWritten(k Key, offset int64, maxBytes int) ReadResult {
+	p, ok := s.parts[k]
+	if !ok {
+		return notLeaderRead
+	}
+	return s.readAs(p, offset, maxBytes, true, true)
+}
+
 // Read returns the batches from offset on, at most maxBytes unless the first
 // batch alone is larger and minOneBatch is set. Data is pinned: the caller
 // releases it (Data.Seg.Release) after sending, from any goroutine. Read

@@ -66,9 +66,12 @@ func (p *Partition) isrSize() int {
 }
 
 // standbyHas reports whether the standby holds everything below upTo, or
-// need not: out of sync, the primary answers alone.
+// need not: out of sync, the primary answers alone (once allowed to).
 func (p *Partition) standbyHas(upTo log.Offset) bool {
-	return !p.follower.inSync || p.follower.has >= upTo
+	if !p.follower.inSync && p.aloneOK {
+		return true
+	}
+	return p.follower.has >= upTo
 }
 
 // wakeReplicas wakes parked replica fetches the replicable end has passed.
@@ -125,12 +128,21 @@ func (s *Shard) followerFetched(p *Partition, off log.Offset, now time.Time) {
 	case f.seen && off >= f.lastFetchEnd:
 		f.caughtUp = f.lastFetch
 	}
+	if f.seen && off < f.has && f.inSync {
+		// The standby lost what it had (a power cut, a wiped disk): it
+		// is not in sync, whatever it was a moment ago.
+		s.cfg.Logger.Warn("the standby's fetch offset went back: out of sync", "partition", p.Key.Dir(), "had", f.has, "fetches", off)
+		f.inSync = false
+		f.shrinks++
+		s.publishInSync(p.Key, false)
+	}
 	f.seen = true
 	f.lastFetch, f.lastFetchEnd = now, end
 	f.has = off
 	if !f.inSync && off >= p.Log.HighWatermark() {
 		f.inSync = true
 		f.expands++
+		f.caughtUp = now // it holds everything acknowledged
 		s.publishInSync(p.Key, true)
 	}
 	s.release(p)
@@ -316,6 +328,7 @@ func (s *Shard) ReplicaSnapshot(now time.Time) []ReplicaStats {
 // recorded are failed: they refuse writes until a restart.
 func (s *Shard) SetRole(standby bool, epoch int32, fenced bool) {
 	s.Call(func(s *Shard) {
+		demoted := standby && !s.standby
 		s.standby, s.epoch, s.fenced = standby, epoch, fenced
 		for _, k := range s.sortedKeys() {
 			p := s.parts[k]
@@ -325,9 +338,33 @@ func (s *Shard) SetRole(standby bool, epoch int32, fenced bool) {
 					s.reportFailure(p, "begin epoch")
 				}
 			}
+			if demoted {
+				// What waits for a datasync or the standby is not
+				// acknowledged by a node that is no longer primary: Kafka
+				// answers NOT_LEADER_OR_FOLLOWER and the client retries
+				// on the new primary (its idempotence dedupes).
+				for _, w := range p.waiters {
+					w.reply(produceFailed(kerr.NotLeaderOrFollower, "this node stopped being the primary"))
+				}
+				p.waiters = nil
+				p.leaderHW = p.Log.HighWatermark()
+				p.Log.DropUnusedEpochs()
+			}
 			p.standby = standby
 			p.follower = follower{}
 			s.publishInSync(p.Key, false)
+			s.release(p)
+		}
+	})
+}
+
+// SetAloneOK allows (or forbids) answering acks=all without an
+// out-of-sync standby; see Config.AloneNeedsLicense.
+func (s *Shard) SetAloneOK(ok bool) {
+	s.Call(func(s *Shard) {
+		s.aloneOK = ok
+		for _, p := range s.parts {
+			p.aloneOK = ok
 			s.release(p)
 		}
 	})
@@ -397,30 +434,37 @@ func (s *Shard) LatestEpoch(k Key) int32 {
 
 // Reconcile cuts a standby's partition where its log diverges from the
 // primary's, from the primary's OffsetForLeaderEpoch answer for the
-// partition's latest epoch: leaderEpoch is the largest epoch the primary
-// has not newer than that one, leaderEnd where it ended there. The log
-// keeps what both hold under the same epochs: up to the smaller of
-// leaderEnd and its own end of leaderEpoch (Kafka's follower rule). A
-// primary that knows no such epoch (leaderEpoch -1) shares nothing with
-// it. done gets the log end before and after.
-func (s *Shard) Reconcile(k Key, leaderEpoch int32, leaderEnd int64, done func(from, to int64, err error)) {
+// partition's latest epoch (leaderEpoch: the largest epoch the primary
+// has not newer than that one; leaderEnd: where it ended there). Kafka's
+// follower rules (AbstractFetcherThread): keep up to the smaller of
+// leaderEnd and this log's own end of leaderEpoch; when this log does not
+// know leaderEpoch, cut to where its floor epoch ends and ask again
+// (complete false); when the primary knows no end, keep everything. done
+// gets the log end before and after.
+func (s *Shard) Reconcile(k Key, leaderEpoch int32, leaderEnd int64, done func(from, to int64, complete bool, err error)) {
 	p, ok := s.parts[k]
 	if !ok {
-		done(0, 0, ErrUnknownPartition)
+		done(0, 0, true, ErrUnknownPartition)
 		return
 	}
 	end := int64(p.Log.LogEndOffset())
-	target := int64(p.Log.LogStartOffset())
-	if leaderEpoch >= 0 {
-		_, ownEnd := p.Log.EndOffsetForEpoch(log.Epoch(leaderEpoch))
-		target = max(target, min(leaderEnd, int64(ownEnd)))
+	target, complete := end, true
+	switch e, ownEnd := p.Log.EndOffsetForEpoch(log.Epoch(leaderEpoch)); {
+	case leaderEnd < 0:
+	case leaderEpoch < 0 || e < 0:
+		target = min(leaderEnd, end)
+	case e != log.Epoch(leaderEpoch):
+		target, complete = int64(ownEnd), false
+	default:
+		target = min(leaderEnd, int64(ownEnd))
 	}
+	target = max(target, int64(p.Log.LogStartOffset()))
 	if target >= end {
-		done(end, end, nil)
+		done(end, end, complete, nil)
 		return
 	}
 	s.cfg.Logger.Warn("standby: truncating a divergent tail", "partition", k.Dir(), "from", end, "to", target, "primary_epoch", leaderEpoch, "primary_epoch_end", leaderEnd)
-	s.TruncateReplica(k, target, false, func(err error) { done(end, int64(p.Log.LogEndOffset()), err) })
+	s.TruncateReplica(k, target, false, func(err error) { done(end, int64(p.Log.LogEndOffset()), complete, err) })
 }
 
 // TruncateReplica cuts a standby's partition back to off (a divergent
@@ -469,7 +513,9 @@ func (s *Shard) AppendReplica(k Key, set []byte, leaderHW int64, done func(error
 		return
 	}
 	now := time.Now()
-	p.leaderHW = max(p.leaderHW, log.Offset(leaderHW))
+	// The primary's high watermark as it answered: never the largest seen,
+	// which may be an earlier primary's.
+	p.leaderHW = log.Offset(leaderHW)
 	if len(set) == 0 {
 		s.noteLeader(p, now)
 		p.advanceHighWatermark()
@@ -482,6 +528,17 @@ func (s *Shard) AppendReplica(k Key, set []byte, leaderHW int64, done func(error
 	}
 	it := records.NewIter(set)
 	next := p.Log.LogEndOffset()
+	peek := records.NewIter(set)
+	if first, h, ok := peek.Next(); ok && len(first) > 0 && p.Log.Size() == 0 &&
+		log.Offset(h.BaseOffset) < next && log.Offset(h.BaseOffset+int64(h.LastOffsetDelta)) >= next {
+		// An empty log restarted at the primary's log start, which lies
+		// inside a batch (DeleteRecords): start at the batch, as Kafka does.
+		if err := p.Log.ResetTo(log.Offset(h.BaseOffset)); err != nil {
+			done(err)
+			return
+		}
+		next = p.Log.LogEndOffset()
+	}
 	n := 0
 	for {
 		batch, h, ok := it.Next()

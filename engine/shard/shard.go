@@ -74,6 +74,9 @@ type Config struct {
 	// epoch (a primary begins it in every partition it opens).
 	Standby bool
 	Epoch   int32
+	// AloneNeedsLicense: with etcd deciding failover, acks=all is answered
+	// without an out-of-sync standby only after SetAloneOK(true).
+	AloneNeedsLicense bool
 }
 
 // spinBeforeSleep is how long an idle shard keeps polling its inbox and
@@ -129,6 +132,7 @@ type Shard struct {
 	standby     bool
 	epoch       int32 // stamped into every batch appended as primary
 	fenced      bool  // a hand-over is under way: refuse produce
+	aloneOK     bool  // see Partition.aloneOK
 	isr         isrTable
 	busyNanos   atomic.Int64
 	wakeups     atomic.Int64
@@ -155,6 +159,7 @@ func Start(cfg Config) (*Shard, error) {
 		stopped: make(chan error, 1),
 		standby: cfg.Standby,
 		epoch:   cfg.Epoch,
+		aloneOK: !cfg.AloneNeedsLicense,
 	}
 	ready := make(chan error, 1)
 	go s.run(ready)

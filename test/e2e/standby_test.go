@@ -729,6 +729,7 @@ func TestForcedPromotionAndTheReturnOfTheOldPrimary(t *testing.T) {
 	produceAll(t, primary.Client(t), before)
 	waitCaughtUp(t, primary, standby)
 
+	epochBefore := nodeStatus(t, primary).LeaderEpoch
 	if out, err := roleCommand(t, "promote", standby, false); err == nil || !strings.Contains(out, "still primary") {
 		t.Fatalf("sluice promote with the primary serving: err %v, output %q; want a refusal", err, out)
 	}
@@ -737,8 +738,8 @@ func TestForcedPromotionAndTheReturnOfTheOldPrimary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sluice promote --force: %v: %s", err, out)
 	}
-	if st := nodeStatus(t, standby); st.Role != "primary" || st.LeaderEpoch != 1 {
-		t.Fatalf("after the forced promotion: role %s epoch %d; want primary at epoch 1", st.Role, st.LeaderEpoch)
+	if st := nodeStatus(t, standby); st.Role != "primary" || st.LeaderEpoch != epochBefore+1 {
+		t.Fatalf("after the forced promotion: role %s epoch %d; want primary at epoch %d", st.Role, st.LeaderEpoch, epochBefore+1)
 	}
 	// The old primary still takes writes under epoch 0 (nobody told it):
 	// these are the divergent tail. The new primary takes its own.
@@ -773,8 +774,8 @@ func TestForcedPromotionAndTheReturnOfTheOldPrimary(t *testing.T) {
 	if vals[50] != "new-0" || vals[52] != "new-2" {
 		t.Errorf("the returning node's log past the shared prefix: %q", vals[50:])
 	}
-	if b, err := os.ReadFile(filepath.Join(primary.dataDir, topic+"-0", "leader-epoch-checkpoint")); err != nil || !strings.Contains(string(b), "\n1 50\n") {
-		t.Errorf("the returning node's epoch file: %q, %v; want epoch 1 from offset 50", b, err)
+	if b, err := os.ReadFile(filepath.Join(primary.dataDir, topic+"-0", "leader-epoch-checkpoint")); err != nil || !strings.Contains(string(b), fmt.Sprintf("\n%d 50\n", epochBefore+1)) {
+		t.Errorf("the returning node's epoch file: %q, %v; want epoch %d from offset 50", b, err, epochBefore+1)
 	}
 	standby.Stop(t)
 	primary.Stop(t)
@@ -906,19 +907,19 @@ func TestStandbyKilledThenCatchesUp(t *testing.T) {
 
 // TestStandbyDiskFull: the standby's disk fills while the primary's does
 // not. The standby stays a standby and keeps retrying; the primary drops it
-// from the in-sync set and goes on taking acks=all writes. Retention (the
-// topic's retention.bytes, applied on both nodes) frees the standby's disk
-// and moves the primary's log start past what the standby had: the standby
-// starts over at the primary's log start, catches up and rejoins.
+// from the in-sync set and goes on taking acks=all writes. Once space
+// returns (here: the operator deletes a file), the standby catches up and
+// rejoins, without a restart.
 func TestStandbyDiskFull(t *testing.T) {
 	requireOwnBroker(t, "a standby on a small file system")
 	cfg := defaultBrokerConfig()
 	cfg["replica.lag.time.max.ms"] = fmt.Sprint(pairLag.Milliseconds())
-	cfg["log.retention.check.interval.ms"] = "500"
 	primary := StartSluice(t, BrokerOptions{Config: cfg})
+	var ballast string
 	standby := startSluiceWith(t, BrokerOptions{Config: cfg, Flags: []string{"--node-id", "2", "--standby-of", primary.Addr}}, func(b *Broker) error {
-		mountImage(t, "ext4", 64, b.dataDir)
-		return nil
+		mountImage(t, "ext4", 96, b.dataDir)
+		ballast = filepath.Join(b.dataDir, "ballast")
+		return os.WriteFile(ballast, make([]byte, 48<<20), 0o644)
 	})
 	topic := topicName(t, "standbyfull")
 	adm := primary.Admin(t)
@@ -928,6 +929,7 @@ func TestStandbyDiskFull(t *testing.T) {
 	}
 	cl := primary.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchMaxBytes(1<<20), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	value := make([]byte, 64<<10)
+	var acked int
 	produce := func(n int) {
 		var recs []*kgo.Record
 		for range n {
@@ -935,9 +937,10 @@ func TestStandbyDiskFull(t *testing.T) {
 			recs = append(recs, &kgo.Record{Topic: topic, Value: bytes.Clone(value)})
 		}
 		produceAll(t, cl, recs)
+		acked += n
 	}
-	// 96 MiB: more than the standby's 64 MiB disk holds.
-	for range 6 {
+	// 64 MiB: more than the 48 MiB the standby's disk has left.
+	for range 4 {
 		produce(256)
 	}
 	waitFor(t, 60*time.Second, "the standby's disk to fill", func() (bool, string) {
@@ -956,17 +959,59 @@ func TestStandbyDiskFull(t *testing.T) {
 	if st := nodeStatus(t, standby); st.Role != "standby" {
 		t.Fatalf("the standby with a full disk is %s", st.Role)
 	}
-	// Retention frees space on both nodes.
-	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.bytes", Value: kadm.StringPtr(fmt.Sprint(16 << 20))}}, topic); err != nil {
+	if err := os.Remove(ballast); err != nil {
 		t.Fatal(err)
 	}
-	produce(64)
 	waitCaughtUp(t, primary, standby)
 	waitFor(t, 30*time.Second, "the standby to rejoin the in-sync set", func() (bool, string) {
 		v := metricValue(t, primary, "sluice_under_replicated_partitions")
 		return v == 0, fmt.Sprint(v)
 	})
-	if !strings.Contains(readFrom(standby.logPath, 0, 100000), "starting over there") {
-		t.Logf("the standby caught up without starting over (retention did not pass its log end)")
+	if got := len(consumeN(t, standby, topic, acked)); got < acked {
+		t.Errorf("the standby serves %d records, %d were acknowledged", got, acked)
+	}
+}
+
+// TestStandbyStartsOverWhenRetentionPassedIt: while the standby is down,
+// retention on the primary deletes the segments holding the offsets it
+// would fetch next. On its return it starts over at the primary's log
+// start and catches up.
+func TestStandbyStartsOverWhenRetentionPassedIt(t *testing.T) {
+	requireOwnBroker(t, "a pair of brokers")
+	primary, standby := startPair(t, map[string]string{"log.retention.check.interval.ms": "300"})
+	topic := topicName(t, "passed")
+	adm := primary.Admin(t)
+	ctx := testContext(t, 2*time.Minute)
+	if _, err := adm.CreateTopic(ctx, 1, 2, map[string]*string{"segment.bytes": kadm.StringPtr(fmt.Sprint(1 << 20)), "retention.bytes": kadm.StringPtr(fmt.Sprint(4 << 20))}, topic); err != nil {
+		t.Fatal(err)
+	}
+	cl := primary.Client(t, kgo.ProducerBatchMaxBytes(1<<20), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	value := make([]byte, 64<<10)
+	produce := func(n int) {
+		var recs []*kgo.Record
+		for range n {
+			rand.Read(value)
+			recs = append(recs, &kgo.Record{Topic: topic, Value: bytes.Clone(value)})
+		}
+		produceAll(t, cl, recs)
+	}
+	produce(16)
+	waitCaughtUp(t, primary, standby)
+	standby.Kill(t)
+	produce(320) // 20 MiB: retention keeps 4
+	waitFor(t, 20*time.Second, "retention on the primary", func() (bool, string) {
+		offs, err := adm.ListStartOffsets(ctx, topic)
+		if err != nil {
+			return false, err.Error()
+		}
+		o, _ := offs.Lookup(topic, 0)
+		return o.Offset > 16, fmt.Sprint(o.Offset)
+	})
+	if err := standby.start(); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, primary, standby)
+	if !strings.Contains(readFrom(standby.logPath, 0, 1_000_000), "starting over there") {
+		t.Errorf("the standby caught up without starting over at the primary's log start")
 	}
 }
