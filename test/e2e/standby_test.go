@@ -1015,3 +1015,75 @@ func TestStandbyStartsOverWhenRetentionPassedIt(t *testing.T) {
 		t.Errorf("the standby caught up without starting over at the primary's log start")
 	}
 }
+
+// TestTopicsJSONMigratesIntoTheMetadataLog: a data directory of an earlier
+// version keeps its catalogue in topics.json; the first start moves it
+// into the metadata log (same ids, partitions, configs), keeps the file as
+// topics.json.migrated, and a standby then receives it with the log.
+func TestTopicsJSONMigratesIntoTheMetadataLog(t *testing.T) {
+	requireOwnBroker(t, "a data directory prepared before the start")
+	id := [16]byte{0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+	legacy := map[string]any{"topics": []map[string]any{{
+		"name": "old-topic", "id": id,
+		"partitions": []map[string]any{{"index": 0, "shard": 0}, {"index": 1, "shard": 1}, {"index": 2, "shard": 0}},
+		"configs":    map[string]string{"retention.ms": "3600000"},
+	}}}
+	doc, err := json.Marshal(legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := defaultBrokerConfig()
+	cfg["replica.lag.time.max.ms"] = fmt.Sprint(pairLag.Milliseconds())
+	primary := startSluiceWith(t, BrokerOptions{Config: cfg}, func(b *Broker) error {
+		return os.WriteFile(filepath.Join(b.dataDir, "topics.json"), doc, 0o644)
+	})
+	check := func(b *Broker) {
+		t.Helper()
+		ctx := testContext(t, 30*time.Second)
+		md, err := b.Admin(t).Metadata(ctx, "old-topic")
+		if err != nil {
+			t.Fatal(err)
+		}
+		td := md.Topics["old-topic"]
+		if td.Err != nil || len(td.Partitions) != 3 || [16]byte(td.ID) != id {
+			t.Fatalf("old-topic on %s: err %v, %d partitions, id %x; want 3 partitions and id %x", b.Addr, td.Err, len(td.Partitions), td.ID, id)
+		}
+		rc, err := b.Admin(t).DescribeTopicConfigs(ctx, "old-topic")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := rc.On("old-topic", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, c := range v.Configs {
+			if c.Key == "retention.ms" && c.Value != nil && *c.Value == "3600000" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("old-topic on %s lost its retention.ms override", b.Addr)
+		}
+	}
+	check(primary)
+	if _, err := os.Stat(filepath.Join(primary.dataDir, "topics.json.migrated")); err != nil {
+		t.Errorf("topics.json was not kept as topics.json.migrated: %v", err)
+	}
+	primary.Stop(t)
+	if err := primary.start(); err != nil {
+		t.Fatal(err)
+	}
+	check(primary)
+	standby := StartSluice(t, BrokerOptions{Config: cfg, Flags: []string{"--node-id", "2", "--standby-of", primary.Addr}})
+	waitFor(t, 20*time.Second, "the standby to follow old-topic", func() (bool, string) {
+		n := 0
+		for _, p := range nodeStatus(t, standby).Partitions {
+			if p.Topic == "old-topic" {
+				n++
+			}
+		}
+		return n == 3, fmt.Sprint(n)
+	})
+	check(standby)
+}
