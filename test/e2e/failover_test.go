@@ -150,10 +150,7 @@ func TestEtcdFailoverAfterThePrimaryDies(t *testing.T) {
 		st := nodeStatus(t, primary)
 		return st.Role == "standby" && st.Peer != nil && st.Peer.NodeID == 2, fmt.Sprintf("%s %+v", st.Role, st.Peer)
 	})
-	waitCaughtUp(t, standby, primary)
-	standby.Stop(t)
-	primary.Stop(t)
-	compareLogs(t, standby, primary)
+	stopIdentical(t, standby, primary)
 }
 
 // TestEtcdPrimaryFencesItselfWithoutEtcd: with etcd frozen, the primary

@@ -219,10 +219,7 @@ func TestNetnsStandbyCutOffFromThePrimary(t *testing.T) {
 		t.Errorf("%d produces failed", failed)
 	}
 	checkEveryAck(t, a, topic, acks)
-	waitCaughtUp(t, a, b)
-	a.Stop(t)
-	b.Stop(t)
-	compareLogs(t, a, b)
+	stopIdentical(t, a, b)
 }
 
 // TestNetnsPrimaryLosesEtcd: the primary's way to etcd is cut while
@@ -277,8 +274,5 @@ func TestNetnsPrimaryLosesEtcd(t *testing.T) {
 	}
 	t.Logf("longest gap between acks: %v", acks.longestGap(cut))
 	checkEveryAck(t, b, topic, acks)
-	waitCaughtUp(t, b, a)
-	a.Stop(t)
-	b.Stop(t)
-	compareLogs(t, b, a)
+	stopIdentical(t, b, a)
 }

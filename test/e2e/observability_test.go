@@ -77,23 +77,7 @@ func grepLines(s, substr string) string {
 // Grafana dashboard queries is one the broker exports (after some activity:
 // a produce, a consume, a group commit).
 func TestGrafanaDashboardUsesRealMetrics(t *testing.T) {
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(root, "deploy", "grafana", "sluice.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Panels []struct {
-			Title   string
-			Targets []struct{ Expr string }
-		}
-	}
-	if err := json.Unmarshal(raw, &dash); err != nil {
-		t.Fatalf("dashboard is not valid JSON: %v", err)
-	}
+	dash := loadDashboard(t)
 	b := StartSluice(t, BrokerOptions{Flags: []string{"--ebpf"}})
 	ebpf := !strings.Contains(readFrom(b.logPath, 0, 1000), "eBPF probes off")
 	topic := topicName(t, "")
@@ -169,23 +153,7 @@ func scrapedFamilies(t *testing.T, ctx context.Context, b *Broker) map[string]bo
 // whose titles start with prefix query that b does not export.
 func checkDashboardPanels(t *testing.T, b *Broker, prefix string) {
 	t.Helper()
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(root, "deploy", "grafana", "sluice.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Panels []struct {
-			Title   string
-			Targets []struct{ Expr string }
-		}
-	}
-	if err := json.Unmarshal(raw, &dash); err != nil {
-		t.Fatal(err)
-	}
+	dash := loadDashboard(t)
 	have := scrapedFamilies(t, testContext(t, 30*time.Second), b)
 	n := 0
 	for _, p := range dash.Panels {
@@ -204,4 +172,29 @@ func checkDashboardPanels(t *testing.T, b *Broker, prefix string) {
 	if n == 0 {
 		t.Errorf("the dashboard has no panel titled %q...", prefix)
 	}
+}
+
+// dashboard is the part of the bundled Grafana dashboard the tests read.
+type dashboard struct {
+	Panels []struct {
+		Title   string
+		Targets []struct{ Expr string }
+	}
+}
+
+func loadDashboard(t *testing.T) dashboard {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "deploy", "grafana", "sluice.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash dashboard
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("dashboard is not valid JSON: %v", err)
+	}
+	return dash
 }

@@ -217,6 +217,16 @@ func compareLogs(t testing.TB, primary, standby *Broker) (segments int) {
 	return segments
 }
 
+// stopIdentical waits until follower has caught up with leader, stops
+// both, and checks that their logs hold the same batches.
+func stopIdentical(t *testing.T, leader, follower *Broker) {
+	t.Helper()
+	waitCaughtUp(t, leader, follower)
+	leader.Stop(t)
+	follower.Stop(t)
+	compareLogs(t, leader, follower)
+}
+
 func TestStandbyFollowsEveryPartitionByteForByte(t *testing.T) {
 	requireOwnBroker(t, "a pair of brokers")
 	primary, standby := startPair(t, nil)
@@ -704,10 +714,7 @@ func TestHandOverWithDemote(t *testing.T) {
 		t.Errorf("the old primary after the hand-over: role %s, peer %+v; want a standby of node 2", st.Role, st.Peer)
 	}
 	checkEveryAck(t, standby, topic, acks)
-	waitCaughtUp(t, standby, primary)
-	standby.Stop(t)
-	primary.Stop(t)
-	compareLogs(t, standby, primary)
+	stopIdentical(t, standby, primary)
 }
 
 // TestForcedPromotionAndTheReturnOfTheOldPrimary: promote refuses while
@@ -899,10 +906,7 @@ func TestStandbyKilledThenCatchesUp(t *testing.T) {
 		t.Errorf("%d produces failed", failed)
 	}
 	checkEveryAck(t, standby, topic, acks)
-	waitCaughtUp(t, primary, standby)
-	primary.Stop(t)
-	standby.Stop(t)
-	compareLogs(t, primary, standby)
+	stopIdentical(t, primary, standby)
 }
 
 // TestStandbyDiskFull: the standby's disk fills while the primary's does

@@ -228,6 +228,45 @@ def produce(args):
     emit({"done": "produce", "count": n})
 
 
+def produce_steady(args):
+    """Values v000000, v000001, ... at about --rate a second for --seconds,
+    acks=all and idempotent, through whatever happens to the brokers
+    meanwhile; one line per acknowledged record, {"p","o","v","t"} (t: when
+    the ack arrived, ms), or {"failed","message"}."""
+    p = Producer({
+        "bootstrap.servers": args.bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 0,
+    })
+
+    def cb(err, msg):
+        v = msg.value().decode()
+        if err is not None:
+            emit({"failed": v, "message": str(err)})
+        else:
+            emit({"p": msg.partition(), "o": msg.offset(), "v": v, "t": int(time.time() * 1000)})
+
+    period = 1.0 / args.rate
+    end = time.monotonic() + args.seconds
+    nxt = time.monotonic()
+    i = 0
+    while time.monotonic() < end:
+        while True:
+            try:
+                p.produce(args.topic, value=f"v{i:06d}".encode(), on_delivery=cb)
+                break
+            except BufferError:
+                p.poll(0.05)
+        i += 1
+        nxt += period
+        while (wait := nxt - time.monotonic()) > 0:
+            p.poll(wait)  # returns early when a delivery report runs
+    remaining = p.flush(60)
+    if remaining:
+        fail(f"produce-steady: {remaining} records still undelivered after 60 s")
+
+
 def consume(args):
     c = Consumer(
         {
@@ -416,9 +455,12 @@ def main():
     ap.add_argument("--validate-only", type=lambda s: s == "true", default=False)
     ap.add_argument("--spec", action="append")
     ap.add_argument("--timeout-ms", type=int, default=60000)
+    ap.add_argument("--rate", type=int, default=100)
+    ap.add_argument("--seconds", type=int, default=5)
     args = ap.parse_args()
     commands = {
         "produce": produce,
+        "produce-steady": produce_steady,
         "consume": consume,
         "create-topic": create_topic,
         "describe-configs": describe_configs,

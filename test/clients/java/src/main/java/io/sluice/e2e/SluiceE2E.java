@@ -74,6 +74,7 @@ public final class SluiceE2E {
         try {
             switch (args[0]) {
                 case "produce": produce(a); break;
+                case "produce-steady": produceSteady(a); break;
                 case "consume": consume(a); break;
                 case "create-topic": createTopic(a); break;
                 case "describe-configs": describeConfigs(a); break;
@@ -88,6 +89,47 @@ public final class SluiceE2E {
         }
         OUT.flush();
         System.exit(0);
+    }
+
+    // produce-steady --bootstrap B1,B2 --topic T --rate N --seconds S
+    //
+    // Produces values v000000, v000001, ... at about N a second for S
+    // seconds with the client's defaults (acks=all, idempotent), through
+    // whatever happens to the brokers meanwhile (a hand-over, a failover),
+    // and prints one line per acknowledged record:
+    // {"p":P,"o":O,"v":"v000123","t":MS}, MS when the ack arrived. Failed
+    // records print {"failed":"v000124","message":...}.
+    static void produceSteady(Args a) throws Exception {
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, a.get("bootstrap"));
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.put(ProducerConfig.LINGER_MS_CONFIG, "0");
+        String topic = a.get("topic");
+        int rate = Integer.parseInt(a.get("rate"));
+        long end = System.nanoTime() + Long.parseLong(a.get("seconds")) * 1_000_000_000L;
+        long period = 1_000_000_000L / rate;
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+            long next = System.nanoTime();
+            for (int i = 0; System.nanoTime() < end; i++) {
+                final String v = String.format("v%06d", i);
+                producer.send(new ProducerRecord<>(topic, v.getBytes(StandardCharsets.UTF_8)), (RecordMetadata md, Exception e) -> {
+                    synchronized (OUT) {
+                        if (e != null) {
+                            OUT.println("{\"failed\":\"" + v + "\",\"message\":" + str(e.toString()) + "}");
+                        } else {
+                            OUT.println("{\"p\":" + md.partition() + ",\"o\":" + md.offset() + ",\"v\":\"" + v + "\",\"t\":" + System.currentTimeMillis() + "}");
+                        }
+                    }
+                });
+                next += period;
+                long wait = next - System.nanoTime();
+                if (wait > 0) {
+                    Thread.sleep(wait / 1_000_000L, (int) (wait % 1_000_000L));
+                }
+            }
+            producer.flush();
+        }
     }
 
     // produce --bootstrap B --topic T --codec C --input FILE
