@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/sluice-broker/sluice/bench/peer"
 	"github.com/sluice-broker/sluice/bench/report"
 	"github.com/sluice-broker/sluice/bench/suite"
+	"github.com/sluice-broker/sluice/replicate"
 )
 
 const benchUsage = `sluice bench: benchmark any Kafka-compatible broker
@@ -25,6 +27,8 @@ usage:
   sluice bench run WORKLOAD-FILE [--bootstrap HOST:PORT] [workload flags] [--json FILE]
   sluice bench compare [flags] [WORKLOAD-FILE...]   (sluice bench compare -h lists them)
   sluice bench report RESULT.json...                 tables from saved results
+  sluice bench failover --bootstrap A,B --kill-pid PID [flags]
+                                                     acks=all at a fixed rate, the leader killed mid-run
 
 Each subcommand's -h lists its flags.
 `
@@ -49,6 +53,8 @@ func benchMain(args []string) error {
 		return benchCompare(ctx, args[1:])
 	case "report":
 		return benchReport(args[1:])
+	case "failover":
+		return benchFailover(ctx, args[1:])
 	case "-h", "--help", "help":
 		fmt.Print(benchUsage)
 		return nil
@@ -333,6 +339,68 @@ func benchCompare(ctx context.Context, args []string) error {
 	}
 	if ctx.Err() != nil {
 		return errors.New("interrupted")
+	}
+	return nil
+}
+
+// benchFailover is the failover scenario (bench/failover.go).
+func benchFailover(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench failover", flag.ContinueOnError)
+	bootstrap := fs.String("bootstrap", "", "every node of the cluster, comma-separated")
+	killPID := fs.Int("kill-pid", 0, "the leader's process, killed with SIGKILL mid-run")
+	promote := fs.String("promote-http", "", "a manual pair: run sluice promote against this standby admin listener right after the kill")
+	rate := fs.Int("rate", 500, "records a second")
+	recordBytes := fs.Int("record-bytes", 512, "record value size")
+	duration := fs.Duration("duration", 30*time.Second, "the whole run")
+	killAfter := fs.Duration("kill-after", 10*time.Second, "when the leader is killed")
+	partitions := fs.Int("partitions", 6, "partitions of the topic")
+	rf := fs.Int("replication-factor", 2, "replication factor of the topic")
+	topic := fs.String("topic", "", "topic to create (default bench-failover-TIME)")
+	jsonOut := fs.String("json", "", "write the result as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *bootstrap == "" || *killPID <= 0 {
+		return errors.New("bench failover: --bootstrap and --kill-pid are required")
+	}
+	if *topic == "" {
+		*topic = fmt.Sprintf("bench-failover-%d", time.Now().Unix())
+	}
+	cfg := bench.FailoverConfig{
+		Bootstrap: strings.Split(*bootstrap, ","), Topic: *topic, Partitions: *partitions, ReplicationFactor: int16(*rf),
+		Rate: *rate, RecordBytes: *recordBytes, Duration: *duration, KillAfter: *killAfter,
+		Kill: func() error { return syscall.Kill(*killPID, syscall.SIGKILL) },
+	}
+	if *promote != "" {
+		cfg.AfterKill = func() error {
+			for range 100 {
+				if _, err := replicate.RequestRoleChange(*promote, "promote", false); err == nil {
+					return nil
+				}
+				time.Sleep(20 * time.Millisecond) // the standby may still see the primary's socket
+			}
+			return fmt.Errorf("sluice promote --http %s did not succeed", *promote)
+		}
+	}
+	res, err := bench.RunFailover(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Print(res.Table())
+	if *jsonOut != "" {
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
+			return err
+		}
+	}
+	if res.Lost > 0 {
+		return fmt.Errorf("bench failover: %d acknowledged records lost", res.Lost)
 	}
 	return nil
 }
