@@ -158,13 +158,6 @@ func (s *Shard) OpenPartition(k Key, topicID [16]byte, cfg config.Topic) (*Parti
 	if err != nil {
 		return nil, err
 	}
-	if !s.standby && l.LatestEpoch() < log.Epoch(s.epoch) {
-		// A primary writes under its epoch, recorded before any write.
-		if err := l.BeginEpoch(log.Epoch(s.epoch)); err != nil {
-			l.Close()
-			return nil, err
-		}
-	}
 	p := &Partition{Key: k, TopicID: topicID, Log: l, Cfg: cfg, standby: s.standby, aloneOK: s.aloneOK,
 		bytesIn: s.cfg.Metrics.BytesIn.WithLabelValues(k.Topic), recordsIn: s.cfg.Metrics.RecordsIn.WithLabelValues(k.Topic)}
 	s.parts[k] = p

@@ -63,6 +63,16 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		done(produceFailed(kerr.NotEnoughReplicas, fmt.Sprintf("min.insync.replicas=%d but only %d replica is in sync", p.Cfg.MinInsyncReplicas(), p.isrSize())))
 		return
 	}
+	if p.Log.LatestEpoch() < log.Epoch(s.epoch) {
+		// The first write of this primary's epoch in the partition: the
+		// epoch is recorded, durably, before it. Done here rather than at
+		// open or promotion, so that a start with thousands of partitions
+		// writes no epoch file until they are written to.
+		if err := p.Log.BeginEpoch(log.Epoch(s.epoch)); err != nil {
+			done(produceFailed(kerr.KafkaStorageError, err.Error()))
+			return
+		}
+	}
 	now := time.Now()
 	crcOnCopy := s.crcOnCopy(p)
 	set, records, res, ok := s.validate(p, set, now, crcOnCopy)

@@ -322,22 +322,15 @@ func (s *Shard) ReplicaSnapshot(now time.Time) []ReplicaStats {
 
 // SetRole makes the shard a standby's (its partitions follow a primary,
 // refuse produce, and keep their high watermark at or below the primary's)
-// or a primary's at epoch, which it begins, durably, in every partition
-// before it returns (and so before any write under it). Every partition
-// starts with its standby out of sync. Partitions whose epoch could not be
-// recorded are failed: they refuse writes until a restart.
+// or a primary's at epoch, which each partition records durably before its
+// first write under it (Produce). Every partition starts with its standby
+// out of sync.
 func (s *Shard) SetRole(standby bool, epoch int32, fenced bool) {
 	s.Call(func(s *Shard) {
 		demoted := standby && !s.standby
 		s.standby, s.epoch, s.fenced = standby, epoch, fenced
 		for _, k := range s.sortedKeys() {
 			p := s.parts[k]
-			if !standby && p.Log.Err() == nil {
-				if err := p.Log.BeginEpoch(log.Epoch(epoch)); err != nil {
-					p.Log.MarkFailed(err)
-					s.reportFailure(p, "begin epoch")
-				}
-			}
 			if demoted {
 				// What waits for a datasync or the standby is not
 				// acknowledged by a node that is no longer primary: Kafka
