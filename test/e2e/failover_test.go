@@ -115,9 +115,7 @@ func TestEtcdFailoverAfterThePrimaryDies(t *testing.T) {
 	etcd := startEtcd(t)
 	primary, standby := startEtcdPair(t, etcd)
 	topic := topicName(t, "etcd")
-	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 2, 2, nil, topic); err != nil {
-		t.Fatal(err)
-	}
+	createReplicated(t, primary, topic, 2)
 	acks, stop := steadyProducer(t, []*Broker{primary, standby}, topic, 200)
 	time.Sleep(time.Second)
 	waitInSyncRecorded(t, primary)
@@ -162,22 +160,17 @@ func TestEtcdPrimaryFencesItselfWithoutEtcd(t *testing.T) {
 	etcd := startEtcd(t)
 	primary, standby := startEtcdPair(t, etcd)
 	topic := topicName(t, "fence")
-	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 1, 2, nil, topic); err != nil {
-		t.Fatal(err)
-	}
+	createReplicated(t, primary, topic, 1)
 	waitInSyncRecorded(t, primary)
 	raw := dialRaw(t, primary.Addr)
-	batch := func(v string) []byte {
-		return buildBatch([]rawRecord{{Value: []byte(v)}}, time.Now().UnixMilli(), -1, 0, 0)
-	}
-	if code, err := raw.produceRaw(topic, 0, batch("before")); err != nil || code != 0 {
+	if code, err := raw.produceRaw(topic, 0, valueBatch("before")); err != nil || code != 0 {
 		t.Fatalf("produce before: %d %v", code, err)
 	}
 	etcd.cmd.Process.Signal(syscall.SIGSTOP)
 	frozen := time.Now()
 	var fencedAfter time.Duration
 	for time.Since(frozen) < failoverTTL+2*time.Second {
-		code, err := raw.produceRawAcks(topic, 0, batch("during"), 1)
+		code, err := raw.produceRawAcks(topic, 0, valueBatch("during"), 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +195,7 @@ func TestEtcdPrimaryFencesItselfWithoutEtcd(t *testing.T) {
 	waitFor(t, 20*time.Second, "a primary taking writes again", func() (bool, string) {
 		for _, b := range []*Broker{primary, standby} {
 			c := dialRaw(t, b.Addr)
-			code, err := c.produceRaw(topic, 0, batch("after"))
+			code, err := c.produceRaw(topic, 0, valueBatch("after"))
 			if err == nil && code == 0 {
 				writer = b
 				return true, ""
@@ -231,19 +224,14 @@ func TestEtcdStandbyOutOfSyncDoesNotTakeOver(t *testing.T) {
 	etcd := startEtcd(t)
 	primary, standby := startEtcdPair(t, etcd)
 	topic := topicName(t, "outofsync")
-	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 1, 2, nil, topic); err != nil {
-		t.Fatal(err)
-	}
+	createReplicated(t, primary, topic, 1)
 	waitInSyncRecorded(t, primary)
 	standby.signal(syscall.SIGSTOP)
 	raw := dialRaw(t, primary.Addr)
-	batch := func(v string) []byte {
-		return buildBatch([]rawRecord{{Value: []byte(v)}}, time.Now().UnixMilli(), -1, 0, 0)
-	}
 	// acks=all waits for the frozen in-sync standby until it is dropped
 	// (after etcd records it), then is answered by the primary alone.
 	start := time.Now()
-	if code, err := raw.produceRaw(topic, 0, batch("only on the primary")); err != nil || code != 0 {
+	if code, err := raw.produceRaw(topic, 0, valueBatch("only on the primary")); err != nil || code != 0 {
 		t.Fatalf("acks=all with the standby frozen: %d %v", code, err)
 	}
 	t.Logf("acks=all answered %v after the standby froze", time.Since(start))

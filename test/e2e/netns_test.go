@@ -187,9 +187,7 @@ func TestNetnsStandbyCutOffFromThePrimary(t *testing.T) {
 	h := newTwoHosts(t)
 	a, b, _ := h.startEtcdPair()
 	topic := topicName(t, "asym")
-	if _, err := a.Admin(t).CreateTopic(testContext(t, 30*time.Second), 2, 2, nil, topic); err != nil {
-		t.Fatal(err)
-	}
+	createReplicated(t, a, topic, 2)
 	acks, stop := steadyProducer(t, []*Broker{a, b}, topic, 100)
 	for _, dir := range []string{"B>A", "A>B"} {
 		waitInSyncRecorded(t, a)
@@ -231,12 +229,8 @@ func TestNetnsPrimaryLosesEtcd(t *testing.T) {
 	h := newTwoHosts(t)
 	a, b, etcdPort := h.startEtcdPair()
 	topic, probes := topicName(t, "noetcd"), topicName(t, "probes")
-	if _, err := a.Admin(t).CreateTopic(testContext(t, 30*time.Second), 2, 2, nil, topic); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Admin(t).CreateTopic(testContext(t, 30*time.Second), 1, 2, nil, probes); err != nil {
-		t.Fatal(err)
-	}
+	createReplicated(t, a, topic, 2)
+	createReplicated(t, a, probes, 1)
 	acks, stop := steadyProducer(t, []*Broker{a, b}, topic, 100)
 	waitInSyncRecorded(t, a)
 	raw := dialRaw(t, a.Addr)

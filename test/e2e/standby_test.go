@@ -217,6 +217,19 @@ func compareLogs(t testing.TB, primary, standby *Broker) (segments int) {
 	return segments
 }
 
+// valueBatch is an uncompressed batch of one record whose value is v.
+func valueBatch(v string) []byte {
+	return buildBatch([]rawRecord{{Value: []byte(v)}}, time.Now().UnixMilli(), -1, 0, 0)
+}
+
+// createReplicated creates topic on b with replication factor 2 (the pair).
+func createReplicated(t *testing.T, b *Broker, topic string, partitions int32) {
+	t.Helper()
+	if _, err := b.Admin(t).CreateTopic(testContext(t, 30*time.Second), partitions, 2, nil, topic); err != nil {
+		t.Fatalf("create %s with replication factor 2: %v", topic, err)
+	}
+}
+
 // stopIdentical waits until follower has caught up with leader, stops
 // both, and checks that their logs hold the same batches.
 func stopIdentical(t *testing.T, leader, follower *Broker) {
@@ -351,10 +364,7 @@ func TestStandbyInSyncRules(t *testing.T) {
 		return n == 2, fmt.Sprintf("%d of 2 in sync", n)
 	})
 	raw := dialRaw(t, primary.Addr)
-	batch := func(v string) []byte {
-		return buildBatch([]rawRecord{{Value: []byte(v)}}, time.Now().UnixMilli(), -1, 0, 0)
-	}
-	if code, err := raw.produceRaw(strict, 0, batch("in sync")); err != nil || code != 0 {
+	if code, err := raw.produceRaw(strict, 0, valueBatch("in sync")); err != nil || code != 0 {
 		t.Fatalf("acks=all with min.insync.replicas=2 and the standby in sync: code %d, err %v", code, err)
 	}
 
@@ -362,7 +372,7 @@ func TestStandbyInSyncRules(t *testing.T) {
 	standby.signal(syscall.SIGSTOP)
 	defer standby.signal(syscall.SIGCONT)
 	frozen := time.Now()
-	if code, err := raw.produceRawAcks(loose, 0, batch("acks=1 while the standby is frozen"), 1); err != nil || code != 0 {
+	if code, err := raw.produceRawAcks(loose, 0, valueBatch("acks=1 while the standby is frozen"), 1); err != nil || code != 0 {
 		t.Fatalf("acks=1 with the standby frozen: code %d, err %v", code, err)
 	}
 	// Over the raw connection to the primary: a client that knows the
@@ -375,7 +385,7 @@ func TestStandbyInSyncRules(t *testing.T) {
 	// answers: the primary drops it from the in-sync set after the lag
 	// and answers NOT_ENOUGH_REPLICAS_AFTER_APPEND, as Kafka does.
 	start := time.Now()
-	code, err := raw.produceRaw(strict, 0, batch("waits for the frozen standby"))
+	code, err := raw.produceRaw(strict, 0, valueBatch("waits for the frozen standby"))
 	waited := time.Since(start)
 	if err != nil || code != kerr.NotEnoughReplicasAfterAppend.Code {
 		t.Errorf("acks=all while the in-sync standby is frozen: code %d, err %v; want NOT_ENOUGH_REPLICAS_AFTER_APPEND", code, err)
@@ -383,7 +393,7 @@ func TestStandbyInSyncRules(t *testing.T) {
 	if waited < pairLag/2 {
 		t.Errorf("acks=all answered after %v, before the standby could have left the in-sync set", waited)
 	}
-	if code, err := raw.produceRaw(strict, 0, batch("out of sync")); err != nil || code != kerr.NotEnoughReplicas.Code {
+	if code, err := raw.produceRaw(strict, 0, valueBatch("out of sync")); err != nil || code != kerr.NotEnoughReplicas.Code {
 		t.Errorf("acks=all with min.insync.replicas=2 and the standby out of sync: code %d, err %v; want NOT_ENOUGH_REPLICAS", code, err)
 	}
 	if v := metricValue(t, primary, "sluice_under_replicated_partitions"); v < 2 {
@@ -414,7 +424,7 @@ func TestStandbyInSyncRules(t *testing.T) {
 		v := metricValue(t, primary, "sluice_under_replicated_partitions")
 		return v == 0, fmt.Sprint(v)
 	})
-	if code, err := raw.produceRaw(strict, 0, batch("back in sync")); err != nil || code != 0 {
+	if code, err := raw.produceRaw(strict, 0, valueBatch("back in sync")); err != nil || code != 0 {
 		t.Errorf("acks=all after the standby rejoined: code %d, err %v", code, err)
 	}
 	if v := metricValue(t, primary, "sluice_isr_shrinks_total"); v < 2 {
@@ -683,9 +693,7 @@ func TestHandOverWithDemote(t *testing.T) {
 	requireOwnBroker(t, "a pair of brokers")
 	primary, standby := startPair(t, nil)
 	topic := topicName(t, "handover")
-	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 2, 2, nil, topic); err != nil {
-		t.Fatal(err)
-	}
+	createReplicated(t, primary, topic, 2)
 	acks, stop := steadyProducer(t, []*Broker{primary, standby}, topic, 200)
 	time.Sleep(time.Second)
 	waitFor(t, 20*time.Second, "the standby in sync everywhere", func() (bool, string) {
@@ -726,9 +734,7 @@ func TestForcedPromotionAndTheReturnOfTheOldPrimary(t *testing.T) {
 	requireOwnBroker(t, "a pair of brokers")
 	primary, standby := startPair(t, nil)
 	topic := topicName(t, "diverge")
-	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 1, 2, nil, topic); err != nil {
-		t.Fatal(err)
-	}
+	createReplicated(t, primary, topic, 1)
 	before := []*kgo.Record{}
 	for i := range 50 {
 		before = append(before, &kgo.Record{Topic: topic, Value: []byte(fmt.Sprintf("both-%d", i))})
@@ -784,9 +790,7 @@ func TestForcedPromotionAndTheReturnOfTheOldPrimary(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(primary.dataDir, topic+"-0", "leader-epoch-checkpoint")); err != nil || !strings.Contains(string(b), fmt.Sprintf("\n%d 50\n", epochBefore+1)) {
 		t.Errorf("the returning node's epoch file: %q, %v; want epoch %d from offset 50", b, err, epochBefore+1)
 	}
-	standby.Stop(t)
-	primary.Stop(t)
-	compareLogs(t, standby, primary)
+	stopIdentical(t, standby, primary)
 }
 
 // TestPromotionAfterThePrimaryDies: SIGKILL the primary under a steady
@@ -796,9 +800,7 @@ func TestPromotionAfterThePrimaryDies(t *testing.T) {
 	requireOwnBroker(t, "a pair of brokers")
 	primary, standby := startPair(t, nil)
 	topic := topicName(t, "dies")
-	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 2, 2, nil, topic); err != nil {
-		t.Fatal(err)
-	}
+	createReplicated(t, primary, topic, 2)
 	acks, stop := steadyProducer(t, []*Broker{primary, standby}, topic, 200)
 	time.Sleep(time.Second)
 	waitFor(t, 20*time.Second, "the standby in sync everywhere", func() (bool, string) {
@@ -828,9 +830,7 @@ func TestConsumerInTheStandbysRackReadsFromIt(t *testing.T) {
 	requireOwnBroker(t, "a pair of brokers")
 	primary, standby := startPairRacks(t, nil, "rack-a", "rack-b")
 	topic := topicName(t, "rack")
-	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 2, 2, nil, topic); err != nil {
-		t.Fatal(err)
-	}
+	createReplicated(t, primary, topic, 2)
 	var recs []*kgo.Record
 	for i := range 500 {
 		recs = append(recs, &kgo.Record{Topic: topic, Value: []byte(fmt.Sprintf("r%d", i))})
@@ -874,9 +874,7 @@ func TestStandbyKilledThenCatchesUp(t *testing.T) {
 	requireOwnBroker(t, "a pair of brokers")
 	primary, standby := startPair(t, nil)
 	topic, bulk := topicName(t, "catchup"), topicName(t, "bulk")
-	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 3, 2, nil, topic); err != nil {
-		t.Fatal(err)
-	}
+	createReplicated(t, primary, topic, 3)
 	if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 2, 2, map[string]*string{"segment.bytes": kadm.StringPtr(fmt.Sprint(4 << 20))}, bulk); err != nil {
 		t.Fatal(err)
 	}
