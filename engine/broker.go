@@ -225,12 +225,10 @@ func (b *Broker) tick() {
 	for {
 		select {
 		case now := <-isr.C:
-			// With etcd deciding failover, the failover loop shrinks the
-			// in-sync sets itself, after recording it there.
+			// With etcd deciding failover, the failover loop checks (more
+			// often) and records the result there.
 			if !b.IsStandby() && !b.Cfg.Failover {
-				for _, sh := range b.Shards {
-					sh.CheckFollowers(now)
-				}
+				b.CheckFollowers(now)
 			}
 		case now := <-flush.C:
 			for _, sh := range b.Shards {

@@ -29,11 +29,13 @@ var MetadataTopicID = meta.TopicID{15: 1}
 
 var metadataKey = shard.Key{Topic: MetadataTopic, Partition: 0}
 
-// MetadataTopicEntry is the metadata log as a catalogue entry, for the
-// replication paths that address it like a topic.
-func (b *Broker) MetadataTopicEntry() *meta.Topic {
-	return &meta.Topic{Name: MetadataTopic, ID: MetadataTopicID, Partitions: []meta.Partition{{Index: 0, Shard: 0}}, Internal: true}
-}
+// metadataTopic is the metadata log as a catalogue entry (immutable, as
+// catalogue entries are), for the replication paths that address it like
+// a topic.
+var metadataTopic = &meta.Topic{Name: MetadataTopic, ID: MetadataTopicID, Partitions: []meta.Partition{{Index: 0, Shard: 0}}, Internal: true}
+
+// MetadataTopicEntry is the metadata log as a catalogue entry.
+func (b *Broker) MetadataTopicEntry() *meta.Topic { return metadataTopic }
 
 // TopicFor looks a topic up in snap, the metadata log included (for the
 // replication paths: the standby's fetches and OffsetForLeaderEpoch).

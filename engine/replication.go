@@ -225,25 +225,14 @@ func (b *Broker) BecomeStandby(primary Peer, epoch int32) error {
 	return nil
 }
 
-// ShrinkDue lists the partitions whose standby is due to leave the
-// in-sync set (replica.lag.time.max.ms passed), for the etcd failover loop,
-// which records that in etcd before it applies it (ApplyShrink): a standby
-// etcd still calls in sync could otherwise take over without writes the
-// primary acknowledged alone.
-func (b *Broker) ShrinkDue(now time.Time) map[*shard.Shard][]shard.Key {
-	out := map[*shard.Shard][]shard.Key{}
+// CheckFollowers drops the standby from the in-sync set of every
+// partition where it has not caught up within replica.lag.time.max.ms
+// (Kafka's ISR shrink). With etcd deciding failover, a primary answers
+// acks=all without the standby only once etcd records it out of sync
+// (SetAloneOK), so the shrink can come first and the record after.
+func (b *Broker) CheckFollowers(now time.Time) {
 	for _, sh := range b.Shards {
-		if ks := sh.LaggingFollowers(now); len(ks) > 0 {
-			out[sh] = ks
-		}
-	}
-	return out
-}
-
-// ApplyShrink drops the standby from the in-sync sets ShrinkDue listed.
-func (b *Broker) ApplyShrink(due map[*shard.Shard][]shard.Key, now time.Time) {
-	for sh, ks := range due {
-		sh.Shrink(ks, now)
+		sh.CheckFollowers(now)
 	}
 }
 

@@ -76,7 +76,7 @@ func (b *Broker) MirrorCatalogue(topics []MirrorTopic) (bool, error) {
 			}
 			changed = true
 		}
-		if cur, ok = b.Meta.Topic(w.Name); ok && !maps.Equal(cur.Configs, w.Configs) && !(len(cur.Configs) == 0 && len(w.Configs) == 0) {
+		if cur, ok = b.Meta.Topic(w.Name); ok && !maps.Equal(cur.Configs, w.Configs) {
 			if err := b.setTopicConfigsLocked(w.Name, w.Configs); err != nil {
 				errs = append(errs, fmt.Errorf("configs of %s: %w", w.Name, err))
 			}

@@ -280,7 +280,7 @@ func (f *Failover) follow(l *leaderRecord) {
 		}
 	}
 	host, port := splitHostPort(l.Kafka)
-	n.followLocked(l.Kafka, Primary{NodeID: l.NodeID, Host: host, Port: port, ClusterID: n.B.Meta.ClusterID(), Epoch: l.Epoch})
+	n.followLocked(l.Kafka, Primary{NodeID: l.NodeID, Host: host, Port: port, ClusterID: n.B.Meta.ClusterID()})
 }
 
 func splitHostPort(addr string) (string, int32) {
@@ -391,41 +391,39 @@ func (f *Failover) lead(ctx context.Context, lease clientv3.LeaseID, epoch int32
 	}
 }
 
-// recordInSync keeps etcd's state in step with the in-sync set, in the
-// order that keeps a takeover safe. The standby is recorded in sync only
-// when it is in sync everywhere, and acks=all may then no longer be
-// answered without it (forbidden first, recorded second). Anything short
-// of that (a partition due to shrink, one that is out of sync, another
-// standby) is recorded out of sync first, and only then may the primary
-// answer alone and shrink.
+// recordInSync shrinks the in-sync sets (replica.lag.time.max.ms) and
+// keeps etcd's state in step with them, in the order that keeps a takeover
+// safe. The standby is recorded in sync only when it is in sync everywhere,
+// and acks=all may then no longer be answered without it (forbidden first,
+// recorded second). Anything short of that (a partition out of sync,
+// another standby) is recorded out of sync first, and only then may the
+// primary answer acks=all alone.
 func (f *Failover) recordInSync(ctx context.Context, lease clientv3.LeaseID, cur *stateRecord, now time.Time) {
 	b := f.N.B
-	due := b.ShrinkDue(now)
+	b.CheckFollowers(now)
 	peer, hasPeer := b.Peer()
 	next := *cur
 	next.Standby = -1
 	if hasPeer {
 		next.Standby = peer.NodeID
 	}
-	next.InSync = hasPeer && len(due) == 0 && b.UnderReplicated() == 0
-	if next != *cur {
-		if next.InSync {
-			b.SetAloneOK(false)
-		}
-		if err := f.putState(ctx, lease, next); err != nil {
-			f.N.Logger.Warn("failover: recording the in-sync state failed; acks=all waits for the standby meanwhile", "err", err)
-			if next.InSync {
-				b.SetAloneOK(!cur.InSync)
-			}
-			return
-		}
-		*cur = next
-		if !next.InSync {
-			b.SetAloneOK(true)
-		}
+	next.InSync = hasPeer && b.UnderReplicated() == 0
+	if next == *cur {
+		return
 	}
-	if len(due) > 0 {
-		b.ApplyShrink(due, now)
+	if next.InSync {
+		b.SetAloneOK(false)
+	}
+	if err := f.putState(ctx, lease, next); err != nil {
+		f.N.Logger.Warn("failover: recording the in-sync state failed; acks=all waits for the standby meanwhile", "err", err)
+		if next.InSync {
+			b.SetAloneOK(!cur.InSync)
+		}
+		return
+	}
+	*cur = next
+	if !next.InSync {
+		b.SetAloneOK(true)
 	}
 }
 

@@ -162,7 +162,7 @@ func (n *Node) Demote() (int32, error) {
 		return epoch, err
 	}
 	addr := net.JoinHostPort(peer.Host, strconv.Itoa(int(peer.Port)))
-	n.followLocked(addr, Primary{NodeID: peer.NodeID, Host: peer.Host, Port: peer.Port, ClusterID: n.B.Meta.ClusterID(), Epoch: epoch})
+	n.followLocked(addr, Primary{NodeID: peer.NodeID, Host: peer.Host, Port: peer.Port, ClusterID: n.B.Meta.ClusterID()})
 	n.Logger.Info("handed the primary role over", "to_node_id", peer.NodeID, "leader_epoch", epoch, "took", time.Since(start).Round(time.Millisecond))
 	return epoch, nil
 }

@@ -31,7 +31,7 @@ const (
 	fetchMaxBytes     = 10 << 20               // replica.fetch.response.max.bytes
 	partitionMaxBytes = 1 << 20                // replica.fetch.max.bytes
 	fetchBackoff      = time.Second            // replica.fetch.backoff.ms
-	catalogueEvery    = time.Second            // how often the primary is checked
+	checkEvery        = time.Second            // how often the primary is checked
 	dialTimeout       = 3 * time.Second
 	fetchVersion      = 15 // replica id in ReplicaState, topics by id
 	metadataVersion   = 12
@@ -49,8 +49,6 @@ type Primary struct {
 	Host      string
 	Port      int32
 	ClusterID string
-	// Epoch is the leader epoch its partitions report (-1 before any).
-	Epoch int32
 }
 
 // Probe checks that addr is a sluice primary this node may follow: it
@@ -86,7 +84,7 @@ func Probe(addr string, nodeID int32, localCluster string) (Primary, error) {
 	if err := c.roundTrip(mdReq, &md, metadataVersion, deadline); err != nil {
 		return Primary{}, fmt.Errorf("metadata from %s: %w", addr, err)
 	}
-	p := Primary{NodeID: md.ControllerId, Epoch: -1}
+	p := Primary{NodeID: md.ControllerId}
 	if md.ClusterId != nil {
 		p.ClusterID = *md.ClusterId
 	}
@@ -114,7 +112,7 @@ type Standby struct {
 	Logger  *slog.Logger
 
 	incarnation [16]byte
-	lastCatalog time.Time // when the primary was last checked
+	lastCheck   time.Time // when the primary was last checked
 	epoch       int32     // the primary's leader epoch, from its Metadata
 	// retryCatalogue: the last catalogue change could not be applied (a
 	// full disk): try again after each fetch.
@@ -158,17 +156,17 @@ func (s *Standby) session(ctx context.Context) error {
 	if err := s.checkPrimary(c); err != nil {
 		return err
 	}
-	s.lastCatalog = time.Now()
+	s.lastCheck = time.Now()
 	if err := s.reconcile(c); err != nil {
 		return err
 	}
 	s.applyCatalogue()
 	for ctx.Err() == nil {
-		if time.Since(s.lastCatalog) >= catalogueEvery {
+		if time.Since(s.lastCheck) >= checkEvery {
 			if err := s.checkPrimary(c); err != nil {
 				return err
 			}
-			s.lastCatalog = time.Now()
+			s.lastCheck = time.Now()
 		}
 		if err := s.fetch(c); err != nil {
 			return err

@@ -53,8 +53,8 @@ type Broker struct {
 	// (--standby-of); empty on a primary.
 	StandbyOf string
 	// Failover: an etcd lease decides which node of the pair is primary
-	// (--failover-etcd); the in-sync state is recorded there before it
-	// changes.
+	// (--failover-etcd); the primary answers acks=all without its standby
+	// only while etcd records the standby out of sync.
 	Failover bool
 	// Rack is broker.rack, given to the primary by a standby (KIP-392).
 	Rack string

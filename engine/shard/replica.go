@@ -33,13 +33,12 @@ type follower struct {
 	// Kafka's lastCaughtUpTime rule: a fetch at or past the primary's end
 	// catches up now; a fetch at or past the end the previous fetch saw
 	// was caught up when that fetch came.
-	caughtUp      time.Time
-	lastFetch     time.Time
-	lastFetchEnd  log.Offset
-	inSync        bool
-	shrinks       int64
-	expands       int64
-	wokenReplicas log.Offset // replicable end the parked replica fetches last saw
+	caughtUp     time.Time
+	lastFetch    time.Time
+	lastFetchEnd log.Offset
+	inSync       bool
+	shrinks      int64
+	expands      int64
 }
 
 // replicaPark is a replica's long-poll wait: woken once the replicable end
@@ -172,33 +171,6 @@ func (s *Shard) shrink(p *Partition, now time.Time) {
 	s.release(p)
 }
 
-// LaggingFollowers lists the partitions whose standby is due to leave the
-// in-sync set, for a broker that must record the shrink elsewhere (in
-// etcd) before it applies it with Shrink.
-func (s *Shard) LaggingFollowers(now time.Time) []Key {
-	var out []Key
-	s.Call(func(s *Shard) {
-		for _, p := range s.parts {
-			if s.followerLagging(p, now) {
-				out = append(out, p.Key)
-			}
-		}
-	})
-	return out
-}
-
-// Shrink drops the standby from the in-sync set of the partitions keys
-// names (LaggingFollowers) that still lag.
-func (s *Shard) Shrink(keys []Key, now time.Time) {
-	s.Call(func(s *Shard) {
-		for _, k := range keys {
-			if p, ok := s.parts[k]; ok && s.followerLagging(p, now) {
-				s.shrink(p, now)
-			}
-		}
-	})
-}
-
 func (s *Shard) lagMax() time.Duration {
 	if s.cfg.ReplicaLagMax > 0 {
 		return s.cfg.ReplicaLagMax
@@ -206,9 +178,10 @@ func (s *Shard) lagMax() time.Duration {
 	return 30 * time.Second
 }
 
-// CheckFollowers runs the in-sync check on the shard thread.
+// CheckFollowers runs the in-sync check on the shard thread and waits
+// for it.
 func (s *Shard) CheckFollowers(now time.Time) {
-	s.Do(func(s *Shard) { s.checkFollowers(now) })
+	s.Call(func(s *Shard) { s.checkFollowers(now) })
 }
 
 // ParkReplica is Park for a replica fetch: ch receives once the
