@@ -95,13 +95,10 @@ func startEtcdPair(t *testing.T, etcd *etcdServer) (first, second *Broker) {
 
 // waitInSyncRecorded waits until the standby is in sync everywhere and
 // the primary has had time to record that in etcd (its in-sync check runs
-// every replica.lag.time.max.ms / 4).
+// every 100 ms).
 func waitInSyncRecorded(t *testing.T, primary *Broker) {
 	t.Helper()
-	waitFor(t, 20*time.Second, "the standby in sync everywhere", func() (bool, string) {
-		v := metricValue(t, primary, "sluice_under_replicated_partitions")
-		return v == 0, fmt.Sprint(v)
-	})
+	waitAllInSync(t, primary, "the standby in sync everywhere")
 	time.Sleep(pairLag/4 + 300*time.Millisecond)
 }
 

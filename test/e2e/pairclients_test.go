@@ -48,10 +48,7 @@ func TestRealClientsAcrossAHandOver(t *testing.T) {
 			if _, err := primary.Admin(t).CreateTopic(testContext(t, 30*time.Second), 2, 2, nil, topic); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 20*time.Second, "the standby in sync everywhere", func() (bool, string) {
-				v := metricValue(t, primary, "sluice_under_replicated_partitions")
-				return v == 0, fmt.Sprint(v)
-			})
+			waitAllInSync(t, primary, "the standby in sync everywhere")
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			args := append(cmd[1:], "--bootstrap", primary.Addr+","+standby.Addr, "--topic", topic, "--rate", "100", "--seconds", "8")

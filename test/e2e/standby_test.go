@@ -217,6 +217,16 @@ func compareLogs(t testing.TB, primary, standby *Broker) (segments int) {
 	return segments
 }
 
+// waitAllInSync waits (20 s at most) until the primary counts no
+// under-replicated partition: its standby is in sync everywhere.
+func waitAllInSync(t *testing.T, primary *Broker, what string) {
+	t.Helper()
+	waitFor(t, 20*time.Second, what, func() (bool, string) {
+		v := metricValue(t, primary, "sluice_under_replicated_partitions")
+		return v == 0, fmt.Sprint(v)
+	})
+}
+
 // valueBatch is an uncompressed batch of one record whose value is v.
 func valueBatch(v string) []byte {
 	return buildBatch([]rawRecord{{Value: []byte(v)}}, time.Now().UnixMilli(), -1, 0, 0)
@@ -420,10 +430,7 @@ func TestStandbyInSyncRules(t *testing.T) {
 	// Thaw it: it catches up, rejoins, and acks=all works again.
 	standby.signal(syscall.SIGCONT)
 	waitCaughtUp(t, primary, standby)
-	waitFor(t, 20*time.Second, "the standby to rejoin", func() (bool, string) {
-		v := metricValue(t, primary, "sluice_under_replicated_partitions")
-		return v == 0, fmt.Sprint(v)
-	})
+	waitAllInSync(t, primary, "the standby to rejoin")
 	if code, err := raw.produceRaw(strict, 0, valueBatch("back in sync")); err != nil || code != 0 {
 		t.Errorf("acks=all after the standby rejoined: code %d, err %v", code, err)
 	}
@@ -696,10 +703,7 @@ func TestHandOverWithDemote(t *testing.T) {
 	createReplicated(t, primary, topic, 2)
 	acks, stop := steadyProducer(t, []*Broker{primary, standby}, topic, 200)
 	time.Sleep(time.Second)
-	waitFor(t, 20*time.Second, "the standby in sync everywhere", func() (bool, string) {
-		v := metricValue(t, primary, "sluice_under_replicated_partitions")
-		return v == 0, fmt.Sprint(v)
-	})
+	waitAllInSync(t, primary, "the standby in sync everywhere")
 	before := time.Now()
 	out, err := roleCommand(t, "demote", primary, false)
 	if err != nil {
@@ -803,10 +807,7 @@ func TestPromotionAfterThePrimaryDies(t *testing.T) {
 	createReplicated(t, primary, topic, 2)
 	acks, stop := steadyProducer(t, []*Broker{primary, standby}, topic, 200)
 	time.Sleep(time.Second)
-	waitFor(t, 20*time.Second, "the standby in sync everywhere", func() (bool, string) {
-		v := metricValue(t, primary, "sluice_under_replicated_partitions")
-		return v == 0, fmt.Sprint(v)
-	})
+	waitAllInSync(t, primary, "the standby in sync everywhere")
 	time.Sleep(500 * time.Millisecond)
 	primary.Kill(t)
 	killed := time.Now()
@@ -896,10 +897,7 @@ func TestStandbyKilledThenCatchesUp(t *testing.T) {
 	restarted := time.Now()
 	waitCaughtUp(t, primary, standby)
 	t.Logf("the standby caught up with a 64 MiB backlog %v after its restart", time.Since(restarted))
-	waitFor(t, 20*time.Second, "the standby to rejoin the in-sync set", func() (bool, string) {
-		v := metricValue(t, primary, "sluice_under_replicated_partitions")
-		return v == 0, fmt.Sprint(v)
-	})
+	waitAllInSync(t, primary, "the standby to rejoin the in-sync set")
 	if failed := stop(); failed > 0 {
 		t.Errorf("%d produces failed", failed)
 	}
