@@ -515,7 +515,11 @@ func (s *Shard) AppendReplica(k Key, set []byte, leaderHW int64, done func(error
 			done(fmt.Errorf("%w: batch %d starts at %d, the log ends at %d", ErrNotContiguous, n, h.BaseOffset, next))
 			return
 		}
-		if _, err := records.Validate(batch); err != nil {
+		// Replicated batches are the primary's log: control batches and
+		// compaction's gaps are theirs to hold, so only the framing is
+		// checked here and the CRC as the log copies them (VerifyCRC's
+		// rules, in one pass over the bytes).
+		if _, err := records.CheckFrame(batch); err != nil {
 			done(fmt.Errorf("batch at offset %d: %w", h.BaseOffset, err))
 			return
 		}
@@ -533,8 +537,14 @@ func (s *Shard) AppendReplica(k Key, set []byte, leaderHW int64, done func(error
 		done(nil)
 		return
 	}
-	appended, err := s.append(p, set, now, false)
+	appended, err := s.append(p, set, now, true)
 	if err != nil {
+		var crcErr *log.CRCError
+		if errors.As(err, &crcErr) {
+			// Damaged on the way: nothing was appended; fetched again.
+			done(err)
+			return
+		}
 		if !errors.Is(err, log.ErrDiskFull) && !errors.Is(err, log.ErrNoDescriptors) && !errors.Is(err, log.ErrTailFull) && !errors.Is(err, log.ErrTailBusy) {
 			p.Log.MarkFailed(err)
 			s.reportFailure(p, "replica append")

@@ -246,8 +246,12 @@ func putHeader(b []byte, h *Header) {
 	be.PutUint32(b[offsetRecordCount:], uint32(h.NumRecords))
 }
 
-// checkFrame decodes the header of batch and checks that batch is exactly
+// CheckFrame decodes the header of batch and checks that batch is exactly
 // one batch: magic 2, a possible batchLength, and as many bytes as it says.
+// It is VerifyCRC without the CRC, for a caller whose copy of the batch
+// checks the CRC (the log's AppendCheckingCRC).
+func CheckFrame(batch []byte) (Header, error) { return checkFrame(batch) }
+
 func checkFrame(batch []byte) (Header, error) {
 	h, err := ParseHeader(batch)
 	if err != nil {
