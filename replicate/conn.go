@@ -20,6 +20,7 @@ type conn struct {
 	corr     int32
 	clientID string
 	buf      []byte
+	frame    []byte // the last fetch response, kept for the next one
 }
 
 // maxResponse bounds a response frame the standby accepts (a fetch
@@ -39,6 +40,19 @@ func (c *conn) Close() error { return c.c.Close() }
 // roundTrip sends req in version and decodes the answer into resp, with
 // deadline bounding the whole exchange.
 func (c *conn) roundTrip(req, resp msg.Message, version int16, deadline time.Time) error {
+	return c.exchange(req, resp, version, deadline, false)
+}
+
+// fetchRoundTrip is roundTrip for the follower's fetches: the response is
+// read into the buffer the previous one used, so resp (whose records alias
+// it) is valid only until the next fetchRoundTrip. A follower appends a
+// fetch's records before it fetches again; allocating and zeroing up to
+// 10 MiB a fetch instead cost it a fifth of its CPU.
+func (c *conn) fetchRoundTrip(req, resp msg.Message, version int16, deadline time.Time) error {
+	return c.exchange(req, resp, version, deadline, true)
+}
+
+func (c *conn) exchange(req, resp msg.Message, version int16, deadline time.Time, reuse bool) error {
 	key := req.APIKey()
 	c.corr++
 	id := c.clientID
@@ -61,7 +75,15 @@ func (c *conn) roundTrip(req, resp msg.Message, version int16, deadline time.Tim
 	if n > maxResponse {
 		return fmt.Errorf("a %s response of %d bytes is larger than %d", msg.APIName(key), n, maxResponse)
 	}
-	frame := make([]byte, n)
+	var frame []byte
+	if reuse {
+		if cap(c.frame) < int(n) {
+			c.frame = make([]byte, n)
+		}
+		frame = c.frame[:n]
+	} else {
+		frame = make([]byte, n)
+	}
 	if _, err := io.ReadFull(c.r, frame); err != nil {
 		return err
 	}

@@ -298,7 +298,7 @@ func (s *Standby) fetch(c *conn) error {
 		return nil
 	}
 	var resp msg.FetchResponse
-	if err := c.roundTrip(req, &resp, fetchVersion, time.Now().Add(fetchMaxWait+30*time.Second)); err != nil {
+	if err := c.fetchRoundTrip(req, &resp, fetchVersion, time.Now().Add(fetchMaxWait+30*time.Second)); err != nil {
 		return fmt.Errorf("fetch: %w", err)
 	}
 	if resp.ErrorCode != 0 {
