@@ -95,12 +95,6 @@ func (h *Handler) Handle(frame []byte, closed <-chan struct{}) *Response {
 		return closeConnection()
 	}
 	e := h.table[key]
-	if groupAPIs[key] && h.groups.Load() == nil {
-		// A standby: only a client that ignored FindCoordinator gets
-		// here. Closing makes it look the coordinator up again.
-		h.log.Debug("closing connection: a group request reached a standby", "api", msg.APIName(key))
-		return closeConnection()
-	}
 	if version < e.min || version > e.max {
 		if key == apiVersionsKey {
 			return h.unsupportedAPIVersions(corr)
@@ -116,7 +110,13 @@ func (h *Handler) Handle(frame []byte, closed <-chan struct{}) *Response {
 		h.log.Debug("closing connection: request does not decode", "api", msg.APIName(key), "version", version, "err", err)
 		return closeConnection()
 	}
-	return e.serve(h, &request{header: hdr, version: version, closed: closed}, req)
+	rc := &request{header: hdr, version: version, closed: closed}
+	if groupAPIs[key] && h.groups.Load() == nil {
+		// A standby: only a client that ignored FindCoordinator (or
+		// one that found the coordinator before a hand-over) gets here.
+		return respond(rc, notCoordinator(rc, req))
+	}
+	return e.serve(h, rc, req)
 }
 
 func closeConnection() *Response { return &Response{Close: true} }

@@ -292,3 +292,25 @@ func TestLongPollEndsWhenConnectionCloses(t *testing.T) {
 		r.Release()
 	}
 }
+
+// Every group API, in every version served, has a NOT_COORDINATOR answer
+// for a node without a coordinator (a standby), and it encodes.
+func TestNotCoordinatorAnswersEveryGroupAPI(t *testing.T) {
+	for _, e := range handlers {
+		if !groupAPIs[e.key] {
+			continue
+		}
+		for v := e.min; v <= e.max; v++ {
+			req := msg.NewRequest(e.key)
+			req.Default()
+			rc := &request{version: v}
+			resp := notCoordinator(rc, req)
+			if resp == nil {
+				t.Fatalf("%s v%d: no NOT_COORDINATOR answer", msg.APIName(e.key), v)
+			}
+			if b := resp.Append(nil, v); len(b) == 0 {
+				t.Fatalf("%s v%d: the answer encodes to nothing", msg.APIName(e.key), v)
+			}
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/sluice-broker/sluice/engine/group"
+	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
 )
 
@@ -50,4 +51,91 @@ func serveGroupLater[R msg.Response](h *Handler, rc *request, call func(c *group
 		})
 	})
 	return out
+}
+
+// notCoordinator answers a group request that reached a node running no
+// coordinator (a standby, or a primary demoted since the request came) as
+// Kafka answers one sent to a broker that does not coordinate the group:
+// NOT_COORDINATOR wherever the response carries an error, so the client
+// looks the coordinator up again (FindCoordinator names the primary).
+// ListGroups lists no groups: an admin client asks every broker and merges
+// their answers.
+func notCoordinator(rc *request, body msg.Request) msg.Response {
+	code := int16(kerr.NotCoordinator)
+	switch req := body.(type) {
+	case *msg.OffsetCommitRequest:
+		resp := &msg.OffsetCommitResponse{}
+		for _, t := range req.Topics {
+			out := msg.OffsetCommitResponseTopic{Name: t.Name}
+			for _, p := range t.Partitions {
+				out.Partitions = append(out.Partitions, msg.OffsetCommitResponsePartition{PartitionIndex: p.PartitionIndex, ErrorCode: code})
+			}
+			resp.Topics = append(resp.Topics, out)
+		}
+		return resp
+	case *msg.OffsetFetchRequest:
+		resp := &msg.OffsetFetchResponse{}
+		switch {
+		case rc.version >= 8:
+			for _, g := range req.Groups {
+				resp.Groups = append(resp.Groups, msg.OffsetFetchResponseGroup{GroupId: g.GroupId, ErrorCode: code})
+			}
+		case rc.version >= 2:
+			resp.ErrorCode = code
+		default: // v1 has errors per partition only
+			for _, t := range req.Topics {
+				out := msg.OffsetFetchResponseTopic{Name: t.Name}
+				for _, p := range t.PartitionIndexes {
+					out.Partitions = append(out.Partitions, msg.OffsetFetchResponsePartition{PartitionIndex: p, CommittedOffset: -1, CommittedLeaderEpoch: -1, ErrorCode: code})
+				}
+				resp.Topics = append(resp.Topics, out)
+			}
+		}
+		return resp
+	case *msg.JoinGroupRequest:
+		resp := &msg.JoinGroupResponse{}
+		resp.Default()
+		resp.ErrorCode = code
+		return resp
+	case *msg.HeartbeatRequest:
+		return &msg.HeartbeatResponse{ErrorCode: code}
+	case *msg.LeaveGroupRequest:
+		return &msg.LeaveGroupResponse{ErrorCode: code}
+	case *msg.SyncGroupRequest:
+		return &msg.SyncGroupResponse{ErrorCode: code}
+	case *msg.DescribeGroupsRequest:
+		resp := &msg.DescribeGroupsResponse{}
+		for _, id := range req.Groups {
+			g := msg.DescribeGroupsResponseDescribedGroup{}
+			g.Default()
+			g.GroupId, g.ErrorCode = id, code
+			resp.Groups = append(resp.Groups, g)
+		}
+		return resp
+	case *msg.ListGroupsRequest:
+		return &msg.ListGroupsResponse{}
+	case *msg.DeleteGroupsRequest:
+		resp := &msg.DeleteGroupsResponse{}
+		for _, id := range req.GroupsNames {
+			resp.Results = append(resp.Results, msg.DeleteGroupsResponseDeletableGroupResult{GroupId: id, ErrorCode: code})
+		}
+		return resp
+	case *msg.OffsetDeleteRequest:
+		return &msg.OffsetDeleteResponse{ErrorCode: code}
+	case *msg.ConsumerGroupHeartbeatRequest:
+		resp := &msg.ConsumerGroupHeartbeatResponse{}
+		resp.Default()
+		resp.ErrorCode = code
+		return resp
+	case *msg.ConsumerGroupDescribeRequest:
+		resp := &msg.ConsumerGroupDescribeResponse{}
+		for _, id := range req.GroupIds {
+			g := msg.ConsumerGroupDescribeResponseDescribedGroup{}
+			g.Default()
+			g.GroupId, g.ErrorCode = id, code
+			resp.Groups = append(resp.Groups, g)
+		}
+		return resp
+	}
+	return nil
 }

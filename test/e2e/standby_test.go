@@ -340,6 +340,16 @@ func TestStandbyFollowsEveryPartitionByteForByte(t *testing.T) {
 	produceAll(t, viaStandby, []*kgo.Record{{Topic: plain, Partition: 0, Value: []byte("bootstrapped on the standby")}})
 	waitCaughtUp(t, primary, standby)
 
+	// The standby coordinates no group: group requests sent to it get
+	// NOT_COORDINATOR, as a Kafka broker answers for a group it does not
+	// coordinate, and an admin listing the groups of the pair (it asks
+	// every broker) sees the primary's.
+	checkNotCoordinator(t, viaStandby, grp, plain)
+	groups, err := standby.Admin(t).ListGroups(ctx)
+	if err != nil || !slices.Contains(groups.Groups(), grp) {
+		t.Errorf("ListGroups through the pair: %v, err %v; want %s listed", groups.Groups(), err, grp)
+	}
+
 	primary.Stop(t)
 	standby.Stop(t)
 	if n := compareLogs(t, primary, standby); n < 6 {
@@ -1086,4 +1096,50 @@ func TestTopicsJSONMigratesIntoTheMetadataLog(t *testing.T) {
 		return n == 3, fmt.Sprint(n)
 	})
 	check(standby)
+}
+
+// checkNotCoordinator sends the standby (node 2) one request of each group
+// API a client sends to a coordinator and wants NOT_COORDINATOR in each.
+func checkNotCoordinator(t *testing.T, cl *kgo.Client, group, topic string) {
+	t.Helper()
+	ctx := testContext(t, 30*time.Second)
+	node := cl.Broker(2)
+	want := kerr.NotCoordinator.Code
+	check := func(what string, req kmsg.Request, code func(kmsg.Response) int16) {
+		t.Helper()
+		resp, err := node.Request(ctx, req)
+		if err != nil {
+			t.Errorf("%s to the standby: %v; want an answer", what, err)
+			return
+		}
+		if got := code(resp); got != want {
+			t.Errorf("%s to the standby: error %d, want NOT_COORDINATOR (%d)", what, got, want)
+		}
+	}
+	join := kmsg.NewPtrJoinGroupRequest()
+	join.Group, join.ProtocolType, join.SessionTimeoutMillis, join.RebalanceTimeoutMillis = group, "consumer", 10000, 10000
+	join.Protocols = []kmsg.JoinGroupRequestProtocol{{Name: "range", Metadata: []byte{}}}
+	check("JoinGroup", join, func(r kmsg.Response) int16 { return r.(*kmsg.JoinGroupResponse).ErrorCode })
+	hb := kmsg.NewPtrHeartbeatRequest()
+	hb.Group, hb.MemberID = group, "m"
+	check("Heartbeat", hb, func(r kmsg.Response) int16 { return r.(*kmsg.HeartbeatResponse).ErrorCode })
+	commit := kmsg.NewPtrOffsetCommitRequest()
+	commit.Group, commit.Generation = group, -1
+	commit.Topics = []kmsg.OffsetCommitRequestTopic{{Topic: topic, Partitions: []kmsg.OffsetCommitRequestTopicPartition{{Partition: 0, Offset: 1}}}}
+	check("OffsetCommit", commit, func(r kmsg.Response) int16 { return r.(*kmsg.OffsetCommitResponse).Topics[0].Partitions[0].ErrorCode })
+	fetch := kmsg.NewPtrOffsetFetchRequest()
+	fetch.Groups = []kmsg.OffsetFetchRequestGroup{{Group: group}}
+	check("OffsetFetch", fetch, func(r kmsg.Response) int16 {
+		resp := r.(*kmsg.OffsetFetchResponse)
+		if len(resp.Groups) == 1 {
+			return resp.Groups[0].ErrorCode
+		}
+		return resp.ErrorCode
+	})
+	describe := kmsg.NewPtrDescribeGroupsRequest()
+	describe.Groups = []string{group}
+	check("DescribeGroups", describe, func(r kmsg.Response) int16 { return r.(*kmsg.DescribeGroupsResponse).Groups[0].ErrorCode })
+	cgh := kmsg.NewPtrConsumerGroupHeartbeatRequest()
+	cgh.Group, cgh.MemberEpoch, cgh.RebalanceTimeoutMillis, cgh.SubscribedTopicNames = group+"-848", 0, 10000, []string{topic}
+	check("ConsumerGroupHeartbeat", cgh, func(r kmsg.Response) int16 { return r.(*kmsg.ConsumerGroupHeartbeatResponse).ErrorCode })
 }
