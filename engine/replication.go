@@ -119,6 +119,20 @@ func (b *Broker) standbyActive() bool {
 	return false
 }
 
+// standbyLive reports whether this primary has a registered standby that
+// is in sync somewhere (Kafka's live, unfenced broker).
+func (b *Broker) standbyLive() bool {
+	if b.IsStandby() {
+		return false
+	}
+	if _, ok := b.Peer(); !ok {
+		return false
+	}
+	b.repl.mu.Lock()
+	defer b.repl.mu.Unlock()
+	return b.standbyActive()
+}
+
 // IsReplica reports whether node may fetch as a replica: the registered
 // standby.
 func (b *Broker) IsReplica(node int32) bool {

@@ -145,8 +145,15 @@ func (b *Broker) EnsureInternalTopic(name string, partitions int32, configs map[
 
 // openTopicPartitions opens partitions from index first on their shards and
 // waits.
+//
+// On a primary whose standby is live, the new partitions start with the
+// standby in their in-sync set, as Kafka's controller creates a partition
+// with every live replica in its ISR: acks=all waits for the standby from
+// the first record (min.insync.replicas=2 holds at once), and the standby
+// leaves the set after replica.lag.time.max.ms if it does not follow.
 func (b *Broker) openTopicPartitions(t *meta.Topic, first int32) error {
 	tc := b.TopicConfig(t)
+	admit := b.standbyLive()
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
@@ -159,6 +166,10 @@ func (b *Broker) openTopicPartitions(t *meta.Topic, first int32) error {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
+				return
+			}
+			if admit {
+				s.AdmitStandby(k)
 			}
 		})
 	}

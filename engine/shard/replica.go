@@ -324,6 +324,18 @@ func (s *Shard) SetRole(standby bool, epoch int32, fenced bool) {
 	})
 }
 
+// AdmitStandby puts the standby in the in-sync set of partition k, just
+// created on this primary (see Broker.openTopicPartitions); the shard
+// thread calls it.
+func (s *Shard) AdmitStandby(k Key) {
+	p, ok := s.parts[k]
+	if !ok || s.standby {
+		return
+	}
+	p.follower = follower{inSync: true, caughtUp: time.Now()}
+	s.publishInSync(k, true)
+}
+
 // SetAloneOK allows (or forbids) answering acks=all without an
 // out-of-sync standby; see Config.AloneNeedsLicense.
 func (s *Shard) SetAloneOK(ok bool) {

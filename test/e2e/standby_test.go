@@ -461,6 +461,58 @@ func TestStandbyInSyncRules(t *testing.T) {
 	}
 }
 
+// TestNewPartitionStartsWithTheStandbyInSync: a topic created while the
+// standby is live starts with it in the in-sync set, as Kafka's controller
+// creates partitions with every live replica in their ISR, so the first
+// acks=all record is acknowledged only once the standby has it.
+func TestNewPartitionStartsWithTheStandbyInSync(t *testing.T) {
+	requireOwnBroker(t, "a pair of brokers")
+	primary, standby := startPair(t, nil)
+	ctx := testContext(t, time.Minute)
+	warm := topicName(t, "warm")
+	createReplicated(t, primary, warm, 1)
+	waitFor(t, 20*time.Second, "the standby in sync on "+warm, func() (bool, string) {
+		for _, p := range nodeStatus(t, primary).Partitions {
+			if p.Topic == warm {
+				return p.InSync, fmt.Sprintf("%+v", p)
+			}
+		}
+		return false, "not listed"
+	})
+
+	fresh := topicName(t, "fresh")
+	adm := primary.Admin(t)
+	if _, err := adm.CreateTopic(ctx, 2, 2, nil, fresh); err != nil {
+		t.Fatal(err)
+	}
+	// The primary's Metadata (a standby does not know the in-sync set).
+	cl := primary.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	mdReq := kmsg.NewPtrMetadataRequest()
+	mdReq.Topics = []kmsg.MetadataRequestTopic{{Topic: kmsg.StringPtr(fresh)}}
+	resp, err := cl.Broker(1).Request(ctx, mdReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range resp.(*kmsg.MetadataResponse).Topics {
+		for _, p := range tp.Partitions {
+			if !slices.Equal(p.ISR, []int32{1, 2}) {
+				t.Errorf("partition %d of a topic just created: in-sync %v on the primary, want [1 2]", p.Partition, p.ISR)
+			}
+		}
+	}
+	produceAll(t, cl, []*kgo.Record{{Topic: fresh, Partition: 0, Value: []byte("first")}, {Topic: fresh, Partition: 1, Value: []byte("first")}})
+	// Acknowledged with acks=all: the standby holds both records now.
+	held := 0
+	for _, p := range nodeStatus(t, standby).Partitions {
+		if p.Topic == fresh && p.LogEndOffset >= 1 {
+			held++
+		}
+	}
+	if held != 2 {
+		t.Errorf("right after acks=all acks, the standby holds the record of %d of the 2 new partitions", held)
+	}
+}
+
 // TestStandbyRefusesWhatItCannotFollow: each mistake is one clear line and
 // a refusal to start.
 func TestStandbyRefusesWhatItCannotFollow(t *testing.T) {
