@@ -507,6 +507,7 @@ var workloadFlags = []workloadFlag{
 	{"topic-exact", "use --topic as is (consume mode: read an existing topic)", boolField(func(w *Workload) *bool { return &w.TopicExact })},
 	{"keep-topic", "do not delete the topic after the run", boolField(func(w *Workload) *bool { return &w.KeepTopic })},
 	{"partitions", "partitions of the topic (default 6)", intField(func(w *Workload) *int { return &w.Partitions })},
+	{"replication", "replication factor of the topic (default 1; 2 for Kafka with two brokers, or a sluice pair)", intField(func(w *Workload) *int { return &w.Replication })},
 	{"topic-config", "topic config k=v (repeatable)", func(w *Workload, v string) error {
 		k, val, ok := strings.Cut(v, "=")
 		if !ok {
