@@ -131,7 +131,7 @@
 //	 0        4         6          8          12
 //	+--------+---------+----------+----------+
 //	| "SLPS" | version | reserved | crc32c   |  crc of bytes 12..end
-//	|        | u16 = 1 | u16      | u32      |
+//	|        | u16 = 2 | u16      | u32      |
 //	+--------+---------+----------+----------+------------------+
 //	12                 20                  28                 36
 //	| endOffset int64  | tailBase int64    | tailSize int64    |
@@ -148,6 +148,13 @@
 //	+--------------+-------------+--------------------+-------------------+---------------+
 //	| firstSeq i32 | lastSeq i32 | firstOffset int64  | lastOffset int64  | timestamp i64 |
 //	+--------------+-------------+--------------------+-------------------+---------------+
+//
+// Version 2 (transactions, txn.go) goes on with the open transactions and
+// the aborted ones, the latter in marker order; version 1 files (no
+// transactions) are still read.
+//
+//	| count u32 | count x ( producerId int64 | firstOffset int64 )
+//	| count u32 | count x ( producerId int64 | firstOffset int64 | lastOffset int64 | lastStableOffset int64 )
 //
 // # Recovery
 //

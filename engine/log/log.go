@@ -434,8 +434,12 @@ func (l *Log) append(batches []byte, now time.Time, checkCRC bool) (AppendResult
 		if h.attributes&attrLogAppendTime != 0 {
 			res.LogAppendTime = now.UnixMilli()
 		}
-		if h.producerID >= 0 && h.attributes&attrControl == 0 {
-			l.producers.record(&h)
+		if h.producerID >= 0 {
+			ctl := controlNone
+			if h.attributes&attrControl != 0 {
+				ctl = controlTypeOf(batches[pos:])
+			}
+			l.producers.apply(&h, ctl, l.hw)
 		}
 		pos += int(h.size())
 	}

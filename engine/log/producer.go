@@ -45,10 +45,14 @@ func (e *producerEntry) last() *BatchMeta {
 
 type producerState struct {
 	producers map[int64]*producerEntry
+	// open: the first offset of each producer's open transaction;
+	// aborted: the aborted transactions, in marker order (txn.go).
+	open    map[int64]Offset
+	aborted []AbortedTxn
 }
 
 func newProducerState() producerState {
-	return producerState{producers: map[int64]*producerEntry{}}
+	return producerState{producers: map[int64]*producerEntry{}, open: map[int64]Offset{}}
 }
 
 // CheckProducer validates the next batch of an idempotent producer against
@@ -131,6 +135,9 @@ func (p *producerState) record(h *batchHeader) {
 func (p *producerState) expire(nowMs int64, expiration time.Duration) int {
 	n := 0
 	for pid, e := range p.producers {
+		if _, open := p.open[pid]; open {
+			continue // Kafka never expires a producer in a transaction
+		}
 		if nowMs-e.lastTimestamp >= expiration.Milliseconds() {
 			delete(p.producers, pid)
 			n++
@@ -145,10 +152,12 @@ func (l *Log) ProducerCount() int { return len(l.producers.producers) }
 const (
 	snapshotName        = "producer.snapshot"
 	snapshotMagic       = "SLPS"
-	snapshotVersion     = 1
+	snapshotVersion     = 2 // 2: open and aborted transactions follow the producers
 	snapshotHeaderSize  = 48
 	snapshotEntrySize   = 20
 	snapshotBatchSize   = 32
+	snapshotOpenSize    = 16
+	snapshotAbortedSize = 32
 	snapshotCRCStart    = 12
 	snapshotMaxProducer = 1 << 24 // bound on what a snapshot may claim
 )
@@ -198,6 +207,18 @@ func (l *Log) appendSnapshot(b []byte) []byte {
 			b = binary.BigEndian.AppendUint64(b, uint64(m.Timestamp))
 		}
 	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(l.producers.open)))
+	for pid, first := range l.producers.open {
+		b = binary.BigEndian.AppendUint64(b, uint64(pid))
+		b = binary.BigEndian.AppendUint64(b, uint64(first))
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(l.producers.aborted)))
+	for _, a := range l.producers.aborted {
+		b = binary.BigEndian.AppendUint64(b, uint64(a.ProducerID))
+		b = binary.BigEndian.AppendUint64(b, uint64(a.FirstOffset))
+		b = binary.BigEndian.AppendUint64(b, uint64(a.LastOffset))
+		b = binary.BigEndian.AppendUint64(b, uint64(a.LastStableOffset))
+	}
 	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(b[snapshotCRCStart:], castagnoli))
 	return b
 }
@@ -220,9 +241,11 @@ func (l *Log) readSnapshot() (*snapshot, error) {
 }
 
 func decodeSnapshot(b []byte) (*snapshot, bool) {
-	if len(b) < snapshotHeaderSize || string(b[:4]) != snapshotMagic ||
-		binary.BigEndian.Uint16(b[4:]) != snapshotVersion ||
-		binary.BigEndian.Uint32(b[8:]) != crc32.Checksum(b[snapshotCRCStart:], castagnoli) {
+	if len(b) < snapshotHeaderSize || string(b[:4]) != snapshotMagic {
+		return nil, false
+	}
+	version := binary.BigEndian.Uint16(b[4:])
+	if version < 1 || version > snapshotVersion || binary.BigEndian.Uint32(b[8:]) != crc32.Checksum(b[snapshotCRCStart:], castagnoli) {
 		return nil, false
 	}
 	s := &snapshot{
@@ -260,8 +283,58 @@ func decodeSnapshot(b []byte) (*snapshot, bool) {
 		}
 		s.producers.producers[pid] = e
 	}
+	if version >= 2 {
+		var ok bool
+		if rest, ok = decodeTxnState(rest, &s.producers, s.endOffset); !ok {
+			return nil, false
+		}
+	}
 	if len(rest) != 0 {
 		return nil, false
 	}
 	return s, true
+}
+
+// decodeTxnState decodes a snapshot's open and aborted transactions
+// (version 2) into p and returns what follows them.
+func decodeTxnState(rest []byte, p *producerState, end Offset) ([]byte, bool) {
+	if len(rest) < 4 {
+		return nil, false
+	}
+	count := binary.BigEndian.Uint32(rest)
+	rest = rest[4:]
+	if uint64(count)*snapshotOpenSize > uint64(len(rest)) {
+		return nil, false
+	}
+	for range count {
+		first := Offset(binary.BigEndian.Uint64(rest[8:]))
+		if first >= end {
+			return nil, false
+		}
+		p.open[int64(binary.BigEndian.Uint64(rest))] = first
+		rest = rest[snapshotOpenSize:]
+	}
+	if len(rest) < 4 {
+		return nil, false
+	}
+	count = binary.BigEndian.Uint32(rest)
+	rest = rest[4:]
+	if uint64(count)*snapshotAbortedSize > uint64(len(rest)) {
+		return nil, false
+	}
+	p.aborted = make([]AbortedTxn, 0, count)
+	for range count {
+		a := AbortedTxn{
+			ProducerID:       int64(binary.BigEndian.Uint64(rest)),
+			FirstOffset:      Offset(binary.BigEndian.Uint64(rest[8:])),
+			LastOffset:       Offset(binary.BigEndian.Uint64(rest[16:])),
+			LastStableOffset: Offset(binary.BigEndian.Uint64(rest[24:])),
+		}
+		if a.LastOffset >= end || a.FirstOffset > a.LastOffset || len(p.aborted) > 0 && p.aborted[len(p.aborted)-1].LastOffset >= a.LastOffset {
+			return nil, false
+		}
+		p.aborted = append(p.aborted, a)
+		rest = rest[snapshotAbortedSize:]
+	}
+	return rest, true
 }

@@ -368,8 +368,12 @@ func (l *Log) scanSegment(s *segment, pos int64, expected, producersFrom Offset)
 			break
 		}
 		s.addBatch(&h, pos, interval)
-		if h.producerID >= 0 && h.attributes&attrControl == 0 && h.baseOffset >= producersFrom {
-			l.producers.record(&h)
+		if h.producerID >= 0 && h.baseOffset >= producersFrom {
+			ctl := controlNone
+			if h.attributes&attrControl != 0 {
+				ctl = controlTypeOf(batch)
+			}
+			l.producers.apply(&h, ctl, h.baseOffset)
 		}
 		pos += int64(size)
 		expected = h.lastOffset() + 1
@@ -380,16 +384,22 @@ func (l *Log) scanSegment(s *segment, pos int64, expected, producersFrom Offset)
 // replayProducers feeds the producer state the batches in [from, to),
 // reading headers only.
 func (l *Log) replayProducers(from, to Offset) error {
-	return l.walkHeaders(from, to, func(h *batchHeader) {
-		if h.producerID >= 0 && h.attributes&attrControl == 0 {
-			l.producers.record(h)
+	return l.walkHeaders(from, to, func(h *batchHeader, r io.ReaderAt, pos int64) {
+		if h.producerID < 0 {
+			return
 		}
+		ctl := controlNone
+		if h.attributes&attrControl != 0 {
+			ctl = controlTypeAt(r, pos, h) // markers are rare: one more small read
+		}
+		l.producers.apply(h, ctl, h.baseOffset)
 	})
 }
 
-// walkHeaders calls fn for each batch overlapping [from, to), reading
-// headers only. Segments are walked from their start (replays are rare).
-func (l *Log) walkHeaders(from, to Offset, fn func(*batchHeader)) error {
+// walkHeaders calls fn for each batch overlapping [from, to), with where
+// its header is, reading headers only. Segments are walked from their
+// start (replays are rare).
+func (l *Log) walkHeaders(from, to Offset, fn func(h *batchHeader, r io.ReaderAt, pos int64)) error {
 	for i := max(l.segmentFor(from), 0); i < len(l.segs); i++ {
 		s := l.segs[i]
 		for pos := int64(0); pos < s.size; {
@@ -404,7 +414,7 @@ func (l *Log) walkHeaders(from, to Offset, fn func(*batchHeader)) error {
 				return nil
 			}
 			if h.lastOffset() >= from {
-				fn(&h)
+				fn(&h, l.reader(s), pos)
 			}
 			pos += h.size()
 		}

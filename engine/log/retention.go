@@ -56,6 +56,7 @@ func (l *Log) deleteOldestSegment() error {
 	l.size -= seg.size
 	l.logStart = max(l.logStart, l.segs[0].base)
 	l.hw = max(l.hw, l.logStart)
+	l.producers.dropAbortedBelow(l.logStart)
 	return l.removeSegmentFiles(seg)
 }
 
@@ -75,6 +76,7 @@ func (l *Log) DeleteRecordsBefore(off Offset) error {
 		return nil
 	}
 	l.logStart = off
+	l.producers.dropAbortedBelow(off)
 	for len(l.segs) > 1 && l.segs[1].base <= off {
 		if err := l.deleteOldestSegment(); err != nil {
 			return err
