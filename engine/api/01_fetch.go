@@ -175,9 +175,12 @@ func (c *fetchCall) read() {
 		}
 		c.h.b.Shards[i].Do(func(s *shard.Shard) {
 			for _, fp := range fps {
-				if c.replica {
+				switch {
+				case c.replica:
 					s.ReplicaReadAsync(fp.key, fp.offset, fp.maxBytes, fp)
-				} else {
+				case c.req.IsolationLevel == 1:
+					s.ReadCommittedAsync(fp.key, fp.offset, fp.maxBytes, fp)
+				default:
 					s.ReadAsync(fp.key, fp.offset, fp.maxBytes, true, fp)
 				}
 			}
@@ -334,6 +337,9 @@ func (c *fetchCall) encode() *Response {
 				fp.res.HasData = false
 			}
 			if fp.keep && fp.res.HasData {
+				for _, a := range fp.res.Aborted {
+					slot.AbortedTransactions = append(slot.AbortedTransactions, msg.FetchResponseAbortedTransaction{ProducerId: a.ProducerID, FirstOffset: int64(a.FirstOffset)})
+				}
 				d := fp.res.Data
 				if d.Mem != nil {
 					recs[ti][pi] = fetchwire.Records{Bytes: d.Mem.B} // from the tail cache

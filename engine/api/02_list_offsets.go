@@ -45,11 +45,17 @@ func (h *Handler) listOffsets(rc *request, req *msg.ListOffsetsRequest) *msg.Lis
 				ts := rp.Timestamp
 				wg.Add(1)
 				asked = append(asked, p)
+				committed := req.IsolationLevel == 1 // read_committed: latest is the LSO
 				h.b.ShardOf(t, rp.PartitionIndex).Do(func(s *shard.Shard) {
-					s.ListOffset(k, ts, func(off, found int64, code kerr.Code) {
+					answer := func(off, found int64, code kerr.Code) {
 						p.Offset, p.Timestamp, p.ErrorCode = off, found, int16(code)
 						wg.Done()
-					})
+					}
+					if committed {
+						s.ListOffsetCommitted(k, ts, answer)
+					} else {
+						s.ListOffset(k, ts, answer)
+					}
 				})
 			}
 		}

@@ -44,34 +44,10 @@ func produceFailed(code kerr.Code, msg string) ProduceResult {
 // shard rewrites base offsets (and, for LogAppendTime topics, timestamps) in
 // place.
 func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult)) {
-	p, ok := s.parts[k]
+	p, refused, ok := s.leaderFor(k, acks)
 	if !ok {
-		done(produceFailed(kerr.NotLeaderOrFollower, "partition is not on this broker"))
+		done(refused)
 		return
-	}
-	if err := p.Log.Err(); err != nil {
-		done(produceFailed(kerr.KafkaStorageError, err.Error()))
-		return
-	}
-	if s.standby || s.fenced {
-		done(produceFailed(kerr.NotLeaderOrFollower, "this node is a standby, or handing the primary role over; produce to the primary"))
-		return
-	}
-	if acks == -1 && p.Cfg.MinInsyncReplicas() > p.isrSize() {
-		// Kafka's rule for min.insync.replicas: the standby, if any, is
-		// out of sync.
-		done(produceFailed(kerr.NotEnoughReplicas, fmt.Sprintf("min.insync.replicas=%d but only %d replica is in sync", p.Cfg.MinInsyncReplicas(), p.isrSize())))
-		return
-	}
-	if p.Log.LatestEpoch() < log.Epoch(s.epoch) {
-		// The first write of this primary's epoch in the partition: the
-		// epoch is recorded, durably, before it. Done here rather than at
-		// open or promotion, so that a start with thousands of partitions
-		// writes no epoch file until they are written to.
-		if err := p.Log.BeginEpoch(log.Epoch(s.epoch)); err != nil {
-			done(produceFailed(kerr.KafkaStorageError, err.Error()))
-			return
-		}
 	}
 	now := time.Now()
 	crcOnCopy := s.crcOnCopy(p)
@@ -94,6 +70,12 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 		s.release(p)
 		return
 	}
+	s.appendAndAnswer(p, set, records, now, crcOnCopy, acks, done)
+}
+
+// appendAndAnswer appends a validated set to p and answers done by the
+// acks rule (Produce).
+func (s *Shard) appendAndAnswer(p *Partition, set []byte, records int64, now time.Time, crcOnCopy bool, acks int16, done func(ProduceResult)) {
 	appended, err := s.append(p, set, now, crcOnCopy)
 	if errors.Is(err, log.ErrTailFull) || errors.Is(err, log.ErrTailBusy) {
 		// Nothing in flight could make room: not a storage failure.
@@ -121,7 +103,7 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 	}
 	if errors.Is(err, log.ErrNoDescriptors) {
 		// Nor is a file a roll could not open for want of descriptors.
-		s.cfg.Logger.Warn("append refused: no file descriptor left", "partition", k.Dir(), "err", err)
+		s.cfg.Logger.Warn("append refused: no file descriptor left", "partition", p.Key.Dir(), "err", err)
 		done(produceFailed(kerr.KafkaStorageError, err.Error()))
 		return
 	}
@@ -136,7 +118,7 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 	}
 	p.bytesIn.Add(float64(len(set)))
 	p.recordsIn.Add(float64(records))
-	res = ProduceResult{BaseOffset: int64(appended.BaseOffset), LogAppendTime: -1, LogStartOffset: int64(p.Log.LogStartOffset())}
+	res := ProduceResult{BaseOffset: int64(appended.BaseOffset), LogAppendTime: -1, LogStartOffset: int64(p.Log.LogStartOffset())}
 	if p.Cfg.LogAppendTime() {
 		res.LogAppendTime = now.UnixMilli()
 	}
@@ -165,6 +147,37 @@ func (s *Shard) Produce(k Key, set []byte, acks int16, done func(ProduceResult))
 	}
 	p.advanceHighWatermark()
 	done(res)
+}
+
+// leaderFor returns k's partition if it may take a write with acks now (a
+// primary's, not fenced, enough replicas in sync for acks=all, its epoch
+// begun), or the answer refusing it.
+func (s *Shard) leaderFor(k Key, acks int16) (*Partition, ProduceResult, bool) {
+	p, ok := s.parts[k]
+	if !ok {
+		return nil, produceFailed(kerr.NotLeaderOrFollower, "partition is not on this broker"), false
+	}
+	if err := p.Log.Err(); err != nil {
+		return nil, produceFailed(kerr.KafkaStorageError, err.Error()), false
+	}
+	if s.standby || s.fenced {
+		return nil, produceFailed(kerr.NotLeaderOrFollower, "this node is a standby, or handing the primary role over; produce to the primary"), false
+	}
+	if acks == -1 && p.Cfg.MinInsyncReplicas() > p.isrSize() {
+		// Kafka's rule for min.insync.replicas: the standby, if any, is
+		// out of sync.
+		return nil, produceFailed(kerr.NotEnoughReplicas, fmt.Sprintf("min.insync.replicas=%d but only %d replica is in sync", p.Cfg.MinInsyncReplicas(), p.isrSize())), false
+	}
+	if p.Log.LatestEpoch() < log.Epoch(s.epoch) {
+		// The first write of this primary's epoch in the partition: the
+		// epoch is recorded, durably, before it. Done here rather than at
+		// open or promotion, so that a start with thousands of partitions
+		// writes no epoch file until they are written to.
+		if err := p.Log.BeginEpoch(log.Epoch(s.epoch)); err != nil {
+			return nil, produceFailed(kerr.KafkaStorageError, err.Error()), false
+		}
+	}
+	return p, ProduceResult{}, true
 }
 
 // validate checks every batch as Kafka's LogValidator does for the parts

@@ -18,7 +18,21 @@ type ReadResult struct {
 	LogStartOffset int64
 	Data           log.ReadResult
 	HasData        bool
+	// Aborted: for a read_committed read, the aborted transactions with
+	// records in what Data holds (the reader skips their records).
+	Aborted []log.AbortedTxn
 }
+
+// readMode is whose read it is: a consumer's up to the high watermark
+// (read_uncommitted) or the last stable offset (read_committed), or the
+// standby's up to what this node has written.
+type readMode uint8
+
+const (
+	readUncommitted readMode = iota
+	readCommitted
+	readReplica
+)
 
 // ReadWritten is Read up to what this node has written rather than the
 // high watermark: a standby replays its metadata log to its end, since
@@ -28,7 +42,7 @@ func (s *Shard) ReadWritten(k Key, offset int64, maxBytes int) ReadResult {
 	if !ok {
 		return notLeaderRead
 	}
-	return s.readAs(p, offset, maxBytes, true, true)
+	return s.readAs(p, offset, maxBytes, true, readReplica)
 }
 
 // Read returns the batches from offset on, at most maxBytes unless the first
@@ -56,12 +70,17 @@ type ReadWaiter interface {
 // asynchronously (coldread.go) and w answered once it is in. An answer
 // from memory comes before ReadAsync returns.
 func (s *Shard) ReadAsync(k Key, offset int64, maxBytes int, minOneBatch bool, w ReadWaiter) {
-	s.readTryAs(k, offset, maxBytes, minOneBatch, w, nil, false)
+	s.readTryAs(k, offset, maxBytes, minOneBatch, w, nil, readUncommitted)
 }
 
-// readTryAs reads for a consumer, up to the high watermark, or for the
-// standby (replica), up to the replicable end.
-func (s *Shard) readTryAs(k Key, offset int64, maxBytes int, minOneBatch bool, w ReadWaiter, a *coldRetry, replica bool) {
+// ReadCommittedAsync is ReadAsync for a read_committed consumer: up to the
+// last stable offset, with the aborted transactions in what it returns.
+func (s *Shard) ReadCommittedAsync(k Key, offset int64, maxBytes int, w ReadWaiter) {
+	s.readTryAs(k, offset, maxBytes, true, w, nil, readCommitted)
+}
+
+// readTryAs reads as mode says.
+func (s *Shard) readTryAs(k Key, offset int64, maxBytes int, minOneBatch bool, w ReadWaiter, a *coldRetry, mode readMode) {
 	p, ok := s.parts[k]
 	if !ok {
 		a.end(s)
@@ -69,33 +88,37 @@ func (s *Shard) readTryAs(k Key, offset int64, maxBytes int, minOneBatch bool, w
 		return
 	}
 	var res ReadResult
-	wb := s.noWait(p, a, func() { res = s.readAs(p, offset, maxBytes, minOneBatch, replica) })
+	wb := s.noWait(p, a, func() { res = s.readAs(p, offset, maxBytes, minOneBatch, mode) })
 	if wb != nil {
 		res.Data.Release()
 		if a == nil {
 			a = &coldRetry{}
 		}
-		if s.fetchFor(p, a, wb, func() { s.readTryAs(k, offset, maxBytes, minOneBatch, w, a, replica) }) {
+		if s.fetchFor(p, a, wb, func() { s.readTryAs(k, offset, maxBytes, minOneBatch, w, a, mode) }) {
 			return
 		}
-		res = s.readAs(p, offset, maxBytes, minOneBatch, replica)
+		res = s.readAs(p, offset, maxBytes, minOneBatch, mode)
 	}
 	a.end(s)
 	w.ReadDone(res)
 }
 
 func (s *Shard) read(p *Partition, offset int64, maxBytes int, minOneBatch bool) ReadResult {
-	return s.readAs(p, offset, maxBytes, minOneBatch, false)
+	return s.readAs(p, offset, maxBytes, minOneBatch, readUncommitted)
 }
 
-func (s *Shard) readAs(p *Partition, offset int64, maxBytes int, minOneBatch bool, replica bool) ReadResult {
+func (s *Shard) readAs(p *Partition, offset int64, maxBytes int, minOneBatch bool, mode readMode) ReadResult {
+	lso := p.Log.LastStableOffset()
 	upTo := p.Log.HighWatermark()
-	if replica {
+	switch mode {
+	case readReplica:
 		upTo = p.replicableEnd()
+	case readCommitted:
+		upTo = lso
 	}
 	res := ReadResult{
 		HighWatermark:  int64(p.Log.HighWatermark()),
-		LastStable:     int64(p.Log.HighWatermark()),
+		LastStable:     int64(lso),
 		LogStartOffset: int64(p.Log.LogStartOffset()),
 	}
 	if offset < res.LogStartOffset || offset > int64(p.Log.LogEndOffset()) {
@@ -117,6 +140,8 @@ func (s *Shard) readAs(p *Partition, offset int64, maxBytes int, minOneBatch boo
 		if !res.HasData {
 			data.Release()
 			res.Data = log.ReadResult{}
+		} else if mode == readCommitted {
+			res.Aborted = p.Log.AbortedTxns(nil, log.Offset(offset), log.Offset(data.NextOffset))
 		}
 	}
 	return res
@@ -167,6 +192,16 @@ const (
 // the shard thread, perhaps later: the batch headers and the batch it
 // reads are read without blocking the shard, like a fetch's.
 func (s *Shard) ListOffset(k Key, timestamp int64, done func(offset, ts int64, code kerr.Code)) {
+	s.listTry(k, timestamp, done, nil)
+}
+
+// ListOffsetCommitted is ListOffset for a read_committed client: the
+// latest offset is the last stable offset.
+func (s *Shard) ListOffsetCommitted(k Key, timestamp int64, done func(offset, ts int64, code kerr.Code)) {
+	if p, ok := s.parts[k]; ok && timestamp == LatestTimestamp {
+		done(int64(p.Log.LastStableOffset()), -1, kerr.None)
+		return
+	}
 	s.listTry(k, timestamp, done, nil)
 }
 

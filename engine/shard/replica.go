@@ -113,7 +113,7 @@ func (s *Shard) ReplicaReadAsync(k Key, offset int64, maxBytes int, w ReadWaiter
 	if off := log.Offset(offset); off <= p.Log.LogEndOffset() && offset >= int64(p.Log.LogStartOffset()) {
 		s.followerFetched(p, off, time.Now())
 	}
-	s.readTryAs(k, offset, maxBytes, true, w, nil, true)
+	s.readTryAs(k, offset, maxBytes, true, w, nil, readReplica)
 }
 
 // followerFetched applies one standby fetch at offset off to p's in-sync
