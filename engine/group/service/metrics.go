@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-broker/sluice/engine/group"
 	"github.com/sluice-broker/sluice/engine/shard"
 	"github.com/sluice-broker/sluice/wire/kerr"
 )
@@ -38,13 +39,10 @@ func (l lagCollector) Describe(ch chan<- *prometheus.Desc) {
 // thread, one call per shard for all of its partitions.
 func (l lagCollector) Collect(ch chan<- prometheus.Metric) {
 	s := l.s
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	var offsets []group.CommittedOffset
+	if !s.r.Locked(func() { offsets = s.c.AppendCommittedOffsets(nil) }) {
 		return
 	}
-	offsets := s.c.AppendCommittedOffsets(nil)
-	s.mu.Unlock()
 	if len(offsets) == 0 {
 		return
 	}

@@ -1,12 +1,10 @@
 // Package service runs the group coordinator (engine/group, a pure state
-// machine) on a broker: one mutex serialises every call into it, one timer
-// fires its next deadline (no polling), and its records go to the
-// partitions of the internal topic __consumer_offsets on the broker's
-// shards, appended with acks=all so a commit is answered only after its
-// datasync. At start-up every partition is read back from its log start
-// (the latest snapshot, see engine/group) while requests for its groups
-// are answered COORDINATOR_LOAD_IN_PROGRESS. Consumer-group lag is
-// exported to the broker's Prometheus registry (metrics.go).
+// machine) on a broker with engine/coordinator: its records go to the
+// partitions of the internal topic __consumer_offsets, appended with
+// acks=all so a commit is answered only after its datasync, and they are
+// read back at start-up while requests for the groups of a partition not
+// yet read are answered COORDINATOR_LOAD_IN_PROGRESS. Consumer-group lag
+// is exported to the broker's Prometheus registry (metrics.go).
 package service
 
 import (
@@ -18,44 +16,20 @@ import (
 	"time"
 
 	"github.com/sluice-broker/sluice/engine"
+	"github.com/sluice-broker/sluice/engine/coordinator"
 	"github.com/sluice-broker/sluice/engine/group"
 	"github.com/sluice-broker/sluice/engine/meta"
-	"github.com/sluice-broker/sluice/engine/shard"
-	"github.com/sluice-broker/sluice/wire/compress"
-	"github.com/sluice-broker/sluice/wire/kerr"
-	"github.com/sluice-broker/sluice/wire/records"
 )
 
 // Topic is the internal topic holding group metadata and offsets.
 const Topic = "__consumer_offsets"
 
-// maxBatchBytes bounds one record batch of the coordinator's appends, well
-// under the topic's max.message.bytes; one record larger than that still
-// gets a batch of its own (and fails with MESSAGE_TOO_LARGE past the limit,
-// as in Kafka).
-const maxBatchBytes = 512 << 10
-
-// loadReadBytes is how much of a partition is read at once at start-up.
-const loadReadBytes = 1 << 20
-
 // Service is the group coordinator of one broker.
 type Service struct {
 	b      *engine.Broker
 	logger *slog.Logger
-	topic  *meta.Topic
-
-	mu     sync.Mutex // guards c and the timer
-	c      *group.Coordinator
-	timer  *time.Timer
-	armed  time.Time // the deadline the timer is set for; zero when idle
-	closed bool
-
-	// Completions of appends, run in order by one goroutine under mu.
-	doneMu   sync.Mutex
-	doneFns  []func()
-	doneWake chan struct{}
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	r      *coordinator.Runner
+	c      *group.Coordinator // used under the runner's lock
 
 	catMu   sync.Mutex
 	catSnap *meta.Snapshot
@@ -71,24 +45,18 @@ func Start(b *engine.Broker) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := b.EnsureInternalTopic(Topic, partitions, topicCfg)
-	if err != nil {
-		return nil, fmt.Errorf("creating %s: %w", Topic, err)
-	}
-	cfg.Partitions = int32(len(t.Partitions))
-	s := &Service{b: b, logger: b.Logger, topic: t, doneWake: make(chan struct{}, 1), stop: make(chan struct{})}
+	s := &Service{b: b, logger: b.Logger}
 	cfg.Topics = s.catalog
 	cfg.Logger = b.Logger
-	now := time.Now()
-	s.c = group.New(cfg, s, now)
-	s.timer = time.AfterFunc(time.Hour, s.fire)
-	s.timer.Stop()
-	s.mu.Lock()
-	s.rearm()
-	s.mu.Unlock()
-	s.wg.Add(2)
-	go s.runCompletions()
-	go s.load()
+	r, err := coordinator.Start(b, "group coordinator", Topic, partitions, topicCfg, func(r *coordinator.Runner, n int32, now time.Time) coordinator.Machine {
+		cfg.Partitions = n
+		s.c = group.New(cfg, r, now)
+		return s.c
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.r = r
 	s.unregisterMetrics = s.registerMetrics()
 	b.OnClose(s.Close)
 	return s, nil
@@ -175,161 +143,14 @@ func configFrom(b *engine.Broker) (group.Config, map[string]string, int32, error
 // touches it. Replies fn arranges may run later (from the completion
 // goroutine or the timer), also under the same lock.
 func (s *Service) Do(fn func(c *group.Coordinator, now time.Time)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	fn(s.c, time.Now())
-	s.rearm()
+	s.r.Do(func(now time.Time) { fn(s.c, now) })
 }
 
-// rearm points the timer at the coordinator's next deadline. Call with mu.
-func (s *Service) rearm() {
-	if s.closed {
-		return
-	}
-	next, ok := s.c.NextDeadline()
-	if !ok {
-		if !s.armed.IsZero() {
-			s.timer.Stop()
-			s.armed = time.Time{}
-		}
-		return
-	}
-	if next.Equal(s.armed) {
-		return
-	}
-	s.armed = next
-	s.timer.Reset(max(time.Until(next), 0))
-}
-
-func (s *Service) fire() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
-	s.armed = time.Time{}
-	s.c.Advance(time.Now())
-	s.rearm()
-}
-
-// Close stops the timer and the completion goroutine. Appends still in
-// flight complete into nothing; the shards stop after this.
+// Close stops the coordinator. Appends still in flight complete into
+// nothing; the shards stop after this.
 func (s *Service) Close() {
-	s.mu.Lock()
-	if s.closed {
-		// Closed once already (a demotion, then the broker's shutdown).
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	s.timer.Stop()
-	s.mu.Unlock()
-	s.unregisterMetrics()
-	close(s.stop)
-	s.wg.Wait()
-}
-
-// Append implements group.Log: the records become batches appended with
-// acks=all to the partition's shard; done runs on the completion goroutine.
-func (s *Service) Append(p int32, recs []group.Record, done func(base int64, err error)) {
-	set, err := buildBatches(recs, time.Now().UnixMilli())
-	if err != nil {
-		s.complete(func() { done(-1, err) })
-		return
-	}
-	k := shard.Key{Topic: Topic, Partition: p}
-	s.b.ShardOf(s.topic, p).Do(func(sh *shard.Shard) {
-		sh.Produce(k, set, -1, func(r shard.ProduceResult) {
-			var err error
-			if r.Err != kerr.None {
-				err = kerr.New(r.Err, r.ErrMessage)
-			}
-			s.complete(func() { done(r.BaseOffset, err) })
-		})
-	})
-}
-
-// Trim implements group.Log: a durable snapshot starts at offset, so
-// everything before it can go (DeleteRecords: whole segments are deleted
-// and the new log start is checkpointed).
-func (s *Service) Trim(p int32, offset int64) {
-	k := shard.Key{Topic: Topic, Partition: p}
-	s.b.ShardOf(s.topic, p).Do(func(sh *shard.Shard) {
-		sh.DeleteRecords(k, offset, func(_ int64, code kerr.Code) {
-			if code != kerr.None {
-				s.logger.Warn("trimming __consumer_offsets failed", "partition", p, "offset", offset, "err", code)
-			}
-		})
-	})
-}
-
-// buildBatches encodes records as uncompressed v2 batches of at most
-// maxBatchBytes (one record per batch when a record is larger).
-func buildBatches(recs []group.Record, nowMs int64) ([]byte, error) {
-	var set []byte
-	var batch []records.Record
-	size := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		h := records.Header{PartitionLeaderEpoch: -1, BaseTimestamp: nowMs, ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1}
-		var err error
-		set, err = records.AppendBatch(set, h, batch, compress.None)
-		batch, size = batch[:0], 0
-		return err
-	}
-	for _, r := range recs {
-		n := len(r.Key) + len(r.Value) + 32
-		if size+n > maxBatchBytes {
-			if err := flush(); err != nil {
-				return nil, err
-			}
-		}
-		batch = append(batch, records.Record{OffsetDelta: int32(len(batch)), Key: r.Key, Value: r.Value})
-		size += n
-	}
-	if err := flush(); err != nil {
-		return nil, err
-	}
-	return set, nil
-}
-
-// complete queues a completion for the completion goroutine, which runs
-// them in order under the coordinator's lock. It never blocks: it is
-// called on shard threads.
-func (s *Service) complete(fn func()) {
-	s.doneMu.Lock()
-	s.doneFns = append(s.doneFns, fn)
-	s.doneMu.Unlock()
-	select {
-	case s.doneWake <- struct{}{}:
-	default:
-	}
-}
-
-func (s *Service) runCompletions() {
-	defer s.wg.Done()
-	var fns []func()
-	for {
-		select {
-		case <-s.doneWake:
-		case <-s.stop:
-			return
-		}
-		s.doneMu.Lock()
-		fns, s.doneFns = s.doneFns, fns[:0]
-		s.doneMu.Unlock()
-		if len(fns) == 0 {
-			continue
-		}
-		s.mu.Lock()
-		for i, fn := range fns {
-			fn()
-			fns[i] = nil
-		}
-		s.rearm()
-		s.mu.Unlock()
+	if s.r.Close() {
+		s.unregisterMetrics()
 	}
 }
 
@@ -354,102 +175,4 @@ func (s *Service) catalog() *group.Catalog {
 	}
 	s.catSnap, s.cat = snap, cat
 	return cat
-}
-
-// load reads every partition of __consumer_offsets back into the
-// coordinator, one partition at a time; each serves as soon as it is read.
-func (s *Service) load() {
-	defer s.wg.Done()
-	start := time.Now()
-	total := 0
-	for p := range int32(len(s.topic.Partitions)) {
-		select {
-		case <-s.stop:
-			return
-		default:
-		}
-		recs, err := s.readPartition(p)
-		if err != nil {
-			// Serving the partition without its state would lose commits:
-			// its groups stay COORDINATOR_LOAD_IN_PROGRESS.
-			s.logger.Error("loading __consumer_offsets failed; its groups stay unavailable", "partition", p, "err", err)
-			continue
-		}
-		total += len(recs)
-		s.mu.Lock()
-		s.c.LoadPartition(p, time.Now(), recs)
-		s.rearm()
-		s.mu.Unlock()
-	}
-	s.logger.Info("group coordinator loaded", "partitions", len(s.topic.Partitions), "records", total, "took", time.Since(start).Round(time.Microsecond))
-}
-
-// readAnswer receives a ReadAsync's answer.
-type readAnswer chan shard.ReadResult
-
-func (a readAnswer) ReadDone(r shard.ReadResult) { a <- r }
-
-// readPartition returns the records of a partition from its log start.
-func (s *Service) readPartition(p int32) ([]group.Record, error) {
-	k := shard.Key{Topic: Topic, Partition: p}
-	sh := s.b.ShardOf(s.topic, p)
-	var bounds shard.Offsets
-	sh.Call(func(sh *shard.Shard) { bounds = sh.PartitionOffsets(k) })
-	if bounds.Err != kerr.None {
-		return nil, bounds.Err.Err()
-	}
-	var out []group.Record
-	var scratch []byte
-	next := bounds.LogStartOffset
-	for next < bounds.HighWatermark {
-		// ReadAsync, not Read: the shard reads what is not in memory
-		// through its ring and loads old segments' indexes beside itself,
-		// so loading groups after a restart never stalls its partitions.
-		answer := make(readAnswer, 1)
-		sh.Do(func(sh *shard.Shard) { sh.ReadAsync(k, next, loadReadBytes, true, answer) })
-		rr := <-answer
-		if rr.Err != kerr.None {
-			return nil, fmt.Errorf("reading offset %d: %w", next, rr.Err.Err())
-		}
-		if !rr.HasData {
-			break
-		}
-		buf, err := rr.Data.Bytes()
-		rr.Data.Release()
-		if err != nil {
-			return nil, fmt.Errorf("reading offset %d: %w", next, err)
-		}
-		it := records.NewIter(buf)
-		for {
-			batch, h, ok := it.Next()
-			if !ok {
-				break
-			}
-			if h.Control() {
-				continue
-			}
-			err := records.ForEachRecord(batch, scratch[:0], func(r *records.Record) error {
-				if h.BaseOffset+int64(r.OffsetDelta) < bounds.LogStartOffset {
-					return nil
-				}
-				rec := group.Record{Key: append([]byte(nil), r.Key...)}
-				if r.Value != nil {
-					rec.Value = append([]byte{}, r.Value...)
-				}
-				out = append(out, rec)
-				return nil
-			})
-			if err != nil {
-				return nil, fmt.Errorf("batch at offset %d: %w", h.BaseOffset, err)
-			}
-		}
-		if err := it.Err(); err != nil {
-			return nil, fmt.Errorf("batches at offset %d: %w", next, err)
-		}
-		if int64(rr.Data.NextOffset) <= next {
-			break
-		}
-		next = int64(rr.Data.NextOffset)
-	}
-	return out, nil
 }
