@@ -2,10 +2,13 @@ package api
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/sluice-broker/sluice/engine/shard"
+	"github.com/sluice-broker/sluice/engine/txn"
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
+	"github.com/sluice-broker/sluice/wire/records"
 )
 
 // Produce v3 is Kafka 4's minimum (RecordBatch v2 only); v11 is the newest in
@@ -62,6 +65,7 @@ func (h *Handler) produce(rc *request, req *msg.ProduceRequest) *Response {
 				slot.ErrorMessage = strPtr("cannot append to internal topic " + td.Name)
 			case pd.Records == nil:
 				slot.ErrorCode = int16(kerr.CorruptMessage)
+			case h.txnCheck(req.TransactionalId, pd.Records, td.Name, pd.Index, slot):
 			default:
 				sh := t.Partitions[pd.Index].Shard
 				perShard[sh] = append(perShard[sh], work{shard.Key{Topic: td.Name, Partition: pd.Index}, pd.Records, slot})
@@ -148,4 +152,30 @@ func (c *produceCall) finish() *Response {
 	}
 	c.out.Complete()
 	return c.out
+}
+
+// txnCheck refuses transactional records the producer's transaction does
+// not allow, as Kafka 4 does (KIP-890's verification before the append):
+// a transactional batch needs the request's transactional id
+// (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Kafka's answer without it) and
+// its partition added to the producer's open transaction
+// (INVALID_TXN_STATE), by its current epoch (PRODUCER_FENCED). It reports
+// whether it answered slot.
+func (h *Handler) txnCheck(id *string, set []byte, topic string, partition int32, slot *msg.ProduceResponsePartitionProduceResponse) bool {
+	hd, err := records.ParseHeader(set)
+	if err != nil || !hd.Transactional() || hd.Control() {
+		return false // not transactional, or for validation to refuse
+	}
+	code := kerr.TransactionalIDAuthorizationFailed
+	if id != nil && *id != "" {
+		code = kerr.NotCoordinator
+		h.withTxn(func(c *txn.Coordinator, _ time.Time) {
+			code = c.Verify(*id, hd.ProducerID, hd.ProducerEpoch, txn.TopicPartition{Topic: topic, Partition: partition})
+		})
+	}
+	if code == kerr.None {
+		return false
+	}
+	slot.ErrorCode = int16(code)
+	return true
 }

@@ -6,10 +6,9 @@ import (
 )
 
 // FindCoordinator v1 is Kafka 4's minimum (KIP-896 removed v0); v4+ asks
-// for several keys at once. This broker coordinates every group. It has no
-// transaction coordinator yet, so transactional ids find none, and share
-// groups (key type 2) are not supported, as on a Kafka broker with share
-// groups disabled. Like Kafka 4, v0 is listed in ApiVersions but refused:
+// for several keys at once. The primary coordinates every group and every
+// transactional id; share groups (key type 2) are not supported, as on a
+// Kafka broker with share groups disabled. Like Kafka 4, v0 is listed in ApiVersions but refused:
 // librdkafka enables LZ4 only when it is listed.
 var _ = register(&handler{key: 10, min: 1, max: 6, advertiseMin: new(int16), serve: func(h *Handler, rc *request, body msg.Request) *Response {
 	return respond(rc, h.findCoordinator(rc, body.(*msg.FindCoordinatorRequest)))
@@ -50,13 +49,12 @@ func (h *Handler) coordinatorFor(keyType int8, key string) msg.FindCoordinatorRe
 		return c
 	}
 	switch keyType {
-	case coordinatorGroup:
-	case coordinatorTransaction:
-		return fail(kerr.CoordinatorNotAvailable, "sluice has no transaction coordinator yet")
+	case coordinatorGroup, coordinatorTransaction:
 	default:
 		return fail(kerr.InvalidRequest, "unsupported coordinator key type")
 	}
-	// The primary coordinates every group (a standby sends clients there).
+	// The primary coordinates every group and transactional id (a
+	// standby sends clients there).
 	c.NodeId, c.Host, c.Port = h.primaryNode()
 	if c.NodeId < 0 {
 		return fail(kerr.CoordinatorNotAvailable, "this standby has not reached its primary yet")

@@ -7,25 +7,39 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sluice-broker/sluice/engine/meta"
+	"github.com/sluice-broker/sluice/engine/txn"
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
 )
 
 var _ = register(&handler{key: 22, min: 0, max: 5, serve: func(h *Handler, rc *request, body msg.Request) *Response {
-	return respond(rc, h.initProducerID(body.(*msg.InitProducerIdRequest)))
+	req := body.(*msg.InitProducerIdRequest)
+	if req.TransactionalId != nil && *req.TransactionalId != "" {
+		// A transactional producer: the transaction coordinator gives its
+		// id a producer id and a bumped epoch, fencing older instances.
+		answer := func(pid int64, epoch int16, code kerr.Code) *msg.InitProducerIdResponse {
+			resp := &msg.InitProducerIdResponse{}
+			resp.Default()
+			resp.ProducerId, resp.ProducerEpoch, resp.ErrorCode = pid, epoch, int16(code)
+			return resp
+		}
+		timeout := time.Duration(req.TransactionTimeoutMs) * time.Millisecond
+		return serveTxn(h, rc, func() *msg.InitProducerIdResponse { return answer(-1, -1, kerr.NotCoordinator) },
+			func(c *txn.Coordinator, now time.Time, reply func(*msg.InitProducerIdResponse)) {
+				c.InitProducerID(now, *req.TransactionalId, timeout, req.ProducerId, req.ProducerEpoch, func(pid int64, epoch int16, code kerr.Code) {
+					reply(answer(pid, epoch, code))
+				})
+			})
+	}
+	return respond(rc, h.initProducerID(req))
 }})
 
 func (h *Handler) initProducerID(req *msg.InitProducerIdRequest) *msg.InitProducerIdResponse {
 	var resp msg.InitProducerIdResponse
 	resp.Default()
-	if req.TransactionalId != nil {
-		// Transactions need the transaction coordinator, which sluice does
-		// not have yet; clients find none through FindCoordinator either.
-		resp.ErrorCode = int16(kerr.CoordinatorNotAvailable)
-		return &resp
-	}
 	if h.b.IsStandby() {
 		// Producer ids come from the primary; clients retry this error
 		// (on another node, the primary, as the least loaded one).

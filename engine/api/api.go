@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluice-broker/sluice/engine"
 	"github.com/sluice-broker/sluice/engine/group/service"
+	txnservice "github.com/sluice-broker/sluice/engine/txn/service"
 	"github.com/sluice-broker/sluice/wire"
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
@@ -54,6 +55,9 @@ type Handler struct {
 	// groups is the group coordinator (08-16, 42, 47, 68, 69); nil on a
 	// standby, which runs none.
 	groups atomic.Pointer[service.Service]
+	// txns is the transaction coordinator, started with the group
+	// coordinator.
+	txns atomic.Pointer[txnservice.Service]
 }
 
 const maxAPIKey = 127
@@ -121,12 +125,18 @@ func (h *Handler) Handle(frame []byte, closed <-chan struct{}) *Response {
 
 func closeConnection() *Response { return &Response{Close: true} }
 
+// startGroups starts the coordinators: groups, then transactions.
 func (h *Handler) startGroups() error {
 	g, err := service.Start(h.b)
 	if err != nil {
 		return err
 	}
 	h.groups.Store(g)
+	t, err := txnservice.Start(h.b, h.pids.next)
+	if err != nil {
+		return err
+	}
+	h.txns.Store(t)
 	return nil
 }
 
@@ -147,6 +157,9 @@ func (h *Handler) BecomePrimary(epoch int32) error {
 // BecomeStandby stops the group coordinator (its clients find the new
 // primary's through FindCoordinator).
 func (h *Handler) BecomeStandby() {
+	if t := h.txns.Swap(nil); t != nil {
+		t.Close()
+	}
 	if g := h.groups.Swap(nil); g != nil {
 		g.Close()
 	}

@@ -232,8 +232,8 @@ func TestFindCoordinatorIsThisBroker(t *testing.T) {
 	req := kmsg.NewPtrFindCoordinatorRequest()
 	req.CoordinatorType = 1
 	req.CoordinatorKey = "txn"
-	if resp := call[*kmsg.FindCoordinatorResponse](t, h, req, 3); resp.ErrorCode != 15 {
-		t.Fatalf("transaction coordinator: %+v, want COORDINATOR_NOT_AVAILABLE", resp)
+	if resp := call[*kmsg.FindCoordinatorResponse](t, h, req, 3); resp.ErrorCode != 0 || resp.NodeID != b.Cfg.NodeID {
+		t.Fatalf("transaction coordinator: %+v, want this broker", resp)
 	}
 }
 

@@ -579,8 +579,9 @@ func (c *Coordinator) writeMarkers(t *Txn) {
 	})
 }
 
-// NextDeadline is the earliest time Advance has work to do.
-func (c *Coordinator) NextDeadline() time.Time {
+// NextDeadline is the earliest time Advance has work to do (there is
+// always one: the periodic checks).
+func (c *Coordinator) NextDeadline() (time.Time, bool) {
 	next := c.nextAbortCheck
 	if c.nextExpiryCheck.Before(next) {
 		next = c.nextExpiryCheck
@@ -590,7 +591,7 @@ func (c *Coordinator) NextDeadline() time.Time {
 			next = t.retryAt
 		}
 	}
-	return next
+	return next, true
 }
 
 // Advance does what is due at now: markers written again, transactions
@@ -666,4 +667,14 @@ func contains[T comparable](s []T, v T) bool {
 		}
 	}
 	return false
+}
+
+// ParseState returns the state Kafka names name.
+func ParseState(name string) (State, bool) {
+	for i, n := range stateNames {
+		if n == name {
+			return State(i), true
+		}
+	}
+	return 0, false
 }

@@ -318,7 +318,7 @@ func TestTimedOutTransactionIsAborted(t *testing.T) {
 	if code := r.add("app", a, tp0); code != kerr.None {
 		t.Fatal(code)
 	}
-	if d := r.c.NextDeadline(); !d.Equal(t0.Add(10 * time.Second)) {
+	if d, _ := r.c.NextDeadline(); !d.Equal(t0.Add(10 * time.Second)) {
 		t.Fatalf("next deadline %v", d)
 	}
 	r.now = t0.Add(10 * time.Second)
@@ -347,7 +347,7 @@ func TestMarkersRetried(t *testing.T) {
 	if got := r.state("app"); got.State != PrepareCommit {
 		t.Fatalf("after failed markers: %v", got.State)
 	}
-	if d := r.c.NextDeadline(); !d.Equal(t0.Add(time.Second)) {
+	if d, _ := r.c.NextDeadline(); !d.Equal(t0.Add(time.Second)) {
 		t.Fatalf("retry at %v", d)
 	}
 	r.now = t0.Add(time.Second)

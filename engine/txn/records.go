@@ -6,14 +6,15 @@ import (
 	"sort"
 	"time"
 
+	"github.com/sluice-broker/sluice/engine/group"
 	"github.com/sluice-broker/sluice/wire"
 )
 
 // Record is one key/value pair of the __transaction_state log, in the
-// format of the package documentation. A nil Value is a tombstone.
-type Record struct {
-	Key, Value []byte
-}
+// format of the package documentation. A nil Value is a tombstone. It is
+// engine/group's type, so that one runner (engine/coordinator) carries
+// both coordinators' records.
+type Record = group.Record
 
 const (
 	keyTypeTxn      int16 = 0
