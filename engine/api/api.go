@@ -16,8 +16,10 @@ import (
 	"errors"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/sluice-broker/sluice/engine"
+	"github.com/sluice-broker/sluice/engine/group"
 	"github.com/sluice-broker/sluice/engine/group/service"
 	txnservice "github.com/sluice-broker/sluice/engine/txn/service"
 	"github.com/sluice-broker/sluice/wire"
@@ -132,7 +134,11 @@ func (h *Handler) startGroups() error {
 		return err
 	}
 	h.groups.Store(g)
-	t, err := txnservice.Start(h.b, h.pids.next)
+	t, err := txnservice.Start(h.b, h.pids.next, func(pid int64, commit bool, p int32, done func(error)) {
+		// A transaction's end reaches the group coordinator as its
+		// marker reaches a __consumer_offsets partition in Kafka.
+		g.Do(func(c *group.Coordinator, _ time.Time) { c.CompleteTxn(pid, commit, p, done) })
+	})
 	if err != nil {
 		return err
 	}
@@ -166,7 +172,7 @@ func (h *Handler) BecomeStandby() {
 }
 
 // groupAPIs are the group coordinator's API keys (groups.go).
-var groupAPIs = map[int16]bool{8: true, 9: true, 11: true, 12: true, 13: true, 14: true, 15: true, 16: true, 42: true, 47: true, 68: true, 69: true}
+var groupAPIs = map[int16]bool{8: true, 9: true, 11: true, 12: true, 13: true, 14: true, 15: true, 16: true, 28: true, 42: true, 47: true, 68: true, 69: true}
 
 // frame encodes a whole response frame: size, response header, body.
 func frame(rc *request, m msg.Response) []byte {

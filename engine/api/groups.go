@@ -114,6 +114,8 @@ func notCoordinator(rc *request, body msg.Request) msg.Response {
 		return resp
 	case *msg.ListGroupsRequest:
 		return &msg.ListGroupsResponse{}
+	case *msg.TxnOffsetCommitRequest:
+		return txnOffsetCommitFailed(req, kerr.NotCoordinator)
 	case *msg.DeleteGroupsRequest:
 		resp := &msg.DeleteGroupsResponse{}
 		for _, id := range req.GroupsNames {

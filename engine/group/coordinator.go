@@ -242,12 +242,16 @@ func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 			g.partition = p
 			c.groups[g.id] = g
 			c.restoreTimers(g, now)
-		case keyTypeOffset:
+		case keyTypeOffset, keyTypeTxnOffset:
 			offsets = append(offsets, key)
 		}
 	}
 	for _, key := range offsets {
-		v, err := decodeOffset(ps.live[string(offsetKey(key.group, key.topic, key.partition))])
+		k := offsetKey(key.group, key.topic, key.partition)
+		if key.typ == keyTypeTxnOffset {
+			k = txnOffsetKey(key.group, key.pid, key.topic, key.partition)
+		}
+		v, err := decodeOffset(ps.live[string(k)])
 		if err != nil {
 			c.logger.Warn("skipping an offset record", "partition", p, "group", key.group, "err", err)
 			continue
@@ -259,6 +263,10 @@ func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 			g.partition = p
 			g.stateTime = now
 			c.groups[key.group] = g
+		}
+		if key.typ == keyTypeTxnOffset {
+			g.addTxnOffset(key.pid, topicPartition{key.topic, key.partition}, v)
+			continue
 		}
 		g.offsets[topicPartition{key.topic, key.partition}] = v
 	}

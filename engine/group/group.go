@@ -34,6 +34,9 @@ type Group struct {
 	partition int32 // __consumer_offsets partition
 	kind      groupKind
 	offsets   map[topicPartition]committed
+	// txnOffsets are TxnOffsetCommit's offsets, by producer id, until the
+	// producer's transaction commits (they become offsets) or aborts.
+	txnOffsets map[int64]map[topicPartition]committed
 	// pendingCommits counts offset commits in flight, so retention does
 	// not delete a group whose commit is about to land.
 	pendingCommits int

@@ -170,7 +170,7 @@ func (c *Coordinator) FetchOffsets(rc Request, req *msg.OffsetFetchRequest) *msg
 	resp := &msg.OffsetFetchResponse{}
 	if rc.Version >= 8 {
 		for _, rg := range req.Groups {
-			resp.Groups = append(resp.Groups, c.fetchGroup(rc, rg))
+			resp.Groups = append(resp.Groups, c.fetchGroup(rc, rg, req.RequireStable))
 		}
 		return resp
 	}
@@ -182,7 +182,7 @@ func (c *Coordinator) FetchOffsets(rc Request, req *msg.OffsetFetchRequest) *msg
 			rg.Topics = append(rg.Topics, msg.OffsetFetchRequestTopics{Name: t.Name, PartitionIndexes: t.PartitionIndexes})
 		}
 	}
-	out := c.fetchGroup(rc, rg)
+	out := c.fetchGroup(rc, rg, req.RequireStable && rc.Version >= 7)
 	if rc.Version >= 2 {
 		resp.ErrorCode = out.ErrorCode
 	}
@@ -207,8 +207,10 @@ func (c *Coordinator) FetchOffsets(rc Request, req *msg.OffsetFetchRequest) *msg
 }
 
 // fetchGroup answers one group of an OffsetFetch. A nil Topics asks for
-// every committed offset.
-func (c *Coordinator) fetchGroup(rc Request, rg msg.OffsetFetchRequestGroup) msg.OffsetFetchResponseGroup {
+// every committed offset. With requireStable, a partition with an offset
+// in an open transaction answers UNSTABLE_OFFSET_COMMIT (the client asks
+// again once it completes).
+func (c *Coordinator) fetchGroup(rc Request, rg msg.OffsetFetchRequestGroup, requireStable bool) msg.OffsetFetchResponseGroup {
 	out := msg.OffsetFetchResponseGroup{GroupId: rg.GroupId, Topics: []msg.OffsetFetchResponseTopics{}}
 	code := c.loadingCode(rg.GroupId)
 	if code == kerr.None && !ValidGroupID(rg.GroupId) {
@@ -255,7 +257,11 @@ func (c *Coordinator) fetchGroup(rc Request, rg msg.OffsetFetchRequestGroup) msg
 			if g != nil {
 				v, ok = g.offsets[topicPartition{t.Name, p}]
 			}
-			rt.Partitions = append(rt.Partitions, offsetPartition(p, v, ok))
+			part := offsetPartition(p, v, ok)
+			if requireStable && g != nil && g.unstable(topicPartition{t.Name, p}) {
+				part.ErrorCode = int16(kerr.UnstableOffsetCommit)
+			}
+			rt.Partitions = append(rt.Partitions, part)
 		}
 		out.Topics = append(out.Topics, rt)
 	}

@@ -20,6 +20,8 @@ const (
 	keyTypeGroup  int16 = 1
 	// keyTypeSnapshot marks the start of a snapshot; it holds no state.
 	keyTypeSnapshot int16 = 2
+	// keyTypeTxnOffset is an offset of an open transaction (TxnOffsetCommit).
+	keyTypeTxnOffset int16 = 3
 )
 
 // Value versions written by this code.
@@ -35,6 +37,16 @@ func offsetKey(group, topic string, partition int32) []byte {
 	b := make([]byte, 0, 2+2+len(group)+2+len(topic)+4)
 	b = wire.AppendInt16(b, keyTypeOffset)
 	b = wire.AppendString(b, group)
+	b = wire.AppendString(b, topic)
+	return wire.AppendInt32(b, partition)
+}
+
+// txnOffsetKey is the key of producer pid's transactional offset.
+func txnOffsetKey(group string, pid int64, topic string, partition int32) []byte {
+	b := make([]byte, 0, 2+2+len(group)+8+2+len(topic)+4)
+	b = wire.AppendInt16(b, keyTypeTxnOffset)
+	b = wire.AppendString(b, group)
+	b = wire.AppendInt64(b, pid)
 	b = wire.AppendString(b, topic)
 	return wire.AppendInt32(b, partition)
 }
@@ -60,6 +72,7 @@ type recordKey struct {
 	group     string
 	topic     string
 	partition int32
+	pid       int64 // keyTypeTxnOffset
 }
 
 func parseKey(b []byte) (recordKey, error) {
@@ -72,6 +85,11 @@ func parseKey(b []byte) (recordKey, error) {
 		k.partition = r.Int32()
 	case keyTypeGroup:
 		k.group = r.String()
+	case keyTypeTxnOffset:
+		k.group = r.String()
+		k.pid = r.Int64()
+		k.topic = r.String()
+		k.partition = r.Int32()
 	case keyTypeSnapshot:
 	default:
 		if r.Err() == nil {

@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -217,5 +219,97 @@ func TestTransactionalProduceVerified(t *testing.T) {
 	}
 	if got := readValues(t, b, topic, 1, kgo.ReadUncommitted()); !slices.Equal(got, []string{"in"}) {
 		t.Fatalf("what was appended: %q", got)
+	}
+}
+
+// copyOnce runs a consume-transform-produce session (franz-go's
+// GroupTransactSession: read_committed input, output and offsets in one
+// transaction) until it has copied want records from in to out, or the
+// input is idle for a while; it returns how many it copied.
+func copyOnce(t *testing.T, b *Broker, id, group, in, out string, want int) int {
+	t.Helper()
+	ctx := testContext(t, time.Minute)
+	sess, err := kgo.NewGroupTransactSession(
+		kgo.SeedBrokers(b.Addr), kgo.TransactionalID(id), kgo.ConsumerGroup(group), kgo.ConsumeTopics(in),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(), kgo.FetchMaxWait(200*time.Millisecond), kgo.DefaultProduceTopic(out),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	copied, idle := 0, 0
+	for copied < want && idle < 10 {
+		fs := sess.PollFetches(ctx)
+		if err := fs.Err0(); err != nil && ctx.Err() != nil {
+			t.Fatalf("poll: %v", err)
+		}
+		recs := fs.Records()
+		if len(recs) == 0 {
+			idle++
+			continue
+		}
+		idle = 0
+		if err := sess.Begin(); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			sess.Produce(ctx, &kgo.Record{Value: append([]byte("copy of "), r.Value...)}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					t.Errorf("produce: %v", err)
+				}
+			})
+		}
+		committed, err := sess.End(ctx, kgo.TryCommit)
+		if err != nil {
+			t.Fatalf("end: %v", err)
+		}
+		if committed {
+			copied += len(recs)
+		}
+	}
+	return copied
+}
+
+// Consume-transform-produce, exactly once: the output and the input
+// offsets commit together (AddOffsetsToTxn, TxnOffsetCommit); a second
+// session of the same group starts where the first committed, so nothing
+// is copied twice and nothing is lost.
+func TestConsumeTransformProduceExactlyOnce(t *testing.T) {
+	b := Shared(t)
+	in, out := topicName(t, "in"), topicName(t, "out")
+	createTopic(t, b, in, 2)
+	createTopic(t, b, out, 1)
+	group, id := topicName(t, "group"), topicName(t, "copier")
+	producer := b.Client(t)
+	var recs []*kgo.Record
+	for i := range 300 {
+		recs = append(recs, &kgo.Record{Topic: in, Value: []byte(fmt.Sprintf("r%03d", i))})
+	}
+	produceAll(t, producer, recs[:200])
+	copied := copyOnce(t, b, id, group, in, out, 200)
+	produceAll(t, producer, recs[200:])
+	copied += copyOnce(t, b, id, group, in, out, 100)
+	if copied != 300 {
+		t.Fatalf("copied %d records in committed transactions, want 300", copied)
+	}
+	got := readValues(t, b, out, 300, kgo.ReadCommitted())
+	seen := map[string]int{}
+	for _, v := range got {
+		seen[v]++
+	}
+	for _, r := range recs {
+		if n := seen["copy of "+string(r.Value)]; n != 1 {
+			t.Errorf("%s copied %d times", r.Value, n)
+		}
+	}
+	offsets, err := b.Admin(t).FetchOffsets(testContext(t, 30*time.Second), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int64(0)
+	offsets.Each(func(o kadm.OffsetResponse) { total += o.At })
+	if total != 300 {
+		t.Fatalf("the group's committed offsets sum to %d, want 300", total)
 	}
 }

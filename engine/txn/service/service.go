@@ -26,22 +26,33 @@ const Topic = "__transaction_state"
 
 // Service is the transaction coordinator of one broker.
 type Service struct {
-	b *engine.Broker
-	r *coordinator.Runner
-	c *txn.Coordinator // used under the runner's lock
+	b       *engine.Broker
+	r       *coordinator.Runner
+	c       *txn.Coordinator // used under the runner's lock
+	offsets OffsetsCompleter
 }
 
+// OffsetsCompleter ends producer pid's transaction on partition p of
+// __consumer_offsets (the group coordinator's CompleteTxn): where Kafka
+// writes a marker, which its group coordinator reads, sluice tells its
+// group coordinator directly. done may run on any goroutine.
+type OffsetsCompleter func(pid int64, commit bool, p int32, done func(error))
+
+// groupsTopic is where the group coordinator keeps offsets.
+const groupsTopic = "__consumer_offsets"
+
 // Start creates __transaction_state if needed and starts the coordinator,
-// which hands out producer ids with newProducerID; its partitions load in
-// the background.
-func Start(b *engine.Broker, newProducerID func() (int64, error)) (*Service, error) {
+// which hands out producer ids with newProducerID and completes
+// transactional offset commits with offsets; its partitions load in the
+// background.
+func Start(b *engine.Broker, newProducerID func() (int64, error), offsets OffsetsCompleter) (*Service, error) {
 	cfg, topicCfg, partitions, err := configFrom(b)
 	if err != nil {
 		return nil, err
 	}
 	cfg.NewProducerID = newProducerID
 	cfg.Logger = b.Logger
-	s := &Service{b: b}
+	s := &Service{b: b, offsets: offsets}
 	r, err := coordinator.Start(b, "transaction coordinator", Topic, partitions, topicCfg, func(r *coordinator.Runner, n int32, now time.Time) coordinator.Machine {
 		cfg.Partitions = n
 		s.c = txn.New(cfg, r, s, now)
@@ -143,6 +154,10 @@ func (s *Service) Write(pid int64, epoch int16, commit bool, parts []txn.TopicPa
 	}
 	coordinatorEpoch := s.b.Epoch()
 	for _, p := range parts {
+		if p.Topic == groupsTopic {
+			s.offsets(pid, commit, p.Partition, finish)
+			continue
+		}
 		t, ok := s.b.TopicFor(snap, p.Topic)
 		if !ok || p.Partition < 0 || int(p.Partition) >= len(t.Partitions) {
 			finish(nil)

@@ -1,0 +1,92 @@
+package group
+
+import (
+	"testing"
+
+	"github.com/sluice-broker/sluice/wire/kerr"
+	"github.com/sluice-broker/sluice/wire/msg"
+)
+
+func (h *harness) txnCommit(pid int64, offsets map[int32]int64) *answer[*msg.TxnOffsetCommitResponse] {
+	req := &msg.TxnOffsetCommitRequest{TransactionalId: "app", GroupId: "g", ProducerId: pid, GenerationId: -1}
+	t := msg.TxnOffsetCommitRequestTopic{Name: "t"}
+	for p, off := range offsets {
+		t.Partitions = append(t.Partitions, msg.TxnOffsetCommitRequestPartition{PartitionIndex: p, CommittedOffset: off, CommittedLeaderEpoch: -1})
+	}
+	req.Topics = []msg.TxnOffsetCommitRequestTopic{t}
+	a := &answer[*msg.TxnOffsetCommitResponse]{}
+	h.c.TxnCommitOffsets(h.rc(3), req, a.reply)
+	return a
+}
+
+func (h *harness) completeTxn(pid int64, commit bool) {
+	h.t.Helper()
+	var got error
+	called := false
+	h.c.CompleteTxn(pid, commit, 0, func(err error) { got, called = err, true })
+	h.log.flush()
+	if !called || got != nil {
+		h.t.Fatalf("CompleteTxn(%d, commit %v): called %v, err %v", pid, commit, called, got)
+	}
+}
+
+// stableFetch is OffsetFetch v8 with require_stable for partition p of t.
+func (h *harness) stableFetch(p int32) msg.OffsetFetchResponsePartitions {
+	resp := h.c.FetchOffsets(h.rc(8), &msg.OffsetFetchRequest{RequireStable: true, Groups: []msg.OffsetFetchRequestGroup{{GroupId: "g", MemberEpoch: -1,
+		Topics: []msg.OffsetFetchRequestTopics{{Name: "t", PartitionIndexes: []int32{p}}}}}})
+	return resp.Groups[0].Topics[0].Partitions[0]
+}
+
+// Offsets committed in a transaction reach the group only when it commits;
+// an abort drops them; until then a stable fetch is refused; a reload
+// keeps them pending.
+func TestTransactionalOffsets(t *testing.T) {
+	h := newHarness(t, testConfig())
+	a := h.txnCommit(7, map[int32]int64{0: 10, 1: 20})
+	h.log.flush()
+	for _, p := range a.wait(t, "TxnOffsetCommit").Topics[0].Partitions {
+		if p.ErrorCode != 0 {
+			t.Fatalf("TxnOffsetCommit partition %d: %v", p.PartitionIndex, kerr.Code(p.ErrorCode))
+		}
+	}
+	if got := h.fetched("g"); len(got) != 0 {
+		t.Fatalf("offsets visible before the commit: %+v", got)
+	}
+	if p := h.stableFetch(0); p.ErrorCode != int16(kerr.UnstableOffsetCommit) {
+		t.Fatalf("stable fetch during the transaction: %+v", p)
+	}
+	// A reload keeps them pending.
+	recs := h.log.records(0)
+	c2 := New(h.c.Config(), h.log, h.now)
+	c2.LoadPartition(0, h.now, recs)
+	h.c = c2
+	if p := h.stableFetch(1); p.ErrorCode != int16(kerr.UnstableOffsetCommit) {
+		t.Fatalf("after a reload, stable fetch: %+v", p)
+	}
+	h.completeTxn(7, true)
+	got := h.fetched("g")
+	if got[0].CommittedOffset != 10 || got[1].CommittedOffset != 20 {
+		t.Fatalf("after the commit: %+v", got)
+	}
+	if p := h.stableFetch(0); p.ErrorCode != 0 || p.CommittedOffset != 10 {
+		t.Fatalf("stable fetch after the commit: %+v", p)
+	}
+	h.completeTxn(7, true) // a marker written again: harmless
+
+	h.txnCommit(8, map[int32]int64{0: 99})
+	h.log.flush()
+	h.completeTxn(8, false)
+	if got := h.fetched("g"); got[0].CommittedOffset != 10 {
+		t.Fatalf("after an abort: %+v", got)
+	}
+	// Reloaded from the log, the outcome is the same.
+	c3 := New(h.c.Config(), h.log, h.now)
+	c3.LoadPartition(0, h.now, h.log.records(0))
+	h.c = c3
+	if got := h.fetched("g"); got[0].CommittedOffset != 10 || got[1].CommittedOffset != 20 {
+		t.Fatalf("after a reload: %+v", got)
+	}
+	if p := h.stableFetch(0); p.ErrorCode != 0 {
+		t.Fatalf("a reload brought back a completed transaction's offsets: %+v", p)
+	}
+}
