@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -311,5 +312,48 @@ func TestConsumeTransformProduceExactlyOnce(t *testing.T) {
 	offsets.Each(func(o kadm.OffsetResponse) { total += o.At })
 	if total != 300 {
 		t.Fatalf("the group's committed offsets sum to %d, want 300", total)
+	}
+}
+
+// The Java client's transactions: initTransactions, sendOffsetsToTransaction,
+// an abort then commits, with a read_committed consumer; what it commits is
+// read once by read_committed readers, what it aborted only by
+// read_uncommitted ones, and the group's offsets are the input's end.
+func TestJavaClientTransactions(t *testing.T) {
+	b := Shared(t)
+	java := &javaClient{b: b, classpath: prepareJava(t)}
+	in, out := topicName(t, "jin"), topicName(t, "jout")
+	createTopic(t, b, in, 1)
+	createTopic(t, b, out, 1)
+	var recs []*kgo.Record
+	for i := range 50 {
+		recs = append(recs, &kgo.Record{Topic: in, Value: []byte(fmt.Sprintf("j%02d", i))})
+	}
+	produceAll(t, b.Client(t), recs)
+	group := topicName(t, "jgroup")
+	lines := jsonLines(t, "java txn-copy", java.run(t, "txn-copy", "--in", in, "--out", out, "--group", group, "--id", group+"-txn", "--count", "50"))
+	var res struct{ Copied, Aborted int }
+	if len(lines) != 1 || json.Unmarshal(lines[0], &res) != nil || res.Copied != 50 || res.Aborted == 0 {
+		t.Fatalf("java txn-copy: %s", lines)
+	}
+	committed := readValues(t, b, out, 50, kgo.ReadCommitted())
+	seen := map[string]int{}
+	for _, v := range committed {
+		seen[v]++
+	}
+	for _, r := range recs {
+		if n := seen["java copy of "+string(r.Value)]; n != 1 {
+			t.Errorf("%s: %d committed copies", r.Value, n)
+		}
+	}
+	if all := readValues(t, b, out, 50+res.Aborted, kgo.ReadUncommitted()); len(all) != 50+res.Aborted {
+		t.Fatalf("read_uncommitted read %d records, want the %d committed and %d aborted", len(all), 50, res.Aborted)
+	}
+	offsets, err := b.Admin(t).FetchOffsets(testContext(t, 30*time.Second), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := offsets.Lookup(in, 0); !ok || o.At != 50 {
+		t.Fatalf("the group's committed offset: %+v", o)
 	}
 }

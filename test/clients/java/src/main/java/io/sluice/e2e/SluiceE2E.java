@@ -32,6 +32,7 @@ import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
@@ -82,6 +83,7 @@ public final class SluiceE2E {
                 case "list-offsets": listOffsets(a); break;
                 case "delete-records": deleteRecords(a); break;
                 case "describe-cluster": describeCluster(a); break;
+                case "txn-copy": txnCopy(a); break;
                 default: fail("unknown command " + args[0]);
             }
         } catch (Throwable e) {
@@ -89,6 +91,72 @@ public final class SluiceE2E {
         }
         OUT.flush();
         System.exit(0);
+    }
+
+    // txn-copy --bootstrap B --in IN --out OUT --group G --id TXNID --count N
+    //
+    // Consume-transform-produce with the Java client's transactions: a
+    // read_committed consumer of group G on IN, a producer with
+    // transactional.id TXNID; each poll's records are written to OUT as
+    // "java copy of VALUE" and the consumer's offsets sent to the same
+    // transaction (sendOffsetsToTransaction). The first transaction is
+    // aborted (and the consumer rewound to its committed offsets), the
+    // rest committed, until N records were copied in committed
+    // transactions. Prints {"copied":N,"aborted":K}.
+    static void txnCopy(Args a) throws Exception {
+        Properties c = new Properties();
+        c.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, a.get("bootstrap"));
+        c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        c.put(ConsumerConfig.GROUP_ID_CONFIG, a.get("group"));
+        c.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        c.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        c.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, a.get("bootstrap"));
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, a.get("id"));
+        String out = a.get("out");
+        int want = Integer.parseInt(a.get("count"));
+        int copied = 0, aborted = 0;
+        long deadline = System.currentTimeMillis() + 90_000;
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(c);
+             KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+            producer.initTransactions();
+            consumer.subscribe(Collections.singletonList(a.get("in")));
+            while (copied < want && System.currentTimeMillis() < deadline) {
+                ConsumerRecords<byte[], byte[]> recs = consumer.poll(Duration.ofMillis(500));
+                if (recs.isEmpty()) {
+                    continue;
+                }
+                producer.beginTransaction();
+                Map<TopicPartition, OffsetAndMetadata> offsets = new HashMap<>();
+                for (ConsumerRecord<byte[], byte[]> r : recs) {
+                    byte[] v = ("java copy of " + new String(r.value(), StandardCharsets.UTF_8)).getBytes(StandardCharsets.UTF_8);
+                    producer.send(new ProducerRecord<>(out, v));
+                    offsets.put(new TopicPartition(r.topic(), r.partition()), new OffsetAndMetadata(r.offset() + 1));
+                }
+                producer.sendOffsetsToTransaction(offsets, consumer.groupMetadata());
+                if (aborted == 0) {
+                    producer.abortTransaction();
+                    aborted += recs.count();
+                    Map<TopicPartition, OffsetAndMetadata> committed = consumer.committed(consumer.assignment());
+                    for (TopicPartition tp : consumer.assignment()) {
+                        OffsetAndMetadata om = committed.get(tp);
+                        if (om == null) {
+                            consumer.seekToBeginning(Collections.singletonList(tp));
+                        } else {
+                            consumer.seek(tp, om.offset());
+                        }
+                    }
+                    continue;
+                }
+                producer.commitTransaction();
+                copied += recs.count();
+            }
+        }
+        OUT.println("{\"copied\":" + copied + ",\"aborted\":" + aborted + "}");
     }
 
     // produce-steady --bootstrap B1,B2 --topic T --rate N --seconds S
