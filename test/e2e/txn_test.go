@@ -4,7 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -355,5 +359,58 @@ func TestJavaClientTransactions(t *testing.T) {
 	}
 	if o, ok := offsets.Lookup(in, 0); !ok || o.At != 50 {
 		t.Fatalf("the group's committed offset: %+v", o)
+	}
+}
+
+// kafkaTools returns the classpath of Kafka's command-line tools, cached
+// by .ci/install-deps ($SLUICE_KAFKA_TOOLS, default
+// $SLUICE_CACHE/kafka-tools-4.3.1).
+func kafkaTools(t *testing.T) string {
+	t.Helper()
+	_, err := exec.LookPath("java")
+	requireTool(t, err == nil, "Kafka's command-line tools", "java is not on PATH")
+	dir := os.Getenv("SLUICE_KAFKA_TOOLS")
+	if dir == "" {
+		dir = filepath.Join(cacheRoot(), "kafka-tools-4.3.1")
+	}
+	jars, _ := filepath.Glob(filepath.Join(dir, "kafka-tools-*.jar"))
+	requireTool(t, len(jars) > 0, "Kafka's command-line tools", "no kafka-tools jar in "+dir+" (run .ci/install-deps)")
+	return filepath.Join(dir, "*")
+}
+
+// kafka-transactions.sh (its main class) lists and describes an open
+// transaction.
+func TestKafkaTransactionsTool(t *testing.T) {
+	b := Shared(t)
+	cp := kafkaTools(t)
+	topic := topicName(t, "tool")
+	createTopic(t, b, topic, 1)
+	id := topic + "-producer"
+	cl := b.Client(t, kgo.TransactionalID(id))
+	ctx := testContext(t, time.Minute)
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("open")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	tool := func(args ...string) string {
+		t.Helper()
+		full := append([]string{"-cp", cp, "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+			"org.apache.kafka.tools.TransactionsCommand", "--bootstrap-server", b.Addr}, args...)
+		return string(runCommand(t, time.Minute, "java", full...))
+	}
+	if out := tool("list"); !strings.Contains(out, id) || !strings.Contains(out, "Ongoing") {
+		t.Fatalf("kafka-transactions.sh list does not show %s Ongoing:\n%s", id, out)
+	}
+	out := tool("describe", "--transactional-id", id)
+	if !strings.Contains(out, "Ongoing") || !strings.Contains(out, topic+"-0") {
+		t.Fatalf("kafka-transactions.sh describe:\n%s", out)
+	}
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	if out := tool("describe", "--transactional-id", id); !strings.Contains(out, "CompleteCommit") {
+		t.Fatalf("kafka-transactions.sh describe after the commit:\n%s", out)
 	}
 }
