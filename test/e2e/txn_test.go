@@ -414,3 +414,86 @@ func TestKafkaTransactionsTool(t *testing.T) {
 		t.Fatalf("kafka-transactions.sh describe after the commit:\n%s", out)
 	}
 }
+
+// Transactional producers under a SIGKILL loop: in each round a producer
+// of the same transactional id commits some transactions, aborts others
+// and leaves one open, and the broker is killed. After every restart
+// nothing committed is lost or duplicated, nothing aborted (or left open
+// at the kill) is read by read_committed readers, and the last stable
+// offset reaches the log end once the next instance has fenced the open
+// transaction.
+func TestTransactionsSurviveSIGKILL(t *testing.T) {
+	requireOwnBroker(t, "a broker killed with SIGKILL")
+	b := StartSluice(t, BrokerOptions{})
+	topic := topicName(t, "kill")
+	createTopic(t, b, topic, 2)
+	id := topic + "-producer"
+	var committed, aborted []string
+	const rounds = 4
+	for round := range rounds {
+		cl := b.Client(t, kgo.TransactionalID(id), kgo.TransactionTimeout(time.Minute))
+		for n := range 6 {
+			values := []string{}
+			for i := range 5 {
+				values = append(values, fmt.Sprintf("r%d-t%d-%d", round, n, i))
+			}
+			commit := n%3 != 1
+			txnProduce(t, cl, topic, commit, values...)
+			if commit {
+				committed = append(committed, values...)
+			} else {
+				aborted = append(aborted, values...)
+			}
+		}
+		// One more transaction, produced but never ended: killed open.
+		ctx := testContext(t, 30*time.Second)
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		open := fmt.Sprintf("r%d-open", round)
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte(open)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		aborted = append(aborted, open)
+		cl.Close()
+		b.Kill(t)
+		b.Restart(t)
+		// The next instance of the id fences (aborts) the open
+		// transaction, or the last round's check below does.
+	}
+	fence := b.Client(t, kgo.TransactionalID(id))
+	txnProduce(t, fence, topic, true, "last")
+	committed = append(committed, "last")
+
+	got := readValues(t, b, topic, len(committed), kgo.ReadCommitted())
+	count := map[string]int{}
+	for _, v := range got {
+		count[v]++
+	}
+	for _, v := range committed {
+		if count[v] != 1 {
+			t.Errorf("committed %s read %d times", v, count[v])
+		}
+	}
+	for _, v := range aborted {
+		if count[v] != 0 {
+			t.Errorf("aborted %s read by a read_committed reader", v)
+		}
+	}
+	ctx := testContext(t, 30*time.Second)
+	adm := b.Admin(t)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stable, err := adm.ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends.Each(func(e kadm.ListedOffset) {
+		s, _ := stable.Lookup(e.Topic, e.Partition)
+		if s.Offset != e.Offset {
+			t.Errorf("partition %d: last stable offset %d, log end %d: a transaction is left open", e.Partition, s.Offset, e.Offset)
+		}
+	})
+}
