@@ -175,3 +175,44 @@ func (l *Log) AbortedTxns(dst []AbortedTxn, from, to Offset) []AbortedTxn {
 	}
 	return dst
 }
+
+// ProducerInfo is one producer's state in a partition (DescribeProducers).
+type ProducerInfo struct {
+	ProducerID    int64
+	Epoch         int16
+	LastSequence  int32 // -1 when no batch of the epoch is remembered
+	LastTimestamp int64
+	TxnStart      Offset // first offset of its open transaction, -1 if none
+}
+
+// Producers appends to dst every producer with state in the log, by id.
+func (l *Log) Producers(dst []ProducerInfo) []ProducerInfo {
+	start := len(dst)
+	for pid, e := range l.producers.producers {
+		info := ProducerInfo{ProducerID: pid, Epoch: e.epoch, LastSequence: -1, LastTimestamp: e.lastTimestamp, TxnStart: -1}
+		if e.n > 0 {
+			info.LastSequence = e.last().LastSeq
+		}
+		if first, ok := l.producers.open[pid]; ok {
+			info.TxnStart = first
+		}
+		dst = append(dst, info)
+	}
+	for pid, first := range l.producers.open {
+		if _, ok := l.producers.producers[pid]; !ok {
+			dst = append(dst, ProducerInfo{ProducerID: pid, LastSequence: -1, TxnStart: first})
+		}
+	}
+	slices.SortFunc(dst[start:], func(a, b ProducerInfo) int { return cmpInt64(a.ProducerID, b.ProducerID) })
+	return dst
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

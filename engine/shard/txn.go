@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"time"
 
+	"github.com/sluice-broker/sluice/engine/log"
 	"github.com/sluice-broker/sluice/wire/compress"
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/records"
@@ -48,4 +49,14 @@ func MarkerBatch(pid int64, epoch int16, commit bool, coordinatorEpoch int32, ti
 		Attributes: records.AttrControl | records.AttrTransactional,
 	}
 	return records.AppendBatch(nil, h, []records.Record{{Key: key, Value: value}}, compress.None)
+}
+
+// Producers returns the producers with state in k (DescribeProducers);
+// ok false when the partition is not here.
+func (s *Shard) Producers(k Key) (infos []log.ProducerInfo, ok bool) {
+	p, ok := s.parts[k]
+	if !ok {
+		return nil, false
+	}
+	return p.Log.Producers(nil), true
 }

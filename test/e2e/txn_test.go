@@ -407,6 +407,25 @@ func TestKafkaTransactionsTool(t *testing.T) {
 	if !strings.Contains(out, "Ongoing") || !strings.Contains(out, topic+"-0") {
 		t.Fatalf("kafka-transactions.sh describe:\n%s", out)
 	}
+	// describe-producers: the producer, its open transaction from offset 0.
+	pid, _, err := cl.ProducerID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = tool("describe-producers", "--topic", topic, "--partition", "0")
+	found := false
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[0] == fmt.Sprint(pid) {
+			found = true
+			if f[len(f)-1] != "0" {
+				t.Errorf("describe-producers: the open transaction starts at %s, want 0:\n%s", f[len(f)-1], out)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("describe-producers does not list producer %d:\n%s", pid, out)
+	}
 	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		t.Fatal(err)
 	}
