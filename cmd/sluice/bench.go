@@ -28,6 +28,7 @@ usage:
   sluice bench compare [flags] [WORKLOAD-FILE...]   (sluice bench compare -h lists them)
   sluice bench report RESULT.json...                 tables from saved results
   sluice bench failover --bootstrap A,B --kill-pid PID [flags]
+  sluice bench txn --bootstrap HOST:PORT [flags]   transactional producers: commits/s and EndTxn latency
                                                      acks=all at a fixed rate, the leader killed mid-run
 
 Each subcommand's -h lists its flags.
@@ -55,6 +56,8 @@ func benchMain(args []string) error {
 		return benchReport(args[1:])
 	case "failover":
 		return benchFailover(ctx, args[1:])
+	case "txn":
+		return benchTxn(ctx, args[1:])
 	case "-h", "--help", "help":
 		fmt.Print(benchUsage)
 		return nil
@@ -401,6 +404,45 @@ func benchFailover(ctx context.Context, args []string) error {
 	}
 	if res.Lost > 0 {
 		return fmt.Errorf("bench failover: %d acknowledged records lost", res.Lost)
+	}
+	return nil
+}
+
+// benchTxn is the transactions scenario (bench/txn.go).
+func benchTxn(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench txn", flag.ContinueOnError)
+	bootstrap := fs.String("bootstrap", "127.0.0.1:9092", "broker address host:port")
+	producers := fs.Int("producers", 4, "transactional producers, one transactional id each")
+	txnRecords := fs.Int("txn-records", 100, "records per transaction")
+	recordBytes := fs.Int("record-bytes", 1024, "record value size")
+	partitions := fs.Int("partitions", 6, "partitions of the topic")
+	duration := fs.Duration("duration", 20*time.Second, "measured time")
+	warmup := fs.Duration("warmup", 3*time.Second, "time before measuring")
+	topic := fs.String("topic", "", "topic to create (default bench-txn-TIME)")
+	jsonOut := fs.String("json", "", "write the result as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *topic == "" {
+		*topic = fmt.Sprintf("bench-txn-%d", time.Now().Unix())
+	}
+	res, err := bench.RunTxn(ctx, bench.TxnConfig{
+		Bootstrap: strings.Split(*bootstrap, ","), Topic: *topic, Partitions: *partitions, Producers: *producers,
+		TxnRecords: *txnRecords, RecordBytes: *recordBytes, Duration: *duration, Warmup: *warmup,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Print(res.Table())
+	if *jsonOut != "" {
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(*jsonOut, b, 0o644)
 	}
 	return nil
 }

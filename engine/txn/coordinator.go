@@ -56,6 +56,37 @@ type Txn struct {
 	pending bool
 	// retryAt: its markers failed; written again then.
 	retryAt time.Time
+	// parked: requests that came while its markers were being written
+	// (the producer's next transaction right after EndTxn), run once it
+	// completes.
+	parked []parkedRequest
+}
+
+// parkedRequest is a request waiting for a transaction to complete: run
+// serves it then; busy answers it CONCURRENT_TRANSACTIONS if the
+// completion fails (its markers are retried later).
+type parkedRequest struct{ run, busy func() }
+
+// completing reports whether t's markers are being written: a request now
+// is served once they are, rather than answered CONCURRENT_TRANSACTIONS.
+// Kafka answers it so and the client retries after a backoff (20 ms and
+// more); a sluice marker costs a datasync, so without this every
+// transaction after the first would wait out that backoff.
+func (t *Txn) completing() bool {
+	return t.pending && (t.State == PrepareCommit || t.State == PrepareAbort)
+}
+
+// unpark runs (ok) or refuses the requests parked on t.
+func (t *Txn) unpark(ok bool) {
+	parked := t.parked
+	t.parked = nil
+	for _, p := range parked {
+		if ok {
+			p.run()
+		} else {
+			p.busy()
+		}
+	}
 }
 
 // Config holds the coordinator's settings, under their Kafka broker names.
@@ -435,6 +466,15 @@ func (c *Coordinator) check(id string, pid int64, epoch int16) (*Txn, kerr.Code)
 func (c *Coordinator) AddPartitions(now time.Time, id string, pid int64, epoch int16, parts []TopicPartition, reply func(kerr.Code)) {
 	c.tick(now)
 	t, code := c.check(id, pid, epoch)
+	if code == kerr.ConcurrentTransactions {
+		if busy := c.txns[id]; busy.completing() {
+			busy.parked = append(busy.parked, parkedRequest{
+				run:  func() { c.AddPartitions(c.now, id, pid, epoch, parts, reply) },
+				busy: func() { reply(kerr.ConcurrentTransactions) },
+			})
+			return
+		}
+	}
 	if code != kerr.None {
 		reply(code)
 		return
@@ -561,6 +601,7 @@ func (c *Coordinator) writeMarkers(t *Txn) {
 		if err != nil {
 			c.logger.Warn("transaction markers not all written; trying again", "transactional_id", t.ID, "err", err)
 			t.retryAt = c.now.Add(c.cfg.MarkerRetry)
+			t.unpark(false)
 			return
 		}
 		next := t.clone()
@@ -572,9 +613,11 @@ func (c *Coordinator) writeMarkers(t *Txn) {
 		c.persist(t, next, func(err error) {
 			if err != nil {
 				t.retryAt = c.now.Add(c.cfg.MarkerRetry) // the markers again, then this
+				t.unpark(false)
 				return
 			}
 			t.adopt(next)
+			t.unpark(true)
 		})
 	})
 }

@@ -175,9 +175,10 @@ func TestCommitAndAbort(t *testing.T) {
 	if got := r.state("app"); got.State != PrepareCommit {
 		t.Fatalf("after EndTxn: %v, want PrepareCommit until the markers are written", got.State)
 	}
-	// While the markers are written the id is busy.
-	if code := r.add("app", a, tp0); code != kerr.ConcurrentTransactions {
-		t.Fatalf("AddPartitions while completing: %v", code)
+	// While the markers are written the id is busy (AddPartitions waits:
+	// TestNextTransactionWaitsForTheMarkers).
+	if code := r.end("app", a, true); code != kerr.ConcurrentTransactions {
+		t.Fatalf("EndTxn again while completing: %v", code)
 	}
 	w := r.markers.complete(t, nil)
 	if !w.commit || w.pid != a.pid || w.epoch != a.epoch || !slices.Equal(w.parts, []TopicPartition{off, tp0, tp1}) {
@@ -450,4 +451,35 @@ func FuzzDecodeTxn(f *testing.F) {
 			t.Fatalf("encode, decode, encode changed the value:\n%x\n%x", enc, again)
 		}
 	})
+}
+
+// The producer's next transaction, begun right after EndTxn while the
+// markers are written, is served once they are, not refused.
+func TestNextTransactionWaitsForTheMarkers(t *testing.T) {
+	r := newRig(t)
+	a := r.init("app", time.Minute, -1, -1)
+	r.add("app", a, tp0)
+	r.end("app", a, true)
+	var got *kerr.Code
+	r.c.AddPartitions(r.now, "app", a.pid, a.epoch, []TopicPartition{tp1}, func(c kerr.Code) { got = &c })
+	r.log.flush()
+	if got != nil {
+		t.Fatalf("answered %v while the markers are written", *got)
+	}
+	r.markers.complete(t, nil)
+	r.log.flush()
+	if got == nil || *got != kerr.None {
+		t.Fatalf("after the markers: %v", got)
+	}
+	if st := r.state("app"); st.State != Ongoing || len(st.Partitions) != 1 {
+		t.Fatalf("the next transaction: %+v", st)
+	}
+	// Markers that fail: the parked request is refused, the client retries.
+	r.end("app", a, false)
+	got = nil
+	r.c.AddPartitions(r.now, "app", a.pid, a.epoch, []TopicPartition{tp0}, func(c kerr.Code) { got = &c })
+	r.markers.complete(t, kerr.New(kerr.NotLeaderOrFollower, "moved"))
+	if got == nil || *got != kerr.ConcurrentTransactions {
+		t.Fatalf("after failed markers: %v", got)
+	}
 }
