@@ -159,19 +159,44 @@ func (c *produceCall) finish() *Response {
 // a transactional batch needs the request's transactional id
 // (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Kafka's answer without it) and
 // its partition added to the producer's open transaction
-// (INVALID_TXN_STATE), by its current epoch (PRODUCER_FENCED). It reports
-// whether it answered slot.
+// (INVALID_TXN_STATE), by its current epoch (PRODUCER_FENCED). What the
+// check cannot tell now (the coordinator loading, or changing the
+// transaction) answers NOT_ENOUGH_REPLICAS, the retriable code Kafka maps
+// those to. Transactional records come one batch to a partition, as Kafka
+// requires (INVALID_RECORD otherwise). A standby skips the check: its
+// shards refuse the produce with NOT_LEADER_OR_FOLLOWER, which sends the
+// client to the primary. It reports whether it answered slot.
 func (h *Handler) txnCheck(id *string, set []byte, topic string, partition int32, slot *msg.ProduceResponsePartitionProduceResponse) bool {
-	hd, err := records.ParseHeader(set)
-	if err != nil || !hd.Transactional() || hd.Control() {
+	if h.b.IsStandby() {
+		return false
+	}
+	var hd records.Header
+	transactional, batches := false, 0
+	for it := records.NewIter(set); ; batches++ {
+		_, bh, ok := it.Next()
+		if !ok {
+			break
+		}
+		if bh.Transactional() && !bh.Control() && !transactional {
+			hd, transactional = bh, true
+		}
+	}
+	if !transactional {
 		return false // not transactional, or for validation to refuse
 	}
 	code := kerr.TransactionalIDAuthorizationFailed
-	if id != nil && *id != "" {
+	switch {
+	case batches > 1:
+		code = kerr.InvalidRecord
+	case id != nil && *id != "":
 		code = kerr.NotCoordinator
 		h.withTxn(func(c *txn.Coordinator, _ time.Time) {
 			code = c.Verify(*id, hd.ProducerID, hd.ProducerEpoch, txn.TopicPartition{Topic: topic, Partition: partition})
 		})
+		switch code {
+		case kerr.NotCoordinator, kerr.CoordinatorLoadInProgress, kerr.CoordinatorNotAvailable, kerr.ConcurrentTransactions:
+			code = kerr.NotEnoughReplicas
+		}
 	}
 	if code == kerr.None {
 		return false

@@ -3,6 +3,7 @@ package group
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"io"
 	"log/slog"
@@ -114,8 +115,12 @@ type Coordinator struct {
 	log    Log
 	logger *slog.Logger
 	groups map[string]*Group
-	timers timers
-	parts  []*partitionState
+	// txnFence: per producer id, the highest epoch a transaction of it
+	// was completed with here; offsets committed in transactions by an
+	// older epoch are a fenced producer's and are refused.
+	txnFence map[int64]int16
+	timers   timers
+	parts    []*partitionState
 }
 
 // partitionState is the coordinator's view of one __consumer_offsets
@@ -167,7 +172,7 @@ func New(cfg Config, log Log, now time.Time) *Coordinator {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Coordinator{cfg: cfg, log: log, logger: cfg.Logger, groups: map[string]*Group{}}
+	c := &Coordinator{cfg: cfg, log: log, logger: cfg.Logger, groups: map[string]*Group{}, txnFence: map[int64]int16{}}
 	for range cfg.Partitions {
 		c.parts = append(c.parts, &partitionState{live: map[string][]byte{}})
 	}
@@ -251,7 +256,14 @@ func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 		if key.typ == keyTypeTxnOffset {
 			k = txnOffsetKey(key.group, key.pid, key.topic, key.partition)
 		}
-		v, err := decodeOffset(ps.live[string(k)])
+		value := ps.live[string(k)]
+		epoch := int16(-1)
+		if key.typ == keyTypeTxnOffset && len(value) >= 2 {
+			// A transactional offset's value ends with its producer epoch.
+			epoch = int16(binary.BigEndian.Uint16(value[len(value)-2:]))
+			value = value[:len(value)-2]
+		}
+		v, err := decodeOffset(value)
 		if err != nil {
 			c.logger.Warn("skipping an offset record", "partition", p, "group", key.group, "err", err)
 			continue
@@ -265,7 +277,7 @@ func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 			c.groups[key.group] = g
 		}
 		if key.typ == keyTypeTxnOffset {
-			g.addTxnOffset(key.pid, topicPartition{key.topic, key.partition}, v)
+			g.addTxnOffset(key.pid, topicPartition{key.topic, key.partition}, txnOffset{v, epoch})
 			continue
 		}
 		g.offsets[topicPartition{key.topic, key.partition}] = v

@@ -1,6 +1,7 @@
 package group
 
 import (
+	"encoding/binary"
 	"errors"
 	"sort"
 
@@ -9,22 +10,44 @@ import (
 )
 
 // Offsets committed in transactions (TxnOffsetCommit): each is recorded
-// durably under its producer id (key type 3) and becomes the group's
-// committed offset only when the transaction coordinator completes the
-// producer's transaction with a commit (CompleteTxn); an abort drops it.
-// Until then an OffsetFetch with require_stable gets UNSTABLE_OFFSET_COMMIT
-// for the partition, as in Kafka.
+// durably under its producer id (key type 3; the value is an offset value
+// followed by the producer epoch, int16) and becomes the group's committed
+// offset only when the transaction coordinator completes the producer's
+// transaction with a commit (CompleteTxn) of the same epoch; an abort, or
+// a commit of a later epoch, drops it. Until then an OffsetFetch with
+// require_stable gets UNSTABLE_OFFSET_COMMIT for the partition, as in
+// Kafka. A completion fences older epochs of its producer (Kafka's marker
+// raises the producer epoch in __consumer_offsets): a fenced producer's
+// TxnOffsetCommit is refused PRODUCER_FENCED, also when its write was
+// already under way, and then its records are tombstoned.
 
-func (g *Group) addTxnOffset(pid int64, tp topicPartition, v committed) {
+// txnOffset is an offset committed in a transaction, with its producer
+// epoch.
+type txnOffset struct {
+	v     committed
+	epoch int16
+}
+
+func encodeTxnOffset(o txnOffset) []byte {
+	return binary.BigEndian.AppendUint16(encodeOffset(o.v), uint16(o.epoch))
+}
+
+func (g *Group) addTxnOffset(pid int64, tp topicPartition, o txnOffset) {
 	if g.txnOffsets == nil {
-		g.txnOffsets = map[int64]map[topicPartition]committed{}
+		g.txnOffsets = map[int64]map[topicPartition]txnOffset{}
 	}
 	m := g.txnOffsets[pid]
 	if m == nil {
-		m = map[topicPartition]committed{}
+		m = map[topicPartition]txnOffset{}
 		g.txnOffsets[pid] = m
 	}
-	m[tp] = v
+	m[tp] = o
+}
+
+// fenced reports whether a transaction of pid at epoch was completed past.
+func (c *Coordinator) fenced(pid int64, epoch int16) bool {
+	f, ok := c.txnFence[pid]
+	return ok && epoch < f
 }
 
 // unstable reports whether an open transaction holds an offset of tp.
@@ -70,6 +93,10 @@ func (c *Coordinator) TxnCommitOffsets(rc Request, req *msg.TxnOffsetCommitReque
 		failAll(kerr.InvalidGroupID)
 		return
 	}
+	if c.fenced(req.ProducerId, req.ProducerEpoch) {
+		failAll(kerr.ProducerFenced)
+		return
+	}
 	// The member checks of OffsetCommit, on the same fields.
 	as := &msg.OffsetCommitRequest{GroupId: req.GroupId, GenerationIdOrMemberEpoch: req.GenerationId, MemberId: req.MemberId, GroupInstanceId: req.GroupInstanceId}
 	g := c.group(req.GroupId)
@@ -93,8 +120,10 @@ func (c *Coordinator) TxnCommitOffsets(rc Request, req *msg.TxnOffsetCommitReque
 	catalog := c.cfg.Topics()
 	now := rc.Now.UnixMilli()
 	type write struct {
-		tp topicPartition
-		v  committed
+		tp    topicPartition
+		o     txnOffset
+		key   []byte
+		value []byte
 	}
 	var recs []Record
 	var writes []write
@@ -114,10 +143,11 @@ func (c *Coordinator) TxnCommitOffsets(rc Request, req *msg.TxnOffsetCommitReque
 				if metadata == nil {
 					metadata = strPtr("")
 				}
-				v := committed{offset: p.CommittedOffset, leaderEpoch: p.CommittedLeaderEpoch, metadata: metadata, commitTime: now, expireTime: -1}
+				o := txnOffset{committed{offset: p.CommittedOffset, leaderEpoch: p.CommittedLeaderEpoch, metadata: metadata, commitTime: now, expireTime: -1}, req.ProducerEpoch}
 				tp := topicPartition{t.Name, p.PartitionIndex}
-				recs = append(recs, Record{Key: txnOffsetKey(g.id, req.ProducerId, tp.topic, tp.partition), Value: encodeOffset(v)})
-				writes = append(writes, write{tp, v})
+				w := write{tp: tp, o: o, key: txnOffsetKey(g.id, req.ProducerId, tp.topic, tp.partition), value: encodeTxnOffset(o)}
+				recs = append(recs, Record{Key: w.key, Value: w.value})
+				writes = append(writes, w)
 			}
 		}
 	}
@@ -132,9 +162,25 @@ func (c *Coordinator) TxnCommitOffsets(rc Request, req *msg.TxnOffsetCommitReque
 			failAll(commitError(err))
 			return
 		}
+		if c.fenced(req.ProducerId, req.ProducerEpoch) {
+			// Fenced while the write was under way: drop what it wrote
+			// (unless a newer write replaced it since).
+			var drop []Record
+			ps := c.parts[g.partition]
+			for _, w := range writes {
+				if cur, ok := ps.live[string(w.key)]; ok && sameSlice(cur, w.value) {
+					drop = append(drop, Record{Key: w.key})
+				}
+			}
+			if len(drop) > 0 {
+				c.write(g.partition, drop, nil)
+			}
+			failAll(kerr.ProducerFenced)
+			return
+		}
 		if !g.dead {
 			for _, w := range writes {
-				g.addTxnOffset(req.ProducerId, w.tp, w.v)
+				g.addTxnOffset(req.ProducerId, w.tp, w.o)
 			}
 		}
 		reply(resp)
@@ -145,12 +191,13 @@ func (c *Coordinator) TxnCommitOffsets(rc Request, req *msg.TxnOffsetCommitReque
 // transaction coordinator writes its markers again later.
 var errNotLoaded = errors.New("group: __consumer_offsets partition still loading")
 
-// CompleteTxn completes producer pid's transaction on partition p of
-// __consumer_offsets, as its transaction marker does in Kafka: with a
-// commit its transactional offsets become the groups' committed offsets,
-// with an abort they are dropped. done runs once that is durable (at once
+// CompleteTxn completes producer pid's transaction of epoch on partition p
+// of __consumer_offsets, as its transaction marker does in Kafka: with a
+// commit its transactional offsets of that epoch become the groups'
+// committed offsets; with an abort, and for older epochs (a fenced
+// producer's), they are dropped. done runs once that is durable (at once
 // when the producer has none there). Completing twice is harmless.
-func (c *Coordinator) CompleteTxn(pid int64, commit bool, p int32, done func(error)) {
+func (c *Coordinator) CompleteTxn(pid int64, epoch int16, commit bool, p int32, done func(error)) {
 	if p < 0 || int(p) >= len(c.parts) {
 		done(nil)
 		return
@@ -158,6 +205,9 @@ func (c *Coordinator) CompleteTxn(pid int64, commit bool, p int32, done func(err
 	if !c.parts[p].loaded {
 		done(errNotLoaded)
 		return
+	}
+	if f, ok := c.txnFence[pid]; !ok || epoch > f {
+		c.txnFence[pid] = epoch
 	}
 	var groups []*Group
 	for _, g := range c.groups {
@@ -173,8 +223,8 @@ func (c *Coordinator) CompleteTxn(pid int64, commit bool, p int32, done func(err
 	var recs []Record
 	for _, g := range groups {
 		for _, tp := range sortedTopicPartitions(g.txnOffsets[pid]) {
-			if commit {
-				recs = append(recs, Record{Key: offsetKey(g.id, tp.topic, tp.partition), Value: encodeOffset(g.txnOffsets[pid][tp])})
+			if o := g.txnOffsets[pid][tp]; commit && o.epoch == epoch {
+				recs = append(recs, Record{Key: offsetKey(g.id, tp.topic, tp.partition), Value: encodeOffset(o.v)})
 			}
 		}
 	}
@@ -192,8 +242,10 @@ func (c *Coordinator) CompleteTxn(pid int64, commit bool, p int32, done func(err
 		}
 		for _, g := range groups {
 			if commit && !g.dead {
-				for tp, v := range g.txnOffsets[pid] {
-					g.offsets[tp] = v
+				for tp, o := range g.txnOffsets[pid] {
+					if o.epoch == epoch {
+						g.offsets[tp] = o.v
+					}
 				}
 			}
 			delete(g.txnOffsets, pid)
@@ -202,7 +254,7 @@ func (c *Coordinator) CompleteTxn(pid int64, commit bool, p int32, done func(err
 	})
 }
 
-func sortedTopicPartitions(m map[topicPartition]committed) []topicPartition {
+func sortedTopicPartitions(m map[topicPartition]txnOffset) []topicPartition {
 	out := make([]topicPartition, 0, len(m))
 	for tp := range m {
 		out = append(out, tp)

@@ -23,7 +23,7 @@ func (h *harness) completeTxn(pid int64, commit bool) {
 	h.t.Helper()
 	var got error
 	called := false
-	h.c.CompleteTxn(pid, commit, 0, func(err error) { got, called = err, true })
+	h.c.CompleteTxn(pid, 0, commit, 0, func(err error) { got, called = err, true })
 	h.log.flush()
 	if !called || got != nil {
 		h.t.Fatalf("CompleteTxn(%d, commit %v): called %v, err %v", pid, commit, called, got)
@@ -88,5 +88,51 @@ func TestTransactionalOffsets(t *testing.T) {
 	}
 	if p := h.stableFetch(0); p.ErrorCode != 0 {
 		t.Fatalf("a reload brought back a completed transaction's offsets: %+v", p)
+	}
+}
+
+// A completion fences older epochs of its producer: a zombie's
+// TxnOffsetCommit is refused, also one whose write was under way, and its
+// offsets never reach the group.
+func TestTransactionalOffsetsOfAFencedProducer(t *testing.T) {
+	h := newHarness(t, testConfig())
+	zombie := h.txnCommit(7, map[int32]int64{0: 10}) // epoch 0, write in flight
+	done := false
+	h.c.CompleteTxn(7, 1, false, 0, func(err error) { done = err == nil }) // fencing abort, epoch 1
+	h.log.flush()
+	if !done {
+		t.Fatal("the fencing completion did not finish")
+	}
+	if p := zombie.wait(t, "the zombie's commit").Topics[0].Partitions[0]; p.ErrorCode != int16(kerr.ProducerFenced) {
+		t.Fatalf("a commit fenced while its write was under way: %v", kerr.Code(p.ErrorCode))
+	}
+	late := h.txnCommit(7, map[int32]int64{1: 20})
+	h.log.flush()
+	if p := late.wait(t, "a late commit").Topics[0].Partitions[0]; p.ErrorCode != int16(kerr.ProducerFenced) {
+		t.Fatalf("a commit of a fenced epoch: %v", kerr.Code(p.ErrorCode))
+	}
+	if p := h.stableFetch(0); p.ErrorCode != 0 {
+		t.Fatalf("the zombie's offsets are pending: %+v", p)
+	}
+	// The new instance's transaction (epoch 1) commits its own only.
+	req := &msg.TxnOffsetCommitRequest{TransactionalId: "app", GroupId: "g", ProducerId: 7, ProducerEpoch: 1, GenerationId: -1,
+		Topics: []msg.TxnOffsetCommitRequestTopic{{Name: "t", Partitions: []msg.TxnOffsetCommitRequestPartition{{PartitionIndex: 2, CommittedOffset: 30, CommittedLeaderEpoch: -1}}}}}
+	a := &answer[*msg.TxnOffsetCommitResponse]{}
+	h.c.TxnCommitOffsets(h.rc(3), req, a.reply)
+	h.log.flush()
+	h.c.CompleteTxn(7, 1, true, 0, func(error) {})
+	h.log.flush()
+	got := h.fetched("g")
+	if len(got) != 1 || got[2].CommittedOffset != 30 {
+		t.Fatalf("committed offsets %+v: want only partition 2's, from epoch 1", got)
+	}
+	// Reloaded: no pending offset left behind.
+	c2 := New(h.c.Config(), h.log, h.now)
+	c2.LoadPartition(0, h.now, h.log.records(0))
+	h.c = c2
+	for p := range int32(3) {
+		if f := h.stableFetch(p); f.ErrorCode != 0 {
+			t.Fatalf("after a reload, partition %d: %+v", p, f)
+		}
 	}
 }

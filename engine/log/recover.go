@@ -384,16 +384,21 @@ func (l *Log) scanSegment(s *segment, pos int64, expected, producersFrom Offset)
 // replayProducers feeds the producer state the batches in [from, to),
 // reading headers only.
 func (l *Log) replayProducers(from, to Offset) error {
-	return l.walkHeaders(from, to, func(h *batchHeader, r io.ReaderAt, pos int64) {
-		if h.producerID < 0 {
+	var readErr error
+	err := l.walkHeaders(from, to, func(h *batchHeader, r io.ReaderAt, pos int64) {
+		if h.producerID < 0 || readErr != nil {
 			return
 		}
 		ctl := controlNone
 		if h.attributes&attrControl != 0 {
-			ctl = controlTypeAt(r, pos, h) // markers are rare: one more small read
+			ctl, readErr = controlTypeAt(r, pos, h) // markers are rare: one more small read
 		}
 		l.producers.apply(h, ctl, h.baseOffset)
 	})
+	if err == nil {
+		err = readErr
+	}
+	return err
 }
 
 // walkHeaders calls fn for each batch overlapping [from, to), with where

@@ -84,14 +84,18 @@ func controlTypeOf(batch []byte) int16 {
 }
 
 // controlTypeAt reads the control type of the control batch whose header
-// is at pos of r.
-func controlTypeAt(r io.ReaderAt, pos int64, h *batchHeader) int16 {
+// is at pos of r. A failed read is an error, never "not a marker": that
+// would close a transaction as if committed.
+func controlTypeAt(r io.ReaderAt, pos int64, h *batchHeader) (int16, error) {
 	var buf [batchHeaderSize + 32]byte
 	n := min(int64(len(buf)), h.size())
-	if k, err := r.ReadAt(buf[:n], pos); int64(k) < n && err != nil {
-		return controlNone
+	if k, err := r.ReadAt(buf[:n], pos); int64(k) < n {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return controlNone, err
 	}
-	return controlTypeOf(buf[:n])
+	return controlTypeOf(buf[:n]), nil
 }
 
 // apply adds an appended or replayed batch to the state: idempotence for
@@ -110,9 +114,19 @@ func (p *producerState) apply(h *batchHeader, ctl int16, hw Offset) {
 		}
 		return
 	}
+	if ctl != ControlAbort && ctl != ControlCommit {
+		return // a control type this code does not know: Kafka ignores it
+	}
 	// A marker: it ends the producer's open transaction, if any, and
-	// carries the producer's epoch (bumped by the coordinator, KIP-890).
-	if e := p.producers[h.producerID]; e != nil && h.producerEpoch > e.epoch {
+	// carries the producer's epoch, which it raises here even where the
+	// producer has no state yet, as Kafka's appendEndTxnMarker does: a
+	// fenced producer's batch that arrives after the marker is refused
+	// (INVALID_PRODUCER_EPOCH) rather than opening a transaction nothing
+	// would close.
+	switch e := p.producers[h.producerID]; {
+	case e == nil:
+		p.producers[h.producerID] = &producerEntry{epoch: h.producerEpoch, lastTimestamp: h.maxTimestamp}
+	case h.producerEpoch > e.epoch:
 		e.epoch, e.head, e.n = h.producerEpoch, 0, 0
 	}
 	first, open := p.open[h.producerID]

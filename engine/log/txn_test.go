@@ -265,3 +265,23 @@ func FuzzControlTypeOf(f *testing.F) {
 		controlTypeOf(b)
 	})
 }
+
+// A marker raises its producer's epoch even in a partition where the
+// producer has no state: a fenced producer's batch that comes after it is
+// refused instead of opening a transaction nothing would close. A control
+// batch of an unknown type changes nothing.
+func TestMarkerFencesAnOlderEpoch(t *testing.T) {
+	forEachFS(t, func(t *testing.T, c fsCase) {
+		l := mustOpen(t, c.fs, c.dir, Config{SegmentBytes: 1 << 20}, Checkpoint{})
+		appendHW(t, l, marker(t, 9, 1, ControlAbort)) // the fencing abort, epoch 1
+		if _, err := l.CheckProducer(9, 0, 0, 0); !errors.Is(err, ErrInvalidProducerEpoch) {
+			t.Fatalf("a batch of epoch 0 after a marker of epoch 1: %v", err)
+		}
+		appendHW(t, l, txnBatch(3, 0, 0, 1))
+		appendHW(t, l, marker(t, 3, 0, 7)) // type 7: unknown
+		if _, open := l.OpenTransaction(3); !open {
+			t.Fatal("a control batch of an unknown type closed a transaction")
+		}
+		l.closeFiles()
+	})
+}

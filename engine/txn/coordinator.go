@@ -401,8 +401,16 @@ func (c *Coordinator) InitProducerID(now time.Time, id string, timeout time.Dura
 		return
 	}
 	if producerID >= 0 && (producerID != t.ProducerID || epoch != t.Epoch) {
-		// KIP-360: the client's id and epoch must be the current ones (a
-		// retry after an epoch bump it did not see is fenced).
+		// KIP-360: the client's id and epoch must be the current ones,
+		// unless this is a retry of the bump that made them current (its
+		// answer was lost): then the current ones are the answer, as in
+		// Kafka's prepareIncrementProducerEpoch.
+		retry := t.LastEpoch >= 0 && (producerID == t.ProducerID && epoch == t.LastEpoch ||
+			producerID == t.LastProducerID && epoch == t.LastEpoch && t.LastProducerID != t.ProducerID)
+		if retry && (t.State == Empty || t.State == CompleteCommit || t.State == CompleteAbort) {
+			reply(t.ProducerID, t.Epoch, kerr.None)
+			return
+		}
 		fail(kerr.ProducerFenced)
 		return
 	}
@@ -419,6 +427,9 @@ func (c *Coordinator) InitProducerID(now time.Time, id string, timeout time.Dura
 	}
 	next := t.clone()
 	next.LastProducerID, next.LastEpoch = t.ProducerID, t.Epoch
+	if producerID < 0 {
+		next.LastEpoch = -1 // a new instance: nothing to recognise a retry by (Kafka's rule)
+	}
 	if t.Epoch >= math.MaxInt16-1 {
 		// The epoch would run out: a new producer id (Kafka's rule).
 		pid, err := c.cfg.NewProducerID()
@@ -518,12 +529,12 @@ func (c *Coordinator) AddPartitions(now time.Time, id string, pid int64, epoch i
 // Verify answers whether partition p is in the producer's open transaction
 // (KIP-890's check before a transactional produce is appended):
 // INVALID_TXN_STATE if it is not.
+//
+// While the transaction is being changed (a partition added, its end or a
+// fencing abort written) it answers CONCURRENT_TRANSACTIONS: retriable,
+// and never a pass for a producer an abort in flight is about to fence.
 func (c *Coordinator) Verify(id string, pid int64, epoch int16, p TopicPartition) kerr.Code {
 	t, code := c.check(id, pid, epoch)
-	if code == kerr.ConcurrentTransactions {
-		// Being changed: what matters is whether p is in it.
-		t, code = c.txns[id], kerr.None
-	}
 	if code != kerr.None {
 		return code
 	}

@@ -32,11 +32,11 @@ type Service struct {
 	offsets OffsetsCompleter
 }
 
-// OffsetsCompleter ends producer pid's transaction on partition p of
-// __consumer_offsets (the group coordinator's CompleteTxn): where Kafka
+// OffsetsCompleter ends producer pid's transaction of epoch on partition p
+// of __consumer_offsets (the group coordinator's CompleteTxn): where Kafka
 // writes a marker, which its group coordinator reads, sluice tells its
 // group coordinator directly. done may run on any goroutine.
-type OffsetsCompleter func(pid int64, commit bool, p int32, done func(error))
+type OffsetsCompleter func(pid int64, epoch int16, commit bool, p int32, done func(error))
 
 // groupsTopic is where the group coordinator keeps offsets.
 const groupsTopic = "__consumer_offsets"
@@ -155,7 +155,7 @@ func (s *Service) Write(pid int64, epoch int16, commit bool, parts []txn.TopicPa
 	coordinatorEpoch := s.b.Epoch()
 	for _, p := range parts {
 		if p.Topic == groupsTopic {
-			s.offsets(pid, commit, p.Partition, finish)
+			s.offsets(pid, epoch, commit, p.Partition, finish)
 			continue
 		}
 		t, ok := s.b.TopicFor(snap, p.Topic)
