@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"sort"
 	"time"
 
 	"github.com/sluice-broker/sluice/wire/kerr"
@@ -126,15 +125,9 @@ type Coordinator struct {
 // partitionState is the coordinator's view of one __consumer_offsets
 // partition: whether it is loaded, and its live (compacted) records.
 type partitionState struct {
-	loaded        bool
-	live          map[string][]byte // key -> latest value; what compaction would keep
-	liveBytes     int
-	sinceSnapshot int // bytes appended since the last snapshot began
-	snapshotting  bool
+	loaded bool
+	*LiveLog
 }
-
-// recordOverhead approximates a record's framing in a batch.
-const recordOverhead = 16
 
 // New returns a coordinator whose partitions are all still loading.
 func New(cfg Config, log Log, now time.Time) *Coordinator {
@@ -174,7 +167,7 @@ func New(cfg Config, log Log, now time.Time) *Coordinator {
 	}
 	c := &Coordinator{cfg: cfg, log: log, logger: cfg.Logger, groups: map[string]*Group{}, txnFence: map[int64]int16{}}
 	for range cfg.Partitions {
-		c.parts = append(c.parts, &partitionState{live: map[string][]byte{}})
+		c.parts = append(c.parts, &partitionState{LiveLog: NewLiveLog()})
 	}
 	c.timers.set(timerKey{kind: timerOffsetExpiry}, now.Add(cfg.OffsetsRetentionCheck))
 	return c
@@ -215,21 +208,10 @@ func (c *Coordinator) allLoaded() bool {
 // restored from the log get a full session from now.
 func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 	ps := c.parts[p]
-	marker := snapshotMarkerKey()
-	for _, r := range recs {
-		if bytes.Equal(r.Key, marker) {
-			continue
-		}
-		ps.apply(string(r.Key), r.Value)
-	}
-	ps.sinceSnapshot = ps.liveBytes // a snapshot is due once as much again is appended
+	ps.Load(recs, snapshotMarkerKey())
 	// Groups first: offsets of a group attach to it whatever order the
 	// records came in.
-	keys := make([]string, 0, len(ps.live))
-	for k := range ps.live {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := ps.SortedKeys()
 	var offsets []recordKey
 	for _, k := range keys {
 		key, err := parseKey([]byte(k))
@@ -239,7 +221,7 @@ func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 		}
 		switch key.typ {
 		case keyTypeGroup:
-			g, err := decodeGroup(key.group, ps.live[k])
+			g, err := decodeGroup(key.group, ps.Live[k])
 			if err != nil {
 				c.logger.Warn("skipping a group record", "partition", p, "group", key.group, "err", err)
 				continue
@@ -256,7 +238,7 @@ func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 		if key.typ == keyTypeTxnOffset {
 			k = txnOffsetKey(key.group, key.pid, key.topic, key.partition)
 		}
-		value := ps.live[string(k)]
+		value := ps.Live[string(k)]
 		epoch := int16(-1)
 		if key.typ == keyTypeTxnOffset && len(value) >= 2 {
 			// A transactional offset's value ends with its producer epoch.
@@ -283,98 +265,22 @@ func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 		g.offsets[topicPartition{key.topic, key.partition}] = v
 	}
 	ps.loaded = true
-	c.logger.Info("group coordinator partition loaded", "partition", p, "records", len(recs), "live", len(ps.live))
-}
-
-// apply records a key's latest value (nil deletes) in the live set.
-func (ps *partitionState) apply(key string, value []byte) {
-	if old, ok := ps.live[key]; ok {
-		ps.liveBytes -= len(key) + len(old) + recordOverhead
-		delete(ps.live, key)
-	}
-	if value != nil {
-		ps.live[key] = value
-		ps.liveBytes += len(key) + len(value) + recordOverhead
-	}
+	c.logger.Info("group coordinator partition loaded", "partition", p, "records", len(recs), "live", len(ps.Live))
 }
 
 // write appends recs to partition p and calls done once they are durable
-// (err nil) or failed. The live set changes at once: a snapshot taken
-// before done runs must repeat these records.
+// (err nil) or failed (LiveLog.Write), then snapshots the partition if one
+// is due.
 func (c *Coordinator) write(p int32, recs []Record, done func(err error)) {
-	ps := c.parts[p]
-	type undo struct {
-		key  string
-		prev []byte
-		had  bool
-	}
-	undos := make([]undo, 0, len(recs))
-	for _, r := range recs {
-		key := string(r.Key)
-		prev, had := ps.live[key]
-		undos = append(undos, undo{key, prev, had})
-		ps.apply(key, r.Value)
-		ps.sinceSnapshot += len(r.Key) + len(r.Value) + recordOverhead
-	}
-	c.log.Append(p, recs, func(_ int64, err error) {
-		if err != nil {
-			// What was refused (a record too large, a failed disk) must
-			// not come back in a snapshot: undo what no later write
-			// changed since.
-			for i := len(undos) - 1; i >= 0; i-- {
-				u, r := undos[i], recs[i]
-				cur, ok := ps.live[u.key]
-				if ok != (r.Value != nil) || ok && !sameSlice(cur, r.Value) {
-					continue
-				}
-				if u.had {
-					ps.apply(u.key, u.prev)
-				} else {
-					ps.apply(u.key, nil)
-				}
-			}
-		}
-		if done != nil {
-			done(err)
-		}
-	})
-	c.maybeSnapshot(p)
+	c.parts[p].Write(c.log, p, recs, done)
+	c.parts[p].MaybeSnapshot(c.log, p, c.cfg.SnapshotMinBytes, func(n int) Record {
+		return Record{Key: snapshotMarkerKey(), Value: snapshotMarkerValue(n)}
+	}, c.logger)
 }
 
 // sameSlice reports whether a and b are the same bytes in memory.
 func sameSlice(a, b []byte) bool {
 	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
-}
-
-// maybeSnapshot rewrites partition p's live records once the log has grown
-// past both SnapshotMinBytes and the live set since the last snapshot.
-func (c *Coordinator) maybeSnapshot(p int32) {
-	ps := c.parts[p]
-	if ps.snapshotting || ps.sinceSnapshot < c.cfg.SnapshotMinBytes || ps.sinceSnapshot < ps.liveBytes {
-		return
-	}
-	keys := make([]string, 0, len(ps.live))
-	for k := range ps.live {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	// The marker comes first, so the snapshot starts at a record even when
-	// nothing is live (the log then holds only tombstones to drop).
-	recs := make([]Record, 0, len(keys)+1)
-	recs = append(recs, Record{Key: snapshotMarkerKey(), Value: snapshotMarkerValue(len(keys))})
-	for _, k := range keys {
-		recs = append(recs, Record{Key: []byte(k), Value: ps.live[k]})
-	}
-	ps.snapshotting = true
-	ps.sinceSnapshot = 0
-	c.log.Append(p, recs, func(base int64, err error) {
-		ps.snapshotting = false
-		if err != nil {
-			c.logger.Warn("group coordinator snapshot failed", "partition", p, "err", err)
-			return
-		}
-		c.log.Trim(p, base)
-	})
 }
 
 // appendError maps a failed append to the code Kafka answers for group

@@ -36,38 +36,16 @@ func (c *Coordinator) CommitOffsets(rc Request, req *msg.OffsetCommitRequest, re
 		}
 		reply(resp)
 	}
-	if code := c.loadingCode(req.GroupId); code != kerr.None {
-		failAll(code)
-		return
+	notFound := kerr.IllegalGeneration
+	if rc.Version >= commitGroupNotFound {
+		notFound = kerr.GroupIDNotFound
 	}
-	if !ValidGroupID(req.GroupId) {
-		failAll(kerr.InvalidGroupID)
-		return
-	}
-	g := c.group(req.GroupId)
-	if g == nil {
-		if req.GenerationIdOrMemberEpoch >= 0 {
-			if rc.Version >= commitGroupNotFound {
-				failAll(kerr.GroupIDNotFound)
-			} else {
-				failAll(kerr.IllegalGeneration)
-			}
-			return
-		}
-		// A commit outside group management creates a simple group.
-		g = c.addGroup(req.GroupId, kindClassic, rc.Now)
-	}
-	var code kerr.Code
-	if g.kind == kindConsumer {
-		code = c.validateConsumerCommit(g, req, rc.Version)
-	} else {
-		code = g.classic.validateOffsetCommit(req)
-		if code == kerr.None && req.GenerationIdOrMemberEpoch >= 0 {
-			if m := g.classic.members[req.MemberId]; m != nil &&
-				(g.classic.state == stateStable || g.classic.state == statePreparingRebalance) {
-				// A commit keeps a classic member's session alive.
-				c.timers.set(timerKey{kind: timerHeartbeat, group: g.id, member: m.id}, rc.Now.Add(m.sessionTimeout))
-			}
+	g, code := c.groupForCommit(rc, req, rc.Version, notFound)
+	if code == kerr.None && g.kind == kindClassic && req.GenerationIdOrMemberEpoch >= 0 {
+		if m := g.classic.members[req.MemberId]; m != nil &&
+			(g.classic.state == stateStable || g.classic.state == statePreparingRebalance) {
+			// A commit keeps a classic member's session alive.
+			c.timers.set(timerKey{kind: timerHeartbeat, group: g.id, member: m.id}, rc.Now.Add(m.sessionTimeout))
 		}
 	}
 	if code != kerr.None {
@@ -134,6 +112,31 @@ func (c *Coordinator) CommitOffsets(rc Request, req *msg.OffsetCommitRequest, re
 		}
 		reply(resp)
 	})
+}
+
+// groupForCommit finds the group an offset commit goes to (creating a
+// simple group for a commit outside group management) and checks the
+// committing member: OffsetCommit's rules, which TxnOffsetCommit shares.
+// version selects the member rules (KIP-848's from commitModernProtocol);
+// notFound answers a generation given for a group that does not exist.
+func (c *Coordinator) groupForCommit(rc Request, req *msg.OffsetCommitRequest, version int16, notFound kerr.Code) (*Group, kerr.Code) {
+	if code := c.loadingCode(req.GroupId); code != kerr.None {
+		return nil, code
+	}
+	if !ValidGroupID(req.GroupId) {
+		return nil, kerr.InvalidGroupID
+	}
+	g := c.group(req.GroupId)
+	if g == nil {
+		if req.GenerationIdOrMemberEpoch >= 0 {
+			return nil, notFound
+		}
+		g = c.addGroup(req.GroupId, kindClassic, rc.Now)
+	}
+	if g.kind == kindConsumer {
+		return g, c.validateConsumerCommit(g, req, version)
+	}
+	return g, g.classic.validateOffsetCommit(req)
 }
 
 func catalogTopic(cat *Catalog, name string) *Topic {

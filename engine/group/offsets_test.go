@@ -297,7 +297,7 @@ func TestRefusedWriteLeavesNoTrace(t *testing.T) {
 	cfg.SnapshotMinBytes = 1
 	h := newHarness(t, cfg)
 	ids, gen := stableGroup(t, h, 1)
-	before := h.c.parts[0].live[string(groupKey("g"))]
+	before := h.c.parts[0].Live[string(groupKey("g"))]
 	h.log.failAll = kerr.New(kerr.MessageTooLarge, "too large")
 	h.join(joinOpts{member: ids[0], protocols: []msg.JoinGroupRequestProtocol{{Name: "range", Metadata: make([]byte, 100)}}})
 	h.settle()
@@ -306,7 +306,7 @@ func TestRefusedWriteLeavesNoTrace(t *testing.T) {
 	if r := s.wait(t, "sync"); kerr.Code(r.ErrorCode) != kerr.UnknownServerError {
 		t.Fatalf("sync of a refused group record: %v", kerr.Code(r.ErrorCode))
 	}
-	if after := h.c.parts[0].live[string(groupKey("g"))]; !sameBytes(after, before) {
+	if after := h.c.parts[0].Live[string(groupKey("g"))]; !sameBytes(after, before) {
 		t.Fatal("the refused group record must not stay in the live set")
 	}
 }

@@ -85,34 +85,13 @@ func (c *Coordinator) TxnCommitOffsets(rc Request, req *msg.TxnOffsetCommitReque
 		}
 		reply(resp)
 	}
-	if code := c.loadingCode(req.GroupId); code != kerr.None {
-		failAll(code)
-		return
-	}
-	if !ValidGroupID(req.GroupId) {
-		failAll(kerr.InvalidGroupID)
-		return
-	}
 	if c.fenced(req.ProducerId, req.ProducerEpoch) {
 		failAll(kerr.ProducerFenced)
 		return
 	}
-	// The member checks of OffsetCommit, on the same fields.
+	// OffsetCommit's group and member checks, on the same fields.
 	as := &msg.OffsetCommitRequest{GroupId: req.GroupId, GenerationIdOrMemberEpoch: req.GenerationId, MemberId: req.MemberId, GroupInstanceId: req.GroupInstanceId}
-	g := c.group(req.GroupId)
-	if g == nil {
-		if req.GenerationId >= 0 {
-			failAll(kerr.IllegalGeneration)
-			return
-		}
-		g = c.addGroup(req.GroupId, kindClassic, rc.Now)
-	}
-	var code kerr.Code
-	if g.kind == kindConsumer {
-		code = c.validateConsumerCommit(g, as, commitModernProtocol)
-	} else {
-		code = g.classic.validateOffsetCommit(as)
-	}
+	g, code := c.groupForCommit(rc, as, commitModernProtocol, kerr.IllegalGeneration)
 	if code != kerr.None {
 		failAll(code)
 		return
@@ -168,7 +147,7 @@ func (c *Coordinator) TxnCommitOffsets(rc Request, req *msg.TxnOffsetCommitReque
 			var drop []Record
 			ps := c.parts[g.partition]
 			for _, w := range writes {
-				if cur, ok := ps.live[string(w.key)]; ok && sameSlice(cur, w.value) {
+				if cur, ok := ps.Live[string(w.key)]; ok && sameSlice(cur, w.value) {
 					drop = append(drop, Record{Key: w.key})
 				}
 			}

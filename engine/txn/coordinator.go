@@ -1,7 +1,6 @@
 package txn
 
 import (
-	"bytes"
 	"log/slog"
 	"math"
 	"sort"
@@ -121,12 +120,9 @@ func DefaultConfig() Config {
 }
 
 // Log is where the coordinator's records go: the partitions of
-// __transaction_state. As group.Log: done runs later, through the owner,
-// in the order of the appends to p.
-type Log interface {
-	Append(p int32, recs []Record, done func(base int64, err error))
-	Trim(p int32, offset int64)
-}
+// __transaction_state. It is group.Log: done runs later, through the
+// owner, in the order of the appends to p.
+type Log = group.Log
 
 // Markers writes transaction markers: a commit or abort marker of pid at
 // epoch to every partition in parts, each acknowledged by the acks=all
@@ -152,14 +148,9 @@ type Coordinator struct {
 // partState is one __transaction_state partition: loaded, and its live
 // records (what compaction would keep).
 type partState struct {
-	loaded        bool
-	live          map[string][]byte
-	liveBytes     int
-	sinceSnapshot int
-	snapshotting  bool
+	loaded bool
+	*group.LiveLog
 }
-
-const recordOverhead = 16
 
 // New returns a coordinator whose partitions are all still loading.
 func New(cfg Config, log Log, markers Markers, now time.Time) *Coordinator {
@@ -184,7 +175,7 @@ func New(cfg Config, log Log, markers Markers, now time.Time) *Coordinator {
 	}
 	c := &Coordinator{cfg: cfg, log: log, markers: markers, logger: cfg.Logger, txns: map[string]*Txn{}, now: now}
 	for range cfg.Partitions {
-		c.parts = append(c.parts, &partState{live: map[string][]byte{}})
+		c.parts = append(c.parts, &partState{LiveLog: group.NewLiveLog()})
 	}
 	c.nextAbortCheck = now.Add(cfg.AbortCheck)
 	c.nextExpiryCheck = now.Add(cfg.IDExpirationCheck)
@@ -212,19 +203,8 @@ func (c *Coordinator) tick(now time.Time) {
 func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 	c.tick(now)
 	ps := c.parts[p]
-	marker := snapshotMarkerKey()
-	for _, r := range recs {
-		if bytes.Equal(r.Key, marker) {
-			continue
-		}
-		ps.apply(string(r.Key), r.Value)
-	}
-	ps.sinceSnapshot = ps.liveBytes
-	keys := make([]string, 0, len(ps.live))
-	for k := range ps.live {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	ps.Load(recs, snapshotMarkerKey())
+	keys := ps.SortedKeys()
 	for _, k := range keys {
 		id, ok, err := parseKey([]byte(k))
 		if err != nil || !ok {
@@ -233,7 +213,7 @@ func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 			}
 			continue
 		}
-		t, err := decodeTxn(id, ps.live[k])
+		t, err := decodeTxn(id, ps.Live[k])
 		if err != nil {
 			c.logger.Warn("skipping a transaction record", "partition", p, "transactional_id", id, "err", err)
 			continue
@@ -247,79 +227,26 @@ func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 			c.writeMarkers(t)
 		}
 	}
-	c.logger.Info("transaction coordinator partition loaded", "partition", p, "records", len(recs), "live", len(ps.live))
-}
-
-func (ps *partState) apply(key string, value []byte) {
-	if old, ok := ps.live[key]; ok {
-		ps.liveBytes -= len(key) + len(old) + recordOverhead
-		delete(ps.live, key)
-	}
-	if value != nil {
-		ps.live[key] = value
-		ps.liveBytes += len(key) + len(value) + recordOverhead
-	}
+	c.logger.Info("transaction coordinator partition loaded", "partition", p, "records", len(recs), "live", len(ps.Live))
 }
 
 // persist appends next as t's new state (nil: a tombstone) and calls done
 // once it is durable or failed. t is pending meanwhile.
 func (c *Coordinator) persist(t *Txn, next *Txn, done func(err error)) {
 	p := c.PartitionOf(t.ID)
-	ps := c.parts[p]
-	key := txnKey(t.ID)
 	var value []byte
 	if next != nil {
 		value = next.encode()
 	}
-	prev, had := ps.live[string(key)]
-	ps.apply(string(key), value)
-	ps.sinceSnapshot += len(key) + len(value) + recordOverhead
 	t.pending = true
-	c.log.Append(p, []Record{{Key: key, Value: value}}, func(_ int64, err error) {
+	ps := c.parts[p]
+	ps.Write(c.log, p, []Record{{Key: txnKey(t.ID), Value: value}}, func(err error) {
 		t.pending = false
-		if err != nil {
-			if cur, ok := ps.live[string(key)]; ok == (value != nil) && (!ok || sameSlice(cur, value)) {
-				if had {
-					ps.apply(string(key), prev)
-				} else {
-					ps.apply(string(key), nil)
-				}
-			}
-		}
 		done(err)
 	})
-	c.maybeSnapshot(p)
-}
-
-func sameSlice(a, b []byte) bool { return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) }
-
-// maybeSnapshot rewrites partition p's live records once the log has grown
-// past both SnapshotMinBytes and the live set (as engine/group does).
-func (c *Coordinator) maybeSnapshot(p int32) {
-	ps := c.parts[p]
-	if ps.snapshotting || ps.sinceSnapshot < c.cfg.SnapshotMinBytes || ps.sinceSnapshot < ps.liveBytes {
-		return
-	}
-	keys := make([]string, 0, len(ps.live))
-	for k := range ps.live {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	recs := make([]Record, 0, len(keys)+1)
-	recs = append(recs, Record{Key: snapshotMarkerKey(), Value: snapshotMarkerValue(len(keys))})
-	for _, k := range keys {
-		recs = append(recs, Record{Key: []byte(k), Value: ps.live[k]})
-	}
-	ps.snapshotting = true
-	ps.sinceSnapshot = 0
-	c.log.Append(p, recs, func(base int64, err error) {
-		ps.snapshotting = false
-		if err != nil {
-			c.logger.Warn("transaction coordinator snapshot failed", "partition", p, "err", err)
-			return
-		}
-		c.log.Trim(p, base)
-	})
+	ps.MaybeSnapshot(c.log, p, c.cfg.SnapshotMinBytes, func(n int) Record {
+		return Record{Key: snapshotMarkerKey(), Value: snapshotMarkerValue(n)}
+	}, c.logger)
 }
 
 // appendError maps a failed append of the coordinator's state to the code
