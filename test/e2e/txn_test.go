@@ -516,3 +516,55 @@ func TestTransactionsSurviveSIGKILL(t *testing.T) {
 		}
 	})
 }
+
+// Transactions across a hand-over of the pair: the standby follows
+// __transaction_state and the markers like any log, so after `sluice
+// demote` the new primary's coordinator knows the transactional id; the
+// transaction left open at the hand-over is aborted when the producer's
+// next instance starts, and read_committed readers of the new primary see
+// every committed record once and nothing else.
+func TestTransactionsAcrossAHandOver(t *testing.T) {
+	requireOwnBroker(t, "a pair of brokers")
+	primary, standby := startPair(t, nil)
+	topic := topicName(t, "txnpair")
+	createReplicated(t, primary, topic, 2)
+	id := topic + "-producer"
+	pair := kgo.SeedBrokers(primary.Addr, standby.Addr)
+	cl := primary.Client(t, pair, kgo.TransactionalID(id))
+	txnProduce(t, cl, topic, true, "before-1", "before-2")
+	txnProduce(t, cl, topic, false, "aborted-1")
+	ctx := testContext(t, time.Minute)
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("open-at-hand-over")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitAllInSync(t, primary, "the standby in sync everywhere")
+	if out, err := roleCommand(t, "demote", primary, false); err != nil {
+		t.Fatalf("sluice demote: %v: %s", err, out)
+	}
+	cl.Close()
+	next := standby.Client(t, pair, kgo.TransactionalID(id))
+	txnProduce(t, next, topic, true, "after-1", "after-2")
+	if got := readAllValues(t, standby, topic, kgo.ReadCommitted()); !sameSet(got, []string{"before-1", "before-2", "after-1", "after-2"}) {
+		t.Fatalf("read_committed on the new primary: %q", got)
+	}
+}
+
+// sameSet reports whether a and b hold the same strings, each once.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := map[string]int{}
+	for _, v := range a {
+		seen[v]++
+	}
+	for _, v := range b {
+		if seen[v] != 1 {
+			return false
+		}
+	}
+	return true
+}
