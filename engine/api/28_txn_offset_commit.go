@@ -24,6 +24,11 @@ var _ = register(&handler{key: 28, min: 0, max: 4, serve: func(h *Handler, rc *r
 		h.withTxn(func(c *txn.Coordinator, _ time.Time) {
 			code = c.Verify(req.TransactionalId, req.ProducerId, req.ProducerEpoch, p)
 		})
+		if code == kerr.ConcurrentTransactions || code == kerr.NotCoordinator {
+			// Not an answer TxnOffsetCommit has: the Java client treats it
+			// as fatal. It retries this one.
+			code = kerr.CoordinatorLoadInProgress
+		}
 	}
 	if code != kerr.None {
 		return respond(rc, txnOffsetCommitFailed(req, code))

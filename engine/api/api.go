@@ -137,7 +137,7 @@ func (h *Handler) startGroups() error {
 	t, err := txnservice.Start(h.b, h.pids.next, func(pid int64, epoch int16, commit bool, p int32, done func(error)) {
 		// A transaction's end reaches the group coordinator as its
 		// marker reaches a __consumer_offsets partition in Kafka.
-		g.Do(func(c *group.Coordinator, _ time.Time) { c.CompleteTxn(pid, epoch, commit, p, done) })
+		g.Do(func(c *group.Coordinator, now time.Time) { c.CompleteTxn(now, pid, epoch, commit, p, done) })
 	})
 	if err != nil {
 		return err

@@ -3,7 +3,6 @@ package group
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"io"
 	"log/slog"
@@ -115,9 +114,10 @@ type Coordinator struct {
 	logger *slog.Logger
 	groups map[string]*Group
 	// txnFence: per producer id, the highest epoch a transaction of it
-	// was completed with here; offsets committed in transactions by an
-	// older epoch are a fenced producer's and are refused.
-	txnFence map[int64]int16
+	// was completed with here, and when; offsets committed in
+	// transactions by an older epoch are a fenced producer's and are
+	// refused. Entries go after txnFenceKept.
+	txnFence map[int64]fence
 	timers   timers
 	parts    []*partitionState
 }
@@ -165,7 +165,7 @@ func New(cfg Config, log Log, now time.Time) *Coordinator {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Coordinator{cfg: cfg, log: log, logger: cfg.Logger, groups: map[string]*Group{}, txnFence: map[int64]int16{}}
+	c := &Coordinator{cfg: cfg, log: log, logger: cfg.Logger, groups: map[string]*Group{}, txnFence: map[int64]fence{}}
 	for range cfg.Partitions {
 		c.parts = append(c.parts, &partitionState{LiveLog: NewLiveLog()})
 	}
@@ -236,16 +236,9 @@ func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 	for _, key := range offsets {
 		k := offsetKey(key.group, key.topic, key.partition)
 		if key.typ == keyTypeTxnOffset {
-			k = txnOffsetKey(key.group, key.pid, key.topic, key.partition)
+			k = txnOffsetKey(key.group, key.pid, key.epoch, key.topic, key.partition)
 		}
-		value := ps.Live[string(k)]
-		epoch := int16(-1)
-		if key.typ == keyTypeTxnOffset && len(value) >= 2 {
-			// A transactional offset's value ends with its producer epoch.
-			epoch = int16(binary.BigEndian.Uint16(value[len(value)-2:]))
-			value = value[:len(value)-2]
-		}
-		v, err := decodeOffset(value)
+		v, err := decodeOffset(ps.Live[string(k)])
 		if err != nil {
 			c.logger.Warn("skipping an offset record", "partition", p, "group", key.group, "err", err)
 			continue
@@ -259,7 +252,7 @@ func (c *Coordinator) LoadPartition(p int32, now time.Time, recs []Record) {
 			c.groups[key.group] = g
 		}
 		if key.typ == keyTypeTxnOffset {
-			g.addTxnOffset(key.pid, topicPartition{key.topic, key.partition}, txnOffset{v, epoch})
+			g.addTxnOffset(key.pid, pendingOffset{topicPartition{key.topic, key.partition}, key.epoch}, v)
 			continue
 		}
 		g.offsets[topicPartition{key.topic, key.partition}] = v

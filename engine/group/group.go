@@ -36,7 +36,7 @@ type Group struct {
 	offsets   map[topicPartition]committed
 	// txnOffsets are TxnOffsetCommit's offsets, by producer id, until the
 	// producer's transaction commits (they become offsets) or aborts.
-	txnOffsets map[int64]map[topicPartition]txnOffset
+	txnOffsets map[int64]map[pendingOffset]committed
 	// pendingCommits counts offset commits in flight, so retention does
 	// not delete a group whose commit is about to land.
 	pendingCommits int

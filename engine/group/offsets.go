@@ -411,6 +411,7 @@ func subscriptionTopics(b []byte) ([]string, error) {
 // that long ago, or at the expire time a v2-4 commit asked for. A group
 // left empty without offsets is deleted.
 func (c *Coordinator) expireOffsets(now time.Time) {
+	c.expireFences(now)
 	nowMs := now.UnixMilli()
 	retention := c.cfg.OffsetsRetention.Milliseconds()
 	for _, g := range c.sortedGroups() {

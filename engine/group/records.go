@@ -41,12 +41,14 @@ func offsetKey(group, topic string, partition int32) []byte {
 	return wire.AppendInt32(b, partition)
 }
 
-// txnOffsetKey is the key of producer pid's transactional offset.
-func txnOffsetKey(group string, pid int64, topic string, partition int32) []byte {
-	b := make([]byte, 0, 2+2+len(group)+8+2+len(topic)+4)
+// txnOffsetKey is the key of producer pid's transactional offset at
+// epoch: a fenced instance's write never replaces its successor's.
+func txnOffsetKey(group string, pid int64, epoch int16, topic string, partition int32) []byte {
+	b := make([]byte, 0, 2+2+len(group)+8+2+2+len(topic)+4)
 	b = wire.AppendInt16(b, keyTypeTxnOffset)
 	b = wire.AppendString(b, group)
 	b = wire.AppendInt64(b, pid)
+	b = wire.AppendInt16(b, epoch)
 	b = wire.AppendString(b, topic)
 	return wire.AppendInt32(b, partition)
 }
@@ -73,6 +75,7 @@ type recordKey struct {
 	topic     string
 	partition int32
 	pid       int64 // keyTypeTxnOffset
+	epoch     int16 // keyTypeTxnOffset
 }
 
 func parseKey(b []byte) (recordKey, error) {
@@ -88,6 +91,7 @@ func parseKey(b []byte) (recordKey, error) {
 	case keyTypeTxnOffset:
 		k.group = r.String()
 		k.pid = r.Int64()
+		k.epoch = r.Int16()
 		k.topic = r.String()
 		k.partition = r.Int32()
 	case keyTypeSnapshot:

@@ -1,60 +1,79 @@
 package group
 
 import (
-	"encoding/binary"
 	"errors"
 	"sort"
+	"time"
 
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
 )
 
 // Offsets committed in transactions (TxnOffsetCommit): each is recorded
-// durably under its producer id (key type 3; the value is an offset value
-// followed by the producer epoch, int16) and becomes the group's committed
-// offset only when the transaction coordinator completes the producer's
-// transaction with a commit (CompleteTxn) of the same epoch; an abort, or
-// a commit of a later epoch, drops it. Until then an OffsetFetch with
-// require_stable gets UNSTABLE_OFFSET_COMMIT for the partition, as in
-// Kafka. A completion fences older epochs of its producer (Kafka's marker
-// raises the producer epoch in __consumer_offsets): a fenced producer's
-// TxnOffsetCommit is refused PRODUCER_FENCED, also when its write was
-// already under way, and then its records are tombstoned.
+// durably under its producer id and epoch (key type 3) and becomes the
+// group's committed offset only when the transaction coordinator
+// completes the producer's transaction with a commit (CompleteTxn) of the
+// same epoch; an abort, or a completion of a later epoch, drops it. Until
+// then an OffsetFetch with require_stable gets UNSTABLE_OFFSET_COMMIT for
+// the partition, as in Kafka. A completion fences older epochs of its
+// producer (Kafka's marker raises the producer epoch in
+// __consumer_offsets): a fenced producer's TxnOffsetCommit is refused
+// PRODUCER_FENCED, also when its write was already under way, and then its
+// records are tombstoned. The fence is kept in memory for txnFenceKept
+// (Kafka's producer.id.expiration.ms): a fenced producer's requests come
+// over connections a restart or a hand-over closes, and anything of it
+// found pending on disk is dropped by its producer's next completion,
+// whose epoch is newer.
 
-// txnOffset is an offset committed in a transaction, with its producer
-// epoch.
-type txnOffset struct {
-	v     committed
+// txnFenceKept is how long a completion's fence is remembered.
+const txnFenceKept = 24 * time.Hour
+
+// fence is the newest epoch a producer's transaction was completed with.
+type fence struct {
+	epoch int16
+	at    time.Time
+}
+
+// pendingOffset keys an offset of an open transaction.
+type pendingOffset struct {
+	tp    topicPartition
 	epoch int16
 }
 
-func encodeTxnOffset(o txnOffset) []byte {
-	return binary.BigEndian.AppendUint16(encodeOffset(o.v), uint16(o.epoch))
-}
-
-func (g *Group) addTxnOffset(pid int64, tp topicPartition, o txnOffset) {
+func (g *Group) addTxnOffset(pid int64, k pendingOffset, v committed) {
 	if g.txnOffsets == nil {
-		g.txnOffsets = map[int64]map[topicPartition]txnOffset{}
+		g.txnOffsets = map[int64]map[pendingOffset]committed{}
 	}
 	m := g.txnOffsets[pid]
 	if m == nil {
-		m = map[topicPartition]txnOffset{}
+		m = map[pendingOffset]committed{}
 		g.txnOffsets[pid] = m
 	}
-	m[tp] = o
+	m[k] = v
 }
 
 // fenced reports whether a transaction of pid at epoch was completed past.
 func (c *Coordinator) fenced(pid int64, epoch int16) bool {
 	f, ok := c.txnFence[pid]
-	return ok && epoch < f
+	return ok && epoch < f.epoch
+}
+
+// expireFences forgets fences older than txnFenceKept.
+func (c *Coordinator) expireFences(now time.Time) {
+	for pid, f := range c.txnFence {
+		if now.Sub(f.at) > txnFenceKept {
+			delete(c.txnFence, pid)
+		}
+	}
 }
 
 // unstable reports whether an open transaction holds an offset of tp.
 func (g *Group) unstable(tp topicPartition) bool {
 	for _, m := range g.txnOffsets {
-		if _, ok := m[tp]; ok {
-			return true
+		for k := range m {
+			if k.tp == tp {
+				return true
+			}
 		}
 	}
 	return false
@@ -99,8 +118,8 @@ func (c *Coordinator) TxnCommitOffsets(rc Request, req *msg.TxnOffsetCommitReque
 	catalog := c.cfg.Topics()
 	now := rc.Now.UnixMilli()
 	type write struct {
-		tp    topicPartition
-		o     txnOffset
+		k     pendingOffset
+		v     committed
 		key   []byte
 		value []byte
 	}
@@ -122,9 +141,9 @@ func (c *Coordinator) TxnCommitOffsets(rc Request, req *msg.TxnOffsetCommitReque
 				if metadata == nil {
 					metadata = strPtr("")
 				}
-				o := txnOffset{committed{offset: p.CommittedOffset, leaderEpoch: p.CommittedLeaderEpoch, metadata: metadata, commitTime: now, expireTime: -1}, req.ProducerEpoch}
-				tp := topicPartition{t.Name, p.PartitionIndex}
-				w := write{tp: tp, o: o, key: txnOffsetKey(g.id, req.ProducerId, tp.topic, tp.partition), value: encodeTxnOffset(o)}
+				v := committed{offset: p.CommittedOffset, leaderEpoch: p.CommittedLeaderEpoch, metadata: metadata, commitTime: now, expireTime: -1}
+				k := pendingOffset{topicPartition{t.Name, p.PartitionIndex}, req.ProducerEpoch}
+				w := write{k: k, v: v, key: txnOffsetKey(g.id, req.ProducerId, k.epoch, k.tp.topic, k.tp.partition), value: encodeOffset(v)}
 				recs = append(recs, Record{Key: w.key, Value: w.value})
 				writes = append(writes, w)
 			}
@@ -159,7 +178,7 @@ func (c *Coordinator) TxnCommitOffsets(rc Request, req *msg.TxnOffsetCommitReque
 		}
 		if !g.dead {
 			for _, w := range writes {
-				g.addTxnOffset(req.ProducerId, w.tp, w.o)
+				g.addTxnOffset(req.ProducerId, w.k, w.v)
 			}
 		}
 		reply(resp)
@@ -171,12 +190,12 @@ func (c *Coordinator) TxnCommitOffsets(rc Request, req *msg.TxnOffsetCommitReque
 var errNotLoaded = errors.New("group: __consumer_offsets partition still loading")
 
 // CompleteTxn completes producer pid's transaction of epoch on partition p
-// of __consumer_offsets, as its transaction marker does in Kafka: with a
-// commit its transactional offsets of that epoch become the groups'
+// of __consumer_offsets at now, as its transaction marker does in Kafka:
+// with a commit its transactional offsets of that epoch become the groups'
 // committed offsets; with an abort, and for older epochs (a fenced
 // producer's), they are dropped. done runs once that is durable (at once
 // when the producer has none there). Completing twice is harmless.
-func (c *Coordinator) CompleteTxn(pid int64, epoch int16, commit bool, p int32, done func(error)) {
+func (c *Coordinator) CompleteTxn(now time.Time, pid int64, epoch int16, commit bool, p int32, done func(error)) {
 	if p < 0 || int(p) >= len(c.parts) {
 		done(nil)
 		return
@@ -185,8 +204,8 @@ func (c *Coordinator) CompleteTxn(pid int64, epoch int16, commit bool, p int32, 
 		done(errNotLoaded)
 		return
 	}
-	if f, ok := c.txnFence[pid]; !ok || epoch > f {
-		c.txnFence[pid] = epoch
+	if f, ok := c.txnFence[pid]; !ok || epoch >= f.epoch {
+		c.txnFence[pid] = fence{epoch, now}
 	}
 	var groups []*Group
 	for _, g := range c.groups {
@@ -201,17 +220,17 @@ func (c *Coordinator) CompleteTxn(pid int64, epoch int16, commit bool, p int32, 
 	sort.Slice(groups, func(i, j int) bool { return groups[i].id < groups[j].id })
 	var recs []Record
 	for _, g := range groups {
-		for _, tp := range sortedTopicPartitions(g.txnOffsets[pid]) {
-			if o := g.txnOffsets[pid][tp]; commit && o.epoch == epoch {
-				recs = append(recs, Record{Key: offsetKey(g.id, tp.topic, tp.partition), Value: encodeOffset(o.v)})
+		for _, k := range sortedPending(g.txnOffsets[pid]) {
+			if commit && k.epoch == epoch {
+				recs = append(recs, Record{Key: offsetKey(g.id, k.tp.topic, k.tp.partition), Value: encodeOffset(g.txnOffsets[pid][k])})
 			}
 		}
 	}
 	// Tombstones after the offsets: a torn append keeps the pending
 	// offsets, and the completion, made again, lands the same.
 	for _, g := range groups {
-		for _, tp := range sortedTopicPartitions(g.txnOffsets[pid]) {
-			recs = append(recs, Record{Key: txnOffsetKey(g.id, pid, tp.topic, tp.partition)})
+		for _, k := range sortedPending(g.txnOffsets[pid]) {
+			recs = append(recs, Record{Key: txnOffsetKey(g.id, pid, k.epoch, k.tp.topic, k.tp.partition)})
 		}
 	}
 	c.write(p, recs, func(err error) {
@@ -221,9 +240,9 @@ func (c *Coordinator) CompleteTxn(pid int64, epoch int16, commit bool, p int32, 
 		}
 		for _, g := range groups {
 			if commit && !g.dead {
-				for tp, o := range g.txnOffsets[pid] {
-					if o.epoch == epoch {
-						g.offsets[tp] = o.v
+				for k, v := range g.txnOffsets[pid] {
+					if k.epoch == epoch {
+						g.offsets[k.tp] = v
 					}
 				}
 			}
@@ -233,16 +252,20 @@ func (c *Coordinator) CompleteTxn(pid int64, epoch int16, commit bool, p int32, 
 	})
 }
 
-func sortedTopicPartitions(m map[topicPartition]txnOffset) []topicPartition {
-	out := make([]topicPartition, 0, len(m))
-	for tp := range m {
-		out = append(out, tp)
+func sortedPending(m map[pendingOffset]committed) []pendingOffset {
+	out := make([]pendingOffset, 0, len(m))
+	for k := range m {
+		out = append(out, k)
 	}
 	sort.Slice(out, func(i, j int) bool {
-		if out[i].topic != out[j].topic {
-			return out[i].topic < out[j].topic
+		a, b := out[i], out[j]
+		if a.tp.topic != b.tp.topic {
+			return a.tp.topic < b.tp.topic
 		}
-		return out[i].partition < out[j].partition
+		if a.tp.partition != b.tp.partition {
+			return a.tp.partition < b.tp.partition
+		}
+		return a.epoch < b.epoch
 	})
 	return out
 }

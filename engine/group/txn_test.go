@@ -23,7 +23,7 @@ func (h *harness) completeTxn(pid int64, commit bool) {
 	h.t.Helper()
 	var got error
 	called := false
-	h.c.CompleteTxn(pid, 0, commit, 0, func(err error) { got, called = err, true })
+	h.c.CompleteTxn(h.now, pid, 0, commit, 0, func(err error) { got, called = err, true })
 	h.log.flush()
 	if !called || got != nil {
 		h.t.Fatalf("CompleteTxn(%d, commit %v): called %v, err %v", pid, commit, called, got)
@@ -98,7 +98,7 @@ func TestTransactionalOffsetsOfAFencedProducer(t *testing.T) {
 	h := newHarness(t, testConfig())
 	zombie := h.txnCommit(7, map[int32]int64{0: 10}) // epoch 0, write in flight
 	done := false
-	h.c.CompleteTxn(7, 1, false, 0, func(err error) { done = err == nil }) // fencing abort, epoch 1
+	h.c.CompleteTxn(h.now, 7, 1, false, 0, func(err error) { done = err == nil }) // fencing abort, epoch 1
 	h.log.flush()
 	if !done {
 		t.Fatal("the fencing completion did not finish")
@@ -120,7 +120,7 @@ func TestTransactionalOffsetsOfAFencedProducer(t *testing.T) {
 	a := &answer[*msg.TxnOffsetCommitResponse]{}
 	h.c.TxnCommitOffsets(h.rc(3), req, a.reply)
 	h.log.flush()
-	h.c.CompleteTxn(7, 1, true, 0, func(error) {})
+	h.c.CompleteTxn(h.now, 7, 1, true, 0, func(error) {})
 	h.log.flush()
 	got := h.fetched("g")
 	if len(got) != 1 || got[2].CommittedOffset != 30 {
@@ -134,5 +134,32 @@ func TestTransactionalOffsetsOfAFencedProducer(t *testing.T) {
 		if f := h.stableFetch(p); f.ErrorCode != 0 {
 			t.Fatalf("after a reload, partition %d: %+v", p, f)
 		}
+	}
+}
+
+// A fenced instance's write that lands after its successor's, for the same
+// partition, does not replace it: the successor's commit commits its own
+// offset, and the zombie's is dropped.
+func TestZombieOffsetDoesNotReplaceItsSuccessors(t *testing.T) {
+	h := newHarness(t, testConfig())
+	commit := func(epoch int16, off int64) *answer[*msg.TxnOffsetCommitResponse] {
+		req := &msg.TxnOffsetCommitRequest{TransactionalId: "app", GroupId: "g", ProducerId: 7, ProducerEpoch: epoch, GenerationId: -1,
+			Topics: []msg.TxnOffsetCommitRequestTopic{{Name: "t", Partitions: []msg.TxnOffsetCommitRequestPartition{{PartitionIndex: 0, CommittedOffset: off, CommittedLeaderEpoch: -1}}}}}
+		a := &answer[*msg.TxnOffsetCommitResponse]{}
+		h.c.TxnCommitOffsets(h.rc(3), req, a.reply)
+		return a
+	}
+	successor := commit(2, 50)
+	zombie := commit(0, 10) // in flight at the same time, written after
+	h.log.flush()
+	successor.wait(t, "the successor's commit")
+	zombie.wait(t, "the zombie's commit")
+	h.c.CompleteTxn(h.now, 7, 2, true, 0, func(error) {})
+	h.log.flush()
+	if got := h.fetched("g"); got[0].CommittedOffset != 50 {
+		t.Fatalf("committed %+v, want the successor's 50", got)
+	}
+	if p := h.stableFetch(0); p.ErrorCode != 0 {
+		t.Fatalf("a pending offset left behind: %+v", p)
 	}
 }

@@ -53,6 +53,9 @@ type Txn struct {
 	// pending: a change is being written, or markers are; requests on
 	// the id meanwhile get CONCURRENT_TRANSACTIONS.
 	pending bool
+	// fencing: an abort that bumps the epoch (abortFencing) is being
+	// written; the producer it fences is refused meanwhile.
+	fencing bool
 	// retryAt: its markers failed; written again then.
 	retryAt time.Time
 	// parked: requests that came while its markers were being written
@@ -457,11 +460,18 @@ func (c *Coordinator) AddPartitions(now time.Time, id string, pid int64, epoch i
 // (KIP-890's check before a transactional produce is appended):
 // INVALID_TXN_STATE if it is not.
 //
-// While the transaction is being changed (a partition added, its end or a
-// fencing abort written) it answers CONCURRENT_TRANSACTIONS: retriable,
-// and never a pass for a producer an abort in flight is about to fence.
+// While the transaction is being changed it answers from its durable
+// state (a partition being added is not in it yet), as Kafka's check
+// does, except that a producer an abort in flight is fencing is refused
+// (PRODUCER_FENCED) at once, as Kafka's PrepareEpochFence does.
 func (c *Coordinator) Verify(id string, pid int64, epoch int16, p TopicPartition) kerr.Code {
 	t, code := c.check(id, pid, epoch)
+	if code == kerr.ConcurrentTransactions {
+		t, code = c.txns[id], kerr.None
+		if t.fencing {
+			return kerr.ProducerFenced
+		}
+	}
 	if code != kerr.None {
 		return code
 	}
@@ -516,9 +526,14 @@ func (c *Coordinator) abortFencing(t *Txn) {
 	next := t.clone()
 	next.State, next.Update = PrepareAbort, c.now
 	if t.Epoch < math.MaxInt16-1 {
-		next.LastEpoch, next.Epoch = t.Epoch, t.Epoch+1
+		// LastEpoch -1, as Kafka's fencing and timeout aborts leave it:
+		// the fenced producer's InitProducerId with its old epoch must not
+		// pass for a retry of this bump.
+		next.LastEpoch, next.Epoch = -1, t.Epoch+1
 	}
+	t.fencing = true
 	c.persist(t, next, func(err error) {
+		t.fencing = false
 		if err != nil {
 			c.logger.Warn("aborting a transaction: the decision could not be written; tried again later", "transactional_id", t.ID, "err", err)
 			return

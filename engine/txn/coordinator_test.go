@@ -483,3 +483,37 @@ func TestNextTransactionWaitsForTheMarkers(t *testing.T) {
 		t.Fatalf("after failed markers: %v", got)
 	}
 }
+
+// A producer being fenced is refused by Verify while the fencing abort is
+// written, and its InitProducerId with its old epoch is not taken for a
+// retry of that bump.
+func TestFencedProducerStaysFenced(t *testing.T) {
+	r := newRig(t)
+	old := r.init("app", time.Minute, -1, -1)
+	r.add("app", old, tp0)
+	r.c.InitProducerID(r.now, "app", time.Minute, -1, -1, func(int64, int16, kerr.Code) {}) // a new instance: fencing abort starts
+	if code := r.c.Verify("app", old.pid, old.epoch, tp0); code != kerr.ProducerFenced {
+		t.Fatalf("Verify of the producer being fenced: %v", code)
+	}
+	r.log.flush()
+	r.markers.complete(t, nil)
+	r.log.flush()
+	if a := r.init("app", time.Minute, old.pid, old.epoch); a.code != kerr.ProducerFenced {
+		t.Fatalf("the fenced producer's InitProducerId with its old epoch: %+v", a)
+	}
+}
+
+// KIP-360: an InitProducerId retried after its answer was lost gets the
+// epoch the first attempt made, not a fence.
+func TestInitProducerIDRetry(t *testing.T) {
+	r := newRig(t)
+	a := r.init("app", time.Minute, -1, -1)
+	b := r.init("app", time.Minute, a.pid, a.epoch) // bumps to epoch 1
+	if b.code != kerr.None || b.epoch != a.epoch+1 {
+		t.Fatalf("bump: %+v", b)
+	}
+	again := r.init("app", time.Minute, a.pid, a.epoch) // the same request, retried
+	if again.code != kerr.None || again.pid != b.pid || again.epoch != b.epoch {
+		t.Fatalf("retry: %+v, want %+v", again, b)
+	}
+}
