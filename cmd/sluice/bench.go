@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -394,11 +393,7 @@ func benchFailover(ctx context.Context, args []string) error {
 	}
 	fmt.Print(res.Table())
 	if *jsonOut != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
+		if err := bench.WriteJSON(*jsonOut, res); err != nil {
 			return err
 		}
 	}
@@ -438,11 +433,7 @@ func benchTxn(ctx context.Context, args []string) error {
 	}
 	fmt.Print(res.Table())
 	if *jsonOut != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(*jsonOut, b, 0o644)
+		return bench.WriteJSON(*jsonOut, res)
 	}
 	return nil
 }

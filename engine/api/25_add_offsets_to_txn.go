@@ -3,8 +3,6 @@ package api
 import (
 	"time"
 
-	"github.com/sluice-broker/sluice/engine/group"
-	"github.com/sluice-broker/sluice/engine/group/service"
 	"github.com/sluice-broker/sluice/engine/txn"
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
@@ -17,7 +15,7 @@ var _ = register(&handler{key: 25, min: 0, max: 4, serve: func(h *Handler, rc *r
 	answer := func(code kerr.Code) *msg.AddOffsetsToTxnResponse {
 		return &msg.AddOffsetsToTxnResponse{ErrorCode: int16(code)}
 	}
-	offsets, ok := h.b.Meta.Topic(service.Topic)
+	p, ok := h.groupOffsetsPartition(req.GroupId)
 	if !ok || req.GroupId == "" {
 		code := kerr.CoordinatorNotAvailable
 		if req.GroupId == "" {
@@ -25,7 +23,6 @@ var _ = register(&handler{key: 25, min: 0, max: 4, serve: func(h *Handler, rc *r
 		}
 		return respond(rc, answer(code))
 	}
-	p := txn.TopicPartition{Topic: service.Topic, Partition: group.PartitionFor(req.GroupId, int32(len(offsets.Partitions)))}
 	return serveTxn(h, rc, func() *msg.AddOffsetsToTxnResponse { return answer(kerr.NotCoordinator) },
 		func(c *txn.Coordinator, now time.Time, reply func(*msg.AddOffsetsToTxnResponse)) {
 			c.AddPartitions(now, req.TransactionalId, req.ProducerId, req.ProducerEpoch, []txn.TopicPartition{p}, func(code kerr.Code) { reply(answer(code)) })

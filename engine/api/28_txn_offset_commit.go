@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/sluice-broker/sluice/engine/group"
-	"github.com/sluice-broker/sluice/engine/group/service"
 	"github.com/sluice-broker/sluice/engine/txn"
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
@@ -18,8 +17,7 @@ import (
 var _ = register(&handler{key: 28, min: 0, max: 4, serve: func(h *Handler, rc *request, body msg.Request) *Response {
 	req := body.(*msg.TxnOffsetCommitRequest)
 	code := kerr.CoordinatorNotAvailable
-	if offsets, ok := h.b.Meta.Topic(service.Topic); ok {
-		p := txn.TopicPartition{Topic: service.Topic, Partition: group.PartitionFor(req.GroupId, int32(len(offsets.Partitions)))}
+	if p, ok := h.groupOffsetsPartition(req.GroupId); ok {
 		code = kerr.NotCoordinator
 		h.withTxn(func(c *txn.Coordinator, _ time.Time) {
 			code = c.Verify(req.TransactionalId, req.ProducerId, req.ProducerEpoch, p)

@@ -3,6 +3,8 @@ package api
 import (
 	"time"
 
+	"github.com/sluice-broker/sluice/engine/group"
+	"github.com/sluice-broker/sluice/engine/group/service"
 	"github.com/sluice-broker/sluice/engine/txn"
 	"github.com/sluice-broker/sluice/wire/msg"
 )
@@ -39,4 +41,15 @@ func (h *Handler) withTxn(fn func(c *txn.Coordinator, now time.Time)) bool {
 	}
 	t.Do(fn)
 	return true
+}
+
+// groupOffsetsPartition is the __consumer_offsets partition of groupID,
+// which a transaction holds to commit the group's offsets
+// (AddOffsetsToTxn, TxnOffsetCommit); ok false before the topic exists.
+func (h *Handler) groupOffsetsPartition(groupID string) (txn.TopicPartition, bool) {
+	offsets, ok := h.b.Meta.Topic(service.Topic)
+	if !ok {
+		return txn.TopicPartition{}, false
+	}
+	return txn.TopicPartition{Topic: service.Topic, Partition: group.PartitionFor(groupID, int32(len(offsets.Partitions)))}, true
 }

@@ -69,25 +69,19 @@ func (c *Coordinator) CommitOffsets(rc Request, req *msg.OffsetCommitRequest, re
 		topic := catalogTopic(catalog, t.Name)
 		for j, p := range t.Partitions {
 			slot := slots[i][j]
-			switch {
-			case catalog != nil && (topic == nil || p.PartitionIndex < 0 || p.PartitionIndex >= topic.Partitions):
-				slot.ErrorCode = int16(kerr.UnknownTopicOrPartition)
-			case p.CommittedMetadata != nil && len(*p.CommittedMetadata) > c.cfg.OffsetMetadataMaxBytes:
-				slot.ErrorCode = int16(kerr.OffsetMetadataTooLarge)
-			default:
-				metadata := p.CommittedMetadata
-				if metadata == nil {
-					metadata = strPtr("") // Kafka stores a null metadata as ""
-				}
-				leaderEpoch := p.CommittedLeaderEpoch
-				if rc.Version < 6 {
-					leaderEpoch = -1
-				}
-				v := committed{offset: p.CommittedOffset, leaderEpoch: leaderEpoch, metadata: metadata, commitTime: now, expireTime: expire}
-				tp := topicPartition{t.Name, p.PartitionIndex}
-				recs = append(recs, Record{Key: offsetKey(g.id, tp.topic, tp.partition), Value: encodeOffset(v)})
-				writes = append(writes, pending{tp, v, slot})
+			metadata, code := c.checkCommitPartition(catalog, topic, p.PartitionIndex, p.CommittedMetadata)
+			if code != kerr.None {
+				slot.ErrorCode = int16(code)
+				continue
 			}
+			leaderEpoch := p.CommittedLeaderEpoch
+			if rc.Version < 6 {
+				leaderEpoch = -1
+			}
+			v := committed{offset: p.CommittedOffset, leaderEpoch: leaderEpoch, metadata: metadata, commitTime: now, expireTime: expire}
+			tp := topicPartition{t.Name, p.PartitionIndex}
+			recs = append(recs, Record{Key: offsetKey(g.id, tp.topic, tp.partition), Value: encodeOffset(v)})
+			writes = append(writes, pending{tp, v, slot})
 		}
 	}
 	if len(recs) == 0 {
@@ -137,6 +131,22 @@ func (c *Coordinator) groupForCommit(rc Request, req *msg.OffsetCommitRequest, v
 		return g, c.validateConsumerCommit(g, req, version)
 	}
 	return g, g.classic.validateOffsetCommit(req)
+}
+
+// checkCommitPartition checks one partition of an offset commit
+// (OffsetCommit or TxnOffsetCommit): the partition exists when the
+// catalogue is known, the metadata fits offset.metadata.max.bytes. It
+// returns the metadata to store: Kafka stores a null metadata as "".
+func (c *Coordinator) checkCommitPartition(catalog *Catalog, topic *Topic, partition int32, metadata *string) (*string, kerr.Code) {
+	switch {
+	case catalog != nil && (topic == nil || partition < 0 || partition >= topic.Partitions):
+		return nil, kerr.UnknownTopicOrPartition
+	case metadata != nil && len(*metadata) > c.cfg.OffsetMetadataMaxBytes:
+		return nil, kerr.OffsetMetadataTooLarge
+	case metadata == nil:
+		return strPtr(""), kerr.None
+	}
+	return metadata, kerr.None
 }
 
 func catalogTopic(cat *Catalog, name string) *Topic {

@@ -131,22 +131,16 @@ func (c *Coordinator) TxnCommitOffsets(rc Request, req *msg.TxnOffsetCommitReque
 		for _, p := range t.Partitions {
 			slot := slots[k]
 			k++
-			switch {
-			case catalog != nil && (topic == nil || p.PartitionIndex < 0 || p.PartitionIndex >= topic.Partitions):
-				slot.ErrorCode = int16(kerr.UnknownTopicOrPartition)
-			case p.CommittedMetadata != nil && len(*p.CommittedMetadata) > c.cfg.OffsetMetadataMaxBytes:
-				slot.ErrorCode = int16(kerr.OffsetMetadataTooLarge)
-			default:
-				metadata := p.CommittedMetadata
-				if metadata == nil {
-					metadata = strPtr("")
-				}
-				v := committed{offset: p.CommittedOffset, leaderEpoch: p.CommittedLeaderEpoch, metadata: metadata, commitTime: now, expireTime: -1}
-				k := pendingOffset{topicPartition{t.Name, p.PartitionIndex}, req.ProducerEpoch}
-				w := write{k: k, v: v, key: txnOffsetKey(g.id, req.ProducerId, k.epoch, k.tp.topic, k.tp.partition), value: encodeOffset(v)}
-				recs = append(recs, Record{Key: w.key, Value: w.value})
-				writes = append(writes, w)
+			metadata, code := c.checkCommitPartition(catalog, topic, p.PartitionIndex, p.CommittedMetadata)
+			if code != kerr.None {
+				slot.ErrorCode = int16(code)
+				continue
 			}
+			v := committed{offset: p.CommittedOffset, leaderEpoch: p.CommittedLeaderEpoch, metadata: metadata, commitTime: now, expireTime: -1}
+			pk := pendingOffset{topicPartition{t.Name, p.PartitionIndex}, req.ProducerEpoch}
+			w := write{k: pk, v: v, key: txnOffsetKey(g.id, req.ProducerId, pk.epoch, pk.tp.topic, pk.tp.partition), value: encodeOffset(v)}
+			recs = append(recs, Record{Key: w.key, Value: w.value})
+			writes = append(writes, w)
 		}
 	}
 	if len(recs) == 0 {
