@@ -51,43 +51,43 @@ func cacheRoot() string {
 func prepareJava(t testing.TB) string {
 	t.Helper()
 	javaOnce.Do(func() {
-		for _, tool := range []string{"java", "javac"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				javaProblem = tool + " is not on PATH (Debian: apt-get install openjdk-17-jdk-headless)"
-				return
-			}
-		}
-		libs := javaLibs()
-		jars, _ := filepath.Glob(filepath.Join(libs, "kafka-clients-*.jar"))
-		if len(jars) == 0 {
-			javaProblem = "no kafka-clients jar in " + libs + " (.ci/install-deps fetches it with mvn)"
-			return
-		}
-		root, err := repoRoot()
-		if err != nil {
-			javaProblem = err.Error()
-			return
-		}
-		sources, _ := filepath.Glob(filepath.Join(root, "test", "clients", "java", "src", "main", "java", "io", "sluice", "e2e", "*.java"))
-		if len(sources) == 0 {
-			javaProblem = "no Java sources under test/clients/java"
-			return
-		}
-		classes := filepath.Join(tempRoot, "java-classes")
-		args := append([]string{"-d", classes, "-cp", filepath.Join(libs, "*"), "-encoding", "UTF-8"}, sources...)
-		out, err := exec.Command("javac", args...).CombinedOutput()
-		if err != nil {
-			// A compile error is a bug in the suite, not a missing tool.
-			javaClasspath = "compile-error: " + err.Error() + "\n" + string(out)
-			return
-		}
-		javaClasspath = classes + string(os.PathListSeparator) + filepath.Join(libs, "*")
+		javaClasspath, javaProblem = compileJavaSources(javaLibs(), "kafka-clients-*.jar", "java", "java-classes")
 	})
 	requireTool(t, javaProblem == "", "the Kafka Java client", javaProblem)
 	if strings.HasPrefix(javaClasspath, "compile-error: ") {
 		t.Fatalf("javac failed on test/clients/java: %s", strings.TrimPrefix(javaClasspath, "compile-error: "))
 	}
 	return javaClasspath
+}
+
+// compileJavaSources compiles test/clients/SRC (package io.sluice.e2e)
+// with javac against the jars in libs, which must hold one matching jar,
+// into tempRoot/CLASSES. It returns the classpath to run them with, or why
+// they cannot run (problem: a tool or the jars missing); a compile error,
+// a bug in the suite, comes back as a classpath "compile-error: ...".
+func compileJavaSources(libs, jar, src, classes string) (classpath, problem string) {
+	for _, tool := range []string{"java", "javac"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return "", tool + " is not on PATH (Debian: apt-get install openjdk-17-jdk-headless)"
+		}
+	}
+	if jars, _ := filepath.Glob(filepath.Join(libs, jar)); len(jars) == 0 {
+		return "", "no " + jar + " in " + libs + " (.ci/install-deps fetches it with mvn)"
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return "", err.Error()
+	}
+	sources, _ := filepath.Glob(filepath.Join(root, "test", "clients", src, "src", "main", "java", "io", "sluice", "e2e", "*.java"))
+	if len(sources) == 0 {
+		return "", "no Java sources under test/clients/" + src
+	}
+	dir := filepath.Join(tempRoot, classes)
+	args := append([]string{"-d", dir, "-cp", filepath.Join(libs, "*"), "-encoding", "UTF-8"}, sources...)
+	if out, err := exec.Command("javac", args...).CombinedOutput(); err != nil {
+		return "compile-error: " + err.Error() + "\n" + string(out), ""
+	}
+	return dir + string(os.PathListSeparator) + filepath.Join(libs, "*"), ""
 }
 
 func (c *javaClient) run(t testing.TB, command string, args ...string) []byte {

@@ -31,33 +31,11 @@ var (
 func prepareStreams(t *testing.T) string {
 	t.Helper()
 	streamsOnce.Do(func() {
-		for _, tool := range []string{"java", "javac"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				streamsProblem = tool + " is not on PATH"
-				return
-			}
-		}
 		libs := os.Getenv("SLUICE_STREAMS_LIBS")
 		if libs == "" {
 			libs = filepath.Join(cacheRoot(), "streams")
 		}
-		if jars, _ := filepath.Glob(filepath.Join(libs, "kafka-streams-*.jar")); len(jars) == 0 {
-			streamsProblem = "no kafka-streams jar in " + libs + " (.ci/install-deps fetches it with mvn)"
-			return
-		}
-		root, err := repoRoot()
-		if err != nil {
-			streamsProblem = err.Error()
-			return
-		}
-		sources, _ := filepath.Glob(filepath.Join(root, "test", "clients", "streams", "src", "main", "java", "io", "sluice", "e2e", "*.java"))
-		classes := filepath.Join(tempRoot, "streams-classes")
-		out, err := exec.Command("javac", append([]string{"-d", classes, "-cp", filepath.Join(libs, "*"), "-encoding", "UTF-8"}, sources...)...).CombinedOutput()
-		if err != nil {
-			streamsClasspath = "compile-error: " + err.Error() + "\n" + string(out)
-			return
-		}
-		streamsClasspath = classes + string(os.PathListSeparator) + filepath.Join(libs, "*")
+		streamsClasspath, streamsProblem = compileJavaSources(libs, "kafka-streams-*.jar", "streams", "streams-classes")
 	})
 	requireTool(t, streamsProblem == "", "Kafka Streams", streamsProblem)
 	if strings.HasPrefix(streamsClasspath, "compile-error: ") {
