@@ -104,3 +104,25 @@ func Recompress(dst, batch []byte, codec compress.Codec, scratch []byte) ([]byte
 	h.Attributes = h.Attributes&^AttrCodecMask | int16(codec)
 	return finishBatch(dst, start, &h)
 }
+
+// AppendRetained is AppendBatch for the log cleaner, which keeps some of a
+// batch's records: the new batch keeps h.LastOffsetDelta, as Kafka's cleaner
+// does, so the offsets of removed records stay inside the batch and a
+// producer's last sequence number still ends where its last offset does.
+// recs may be empty: a batch with no records keeps an idempotent producer's
+// place in the log. Every record's OffsetDelta must be at most
+// h.LastOffsetDelta.
+func AppendRetained(dst []byte, h Header, recs []Record, codec compress.Codec) ([]byte, error) {
+	last := h.LastOffsetDelta
+	if n := len(recs); n > 0 && recs[n-1].OffsetDelta > last {
+		return dst, fmt.Errorf("%w: offset delta %d past the batch's last, %d", ErrInvalidRecord, recs[n-1].OffsetDelta, last)
+	}
+	start := len(dst)
+	dst, err := AppendBatch(dst, h, recs, codec)
+	if err != nil {
+		return dst, err
+	}
+	out := decodeHeader(dst[start:])
+	out.LastOffsetDelta = last
+	return finishBatch(dst, start, &out)
+}
