@@ -39,6 +39,17 @@ type Config struct {
 	// Tail, when set, puts the log in direct mode (tail.go), with its
 	// share of this shard cache. It is fixed when the log opens.
 	Tail *TailCache
+
+	// Compaction (clean.go). Compact: cleanup.policy holds compact;
+	// NoDelete: it does not hold delete, so retention by time and size
+	// does not apply. Unlike the fields above, zero values are values
+	// (delete.retention.ms=0 is allowed), except MaxCompactionLag, where
+	// zero means Kafka's default (no maximum).
+	Compact, NoDelete bool
+	DeleteRetentionMs time.Duration // delete.retention.ms
+	MinCleanableRatio float64       // min.cleanable.dirty.ratio
+	MinCompactionLag  time.Duration // min.compaction.lag.ms
+	MaxCompactionLag  time.Duration // max.compaction.lag.ms
 }
 
 // DefaultConfig returns Kafka's defaults.
@@ -72,6 +83,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ProducerIDExpiration == 0 {
 		c.ProducerIDExpiration = d.ProducerIDExpiration
+	}
+	if c.MaxCompactionLag <= 0 {
+		c.MaxCompactionLag = maxDuration
 	}
 	if c.SegmentBytes < batchHeaderSize || c.SegmentBytes > math.MaxInt32 {
 		return c, fmt.Errorf("log: segment.bytes %d out of range [%d, %d]", c.SegmentBytes, batchHeaderSize, math.MaxInt32)
@@ -200,6 +214,14 @@ type Log struct {
 	capture   []byte
 	captureAt Offset
 	captured  bool
+
+	// Compaction (clean.go): cleanedTo is where the last pass ended
+	// (cleaner.offset); below it batches may have gaps between them.
+	// cleaning is the job planned and not yet ended; swapping says it is
+	// renaming files.
+	cleanedTo Offset
+	cleaning  *CleanJob
+	swapping  bool
 }
 
 // Open opens (creating if needed) the partition log in dir, recovering it
@@ -308,7 +330,7 @@ func (l *Log) writable() error {
 // Producer state is recorded for batches with a producer id; call
 // CheckProducer first. Nothing is fsynced: see PendingSync.
 func (l *Log) Append(batches []byte, now time.Time) (AppendResult, error) {
-	return l.append(batches, now, false)
+	return l.append(batches, now, false, false)
 }
 
 // AppendCheckingCRC is Append for batches whose CRC-32C the caller has not
@@ -317,10 +339,20 @@ func (l *Log) Append(batches []byte, now time.Time) (AppendResult, error) {
 // checked right after it is copied into the tail cache, while it is still
 // in the CPU's cache: one pass over the bytes from memory instead of two.
 func (l *Log) AppendCheckingCRC(batches []byte, now time.Time) (AppendResult, error) {
-	return l.append(batches, now, true)
+	return l.append(batches, now, true, false)
 }
 
-func (l *Log) append(batches []byte, now time.Time, checkCRC bool) (AppendResult, error) {
+// AppendReplicated is AppendCheckingCRC for a standby's copy of its
+// primary's batches: their offsets are kept, not assigned. They must
+// start at or past the log end offset and only grow; a gap between two
+// batches (the primary's compaction removed what lay between) is kept as
+// it is, and recorded as one before the bytes are written (cleaner.offset)
+// so that a recovery scan accepts it.
+func (l *Log) AppendReplicated(batches []byte, now time.Time) (AppendResult, error) {
+	return l.append(batches, now, true, true)
+}
+
+func (l *Log) append(batches []byte, now time.Time, checkCRC, keepOffsets bool) (AppendResult, error) {
 	if err := l.writable(); err != nil {
 		return AppendResult{}, err
 	}
@@ -328,6 +360,8 @@ func (l *Log) append(batches []byte, now time.Time, checkCRC bool) (AppendResult
 	// Pass 1: framing and the offset span.
 	var span int64
 	newEpoch := false
+	gap := false
+	expected := l.logEnd
 	for pos := 0; pos < len(batches); {
 		if len(batches)-pos < batchHeaderSize {
 			return AppendResult{}, ErrCorruptBatch
@@ -338,6 +372,14 @@ func (l *Log) append(batches []byte, now time.Time, checkCRC bool) (AppendResult
 		}
 		newEpoch = newEpoch || Epoch(h.leaderEpoch) > l.LatestEpoch()
 		span += int64(h.lastOffsetDelta) + 1
+		if keepOffsets {
+			if h.baseOffset < expected {
+				return AppendResult{}, fmt.Errorf("%w: batch at offset %d below the log end %d", ErrCorruptBatch, h.baseOffset, expected)
+			}
+			gap = gap || h.baseOffset > expected
+			expected = h.lastOffset() + 1
+			span = int64(expected - l.logEnd)
+		}
 		pos += int(h.size())
 	}
 	if span == 0 {
@@ -370,7 +412,18 @@ func (l *Log) append(batches []byte, now time.Time, checkCRC bool) (AppendResult
 
 	// Pass 2: assign offsets (baseOffset is outside the CRC).
 	next := l.logEnd
-	for pos := 0; pos < len(batches); {
+	if keepOffsets {
+		next = expected
+		if gap && next > l.cleanedTo {
+			// Durable before the batches are: a recovery scan must not
+			// take the gap for the end of the log.
+			if err := writeCleanedOffset(l.fs, l.dir, next); err != nil {
+				return AppendResult{}, l.writeFailed(err)
+			}
+			l.cleanedTo = next
+		}
+	}
+	for pos := 0; pos < len(batches) && !keepOffsets; {
 		binary.BigEndian.PutUint64(batches[pos+offBaseOffset:], uint64(next))
 		h := parseHeader(batches[pos:])
 		next = h.lastOffset() + 1
@@ -960,6 +1013,9 @@ func (l *Log) closeFiles() {
 // Delete closes the log and removes its directory (topic deletion). Pinned
 // readers keep reading their open files.
 func (l *Log) Delete() error {
+	if l.swapping {
+		return ErrCleanerBusy
+	}
 	if !l.closed {
 		l.closeFiles()
 		l.closed = true

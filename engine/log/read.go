@@ -45,13 +45,27 @@ func (l *Log) Read(from Offset, maxBytes int, minOneBatch bool, upTo Offset) (Re
 	if from >= upTo {
 		return ReadResult{FirstOffset: from, NextOffset: from}, nil
 	}
-	seg := l.segs[l.segmentFor(from)]
+	i := l.segmentFor(from)
+	seg := l.segs[i]
 	if err := l.ensureLoaded(seg); err != nil {
 		return ReadResult{}, err
 	}
 	start, first, found, err := l.findBatch(seg, from)
 	if err != nil {
 		return ReadResult{}, err
+	}
+	// Compaction may have removed the segment's last batches (or all of
+	// them): the batch holding from, or the first after it, is then in
+	// a later segment.
+	for !found && i+1 < len(l.segs) {
+		i++
+		seg = l.segs[i]
+		if err := l.ensureLoaded(seg); err != nil {
+			return ReadResult{}, err
+		}
+		if start, first, found, err = l.findBatch(seg, from); err != nil {
+			return ReadResult{}, err
+		}
 	}
 	if !found || first.lastOffset() >= upTo {
 		return ReadResult{FirstOffset: from, NextOffset: from}, nil
@@ -134,6 +148,9 @@ func (r *ReadResult) Bytes() ([]byte, error) {
 // off, or found false if off is past seg's batches.
 func (l *Log) findBatch(seg *segment, off Offset) (int64, batchHeader, bool, error) {
 	var pos int64
+	if off < seg.base {
+		off = seg.base // a later segment, after a compaction gap
+	}
 	if e, ok := lookupOffset(seg.index, uint32(off-seg.base)); ok {
 		pos = int64(e.position)
 	}
@@ -177,8 +194,11 @@ func (l *Log) OffsetForTimestamp(ts int64) (Offset, int64, bool) {
 			from = seg.base + Offset(seg.timeIndex[k-1].relOffset)
 		}
 		pos, h, found, err := l.findBatch(seg, max(from, l.logStart))
-		if err != nil || !found {
+		if err != nil {
 			return -1, -1, false
+		}
+		if !found {
+			continue // compaction emptied the rest of the segment
 		}
 		for {
 			if h.maxTimestamp >= ts && h.lastOffset() >= l.logStart {

@@ -30,6 +30,18 @@ func (l *Log) open(cp Checkpoint, now time.Time) error {
 	} else if err != nil {
 		return err
 	}
+	// A cleaning pass a crash interrupted: its swaps are completed, its
+	// unfinished files removed (clean.go).
+	if changed, err := recoverCleaning(l.fs, l.dir, names); err != nil {
+		return err
+	} else if changed {
+		if names, err = l.fs.ReadDir(l.dir); err != nil {
+			return err
+		}
+	}
+	if l.cleanedTo, err = readCleanedOffset(l.fs, l.dir); err != nil {
+		return err
+	}
 
 	var bases []Offset
 	for _, name := range names {
@@ -154,10 +166,11 @@ func (l *Log) recover(cp Checkpoint, snap *snapshot, now time.Time) error {
 	for i := k; i < len(l.segs); i++ {
 		s := l.segs[i]
 		if i > k {
-			if s.base != expected {
+			if s.base != expected && !l.gapOK(expected, s.base) {
 				l.dropSegmentsFrom(i)
 				break
 			}
+			expected = s.base
 			s.resetIndexes()
 			pos = 0
 		}
@@ -222,6 +235,13 @@ func (l *Log) recover(cp Checkpoint, snap *snapshot, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// gapOK reports whether a batch (or segment) at off may follow a log that
+// ended at expected: only compaction leaves gaps, and only below the offset
+// its passes reached.
+func (l *Log) gapOK(expected, off Offset) bool {
+	return off > expected && off < l.cleanedTo
 }
 
 // truncateDurably cuts a segment file at end and datasyncs the cut.
@@ -322,7 +342,7 @@ func (l *Log) positionBelow(seg *segment, rp Offset) (pos int64, at Offset, err 
 		if err != nil {
 			return 0, 0, err
 		}
-		if !ok || h.baseOffset != at || h.lastOffset() >= rp {
+		if !ok || h.baseOffset != at && !l.gapOK(at, h.baseOffset) || h.lastOffset() >= rp {
 			break // rp inside this batch, or the durable data ends early: scan from here
 		}
 		if pos == indexed {
@@ -350,7 +370,7 @@ func (l *Log) scanSegment(s *segment, pos int64, expected, producersFrom Offset)
 		if err != nil {
 			return 0, 0, err
 		}
-		if !ok || h.baseOffset != expected {
+		if !ok || h.baseOffset != expected && !l.gapOK(expected, h.baseOffset) {
 			break
 		}
 		size := int(h.size())

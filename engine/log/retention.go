@@ -17,8 +17,16 @@ func (l *Log) EnforceRetention(now time.Time) (deletedSegments int, err error) {
 		return 0, err
 	}
 	nowMs := now.UnixMilli()
-	if l.cfg.RetentionMs >= 0 {
-		for len(l.segs) > 1 {
+	// Segments wholly below the log start whose deletion a cleaning job
+	// deferred (DeleteRecordsBefore).
+	for len(l.segs) > 1 && l.segs[1].base <= l.logStart && !l.cleanerHolds(l.segs[0]) {
+		if err := l.deleteOldestSegment(); err != nil {
+			return deletedSegments, err
+		}
+		deletedSegments++
+	}
+	if l.cfg.RetentionMs >= 0 && !l.cfg.NoDelete {
+		for len(l.segs) > 1 && !l.cleanerHolds(l.segs[0]) {
 			seg := l.segs[0]
 			if err := l.ensureLoaded(seg); err != nil {
 				return deletedSegments, err
@@ -32,8 +40,8 @@ func (l *Log) EnforceRetention(now time.Time) (deletedSegments int, err error) {
 			deletedSegments++
 		}
 	}
-	if l.cfg.RetentionBytes >= 0 {
-		for len(l.segs) > 1 && l.size-l.segs[0].size >= l.cfg.RetentionBytes {
+	if l.cfg.RetentionBytes >= 0 && !l.cfg.NoDelete {
+		for len(l.segs) > 1 && l.size-l.segs[0].size >= l.cfg.RetentionBytes && !l.cleanerHolds(l.segs[0]) {
 			if err := l.deleteOldestSegment(); err != nil {
 				return deletedSegments, err
 			}
@@ -77,7 +85,8 @@ func (l *Log) DeleteRecordsBefore(off Offset) error {
 	}
 	l.logStart = off
 	l.producers.dropAbortedBelow(off)
-	for len(l.segs) > 1 && l.segs[1].base <= off {
+	// A segment a cleaning job reads goes at the next retention run.
+	for len(l.segs) > 1 && l.segs[1].base <= off && !l.cleanerHolds(l.segs[0]) {
 		if err := l.deleteOldestSegment(); err != nil {
 			return err
 		}
@@ -96,6 +105,9 @@ func (l *Log) DeleteRecordsBefore(off Offset) error {
 func (l *Log) TruncateTo(off Offset) error {
 	if err := l.writable(); err != nil {
 		return err
+	}
+	if l.swapping {
+		return ErrCleanerBusy
 	}
 	if l.tail != nil && !l.tail.idle() {
 		return ErrTailBusy
@@ -136,6 +148,7 @@ func (l *Log) TruncateTo(off Offset) error {
 		return err
 	}
 	l.logEnd = newEnd
+	l.cleanedTo = min(l.cleanedTo, newEnd)
 	l.hw = min(l.hw, newEnd)
 	l.recoveryPoint = min(l.recoveryPoint, newEnd)
 	l.maxTimestampKnown = false
@@ -163,6 +176,9 @@ func (l *Log) ResetTo(off Offset) error {
 	if err := l.writable(); err != nil {
 		return err
 	}
+	if l.swapping {
+		return ErrCleanerBusy
+	}
 	if l.tail != nil && !l.tail.idle() {
 		return ErrTailBusy
 	}
@@ -180,6 +196,7 @@ func (l *Log) truncateFullyAndStartAt(off Offset) error {
 	}
 	l.segs = append(l.segs, seg)
 	l.logStart, l.logEnd, l.hw, l.recoveryPoint = off, off, off, off
+	l.cleanedTo = 0
 	l.maxTimestamp, l.maxTimestampKnown = noTimestamp, true
 	l.producers = newProducerState()
 	l.markDirChanged()
