@@ -29,7 +29,9 @@ type Broker struct {
 	Cfg    *config.Broker
 	Meta   *meta.Store
 	Shards []*shard.Shard
-	Logger *slog.Logger
+	// Cleaner compacts compacted topics (nil with log.cleaner.enable=false).
+	Cleaner *shard.Cleaner
+	Logger  *slog.Logger
 	// Metrics is where the broker records; it also collects the engine's
 	// scrape-time metrics (the Broker is a prometheus.Collector).
 	Metrics *metrics.Metrics
@@ -123,6 +125,11 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 	// A node of an etcd-decided pair starts as a standby of nobody yet,
 	// until it wins the primary's lease or finds who holds it.
 	b.repl.standby.Store(cfg.StandbyOf != "" || cfg.Failover)
+	if cfg.CleanerEnable {
+		b.Cleaner = shard.StartCleaner(shard.CleanerConfig{
+			IOBytesPerSec: cfg.CleanerIOBytesPerSec, DedupeBytes: cfg.CleanerDedupeBufferLen, URing: useURing, Logger: logger,
+		})
+	}
 	ncpu := runtime.NumCPU()
 	for i := 0; i < cfg.Shards; i++ {
 		pin := -1
@@ -134,7 +141,7 @@ func Open(cfg *config.Broker, logger *slog.Logger) (*Broker, error) {
 			Logger: logger, Metrics: b.Metrics, Checkpoints: checkpoints,
 			Direct: b.IOMode == config.IOModeDirect, TailCacheBytes: cfg.TailCacheBytes / int64(cfg.Shards), DsyncWrites: cfg.DirectDsync, PreZero: cfg.DirectPreZero,
 			ReplicaLagMax: cfg.ReplicaLagTimeMax, Standby: cfg.StandbyOf != "" || cfg.Failover, Epoch: epoch,
-			AloneNeedsLicense: cfg.Failover,
+			AloneNeedsLicense: cfg.Failover, Cleaner: b.Cleaner,
 		})
 		if err != nil {
 			b.stopShards()
@@ -219,9 +226,11 @@ func (b *Broker) tick() {
 	retention := time.NewTicker(b.Cfg.RetentionCheckInterval)
 	// Kafka checks its in-sync sets every replica.lag.time.max.ms / 2.
 	isr := time.NewTicker(max(b.Cfg.ReplicaLagTimeMax/2, 50*time.Millisecond))
+	clean := time.NewTicker(b.Cfg.CleanerBackoff)
 	defer flush.Stop()
 	defer retention.Stop()
 	defer isr.Stop()
+	defer clean.Stop()
 	for {
 		select {
 		case now := <-isr.C:
@@ -237,6 +246,10 @@ func (b *Broker) tick() {
 		case now := <-retention.C:
 			for _, sh := range b.Shards {
 				sh.Tick(now, true, false)
+			}
+		case <-clean.C:
+			for _, sh := range b.Shards {
+				sh.PlanCleaning()
 			}
 		case <-b.stopTick:
 			return
@@ -259,6 +272,9 @@ func (b *Broker) Close() error {
 }
 
 func (b *Broker) stopShards() error {
+	if b.Cleaner != nil {
+		b.Cleaner.Stop() // first: a job it runs would wait for its shard
+	}
 	var errs []error
 	for _, sh := range b.Shards {
 		if err := sh.Stop(); err != nil {

@@ -31,6 +31,11 @@ var (
 	descIndexLoads   = prometheus.NewDesc("sluice_index_loads_total", "Old segments whose indexes were loaded on first use beside the shard thread (after a restart).", []string{"shard"}, nil)
 	descIndexRebuilt = prometheus.NewDesc("sluice_index_rebuilds_total", "Of those, segments whose index files failed their checks (truncated, zeroed, out of order, not matching the batches) and were rebuilt from the batches.", []string{"shard"}, nil)
 	descRefusing     = prometheus.NewDesc("sluice_partition_refusing_writes", "1 for each partition that refuses writes (KAFKA_STORAGE_ERROR), labelled with why: storage_error (a write or datasync failed; recovered by a restart) or disk_full (no space for the last append; writes resume when one fits).", []string{"topic", "partition", "reason"}, nil)
+	descDirtyRatio   = prometheus.NewDesc("sluice_partition_dirty_ratio", "Compacted partitions: the share of the cleanable bytes (closed, durable segments) written since the last cleaning pass; a pass runs once it reaches min.cleanable.dirty.ratio.", []string{"topic", "partition"}, nil)
+	descCleanPasses  = prometheus.NewDesc("sluice_cleaner_passes_total", "Log cleaning passes by outcome: done (segments replaced), skipped (nothing due under the compaction lags), failed (the log left as it was).", []string{"outcome"}, nil)
+	descCleanBytes   = prometheus.NewDesc("sluice_cleaner_bytes_total", "Bytes the log cleaner read and wrote.", []string{"direction"}, nil)
+	descCleanRecords = prometheus.NewDesc("sluice_cleaner_records_removed_total", "Records the log cleaner removed (superseded, expired tombstones, aborted).", nil, nil)
+	descCleanSeconds = prometheus.NewDesc("sluice_cleaner_busy_seconds_total", "Time the log cleaner spent on passes.", nil, nil)
 	descRefusingN    = prometheus.NewDesc("sluice_partitions_refusing_writes", "Partitions that refuse writes; /readyz answers 503 while this is above 0.", nil, nil)
 	descUnderRepl    = prometheus.NewDesc("sluice_under_replicated_partitions", "Primary: partitions whose registered standby is out of sync (0 without a standby, and on the standby).", nil, nil)
 	descReplInSync   = prometheus.NewDesc("sluice_replica_in_sync", "1 while the partition's standby is in sync (primary; on a standby, 1 for every partition it follows).", []string{"topic", "partition"}, nil)
@@ -53,7 +58,7 @@ var (
 	descColdErr      = prometheus.NewDesc("sluice_cold_read_errors_total", "Asynchronous cold reads that failed (the request then reads normally and reports what that read meets).", []string{"shard"}, nil)
 	descColdFall     = prometheus.NewDesc("sluice_cold_read_fallbacks_total", "Requests finished with blocking reads after too many cold reads, or a failed one.", []string{"shard"}, nil)
 	engineMetricSet  = []*prometheus.Desc{descColdReads, descColdBytes, descColdFall, descColdErr, descInboxDepth, descBusy, descWakeups, descSyncRounds, descSubmitted, descCompleted,
-		descPartitions, descSegments, descSize, descLogStart, descHighWater, descLogEnd, descUnderRepl, descReplInSync, descReplLagRec, descReplLagSec, descReplShrinks, descReplExpands, descRole, descLeaderEpoch, descRefusing, descRefusingN, descIndexLoads, descIndexRebuilt,
+		descPartitions, descSegments, descSize, descLogStart, descHighWater, descLogEnd, descUnderRepl, descReplInSync, descReplLagRec, descReplLagSec, descReplShrinks, descReplExpands, descRole, descLeaderEpoch, descRefusing, descRefusingN, descDirtyRatio, descCleanPasses, descCleanBytes, descCleanRecords, descCleanSeconds, descIndexLoads, descIndexRebuilt,
 		descTailBytes, descTailFree, descTailReads, descTailEvict, descTailReload, descTailRestore, descDirectW, descDirectP}
 )
 
@@ -101,7 +106,20 @@ func (b *Broker) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descLogStart, prometheus.GaugeValue, float64(p.LogStartOffset), labels...)
 			ch <- prometheus.MustNewConstMetric(descHighWater, prometheus.GaugeValue, float64(p.HighWatermark), labels...)
 			ch <- prometheus.MustNewConstMetric(descLogEnd, prometheus.GaugeValue, float64(p.LogEndOffset), labels...)
+			if p.Compacted {
+				ch <- prometheus.MustNewConstMetric(descDirtyRatio, prometheus.GaugeValue, p.DirtyRatio, labels...)
+			}
 		}
+	}
+	if c := b.Cleaner; c != nil {
+		st := c.Stats()
+		ch <- prometheus.MustNewConstMetric(descCleanPasses, prometheus.CounterValue, float64(st.Passes.Load()), "done")
+		ch <- prometheus.MustNewConstMetric(descCleanPasses, prometheus.CounterValue, float64(st.Skipped.Load()), "skipped")
+		ch <- prometheus.MustNewConstMetric(descCleanPasses, prometheus.CounterValue, float64(st.Failures.Load()), "failed")
+		ch <- prometheus.MustNewConstMetric(descCleanBytes, prometheus.CounterValue, float64(st.BytesRead.Load()), "read")
+		ch <- prometheus.MustNewConstMetric(descCleanBytes, prometheus.CounterValue, float64(st.BytesWritten.Load()), "written")
+		ch <- prometheus.MustNewConstMetric(descCleanRecords, prometheus.CounterValue, float64(st.RecordsRemoved.Load()))
+		ch <- prometheus.MustNewConstMetric(descCleanSeconds, prometheus.CounterValue, float64(st.BusyNanos.Load())/1e9)
 	}
 	refusing := b.RefusingWrites()
 	for k, why := range refusing {

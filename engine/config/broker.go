@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"strconv"
@@ -59,6 +60,15 @@ type Broker struct {
 	// Rack is broker.rack, given to the primary by a standby (KIP-392).
 	Rack string
 
+	// The log cleaner (compaction): log.cleaner.enable,
+	// log.cleaner.io.max.bytes.per.second (0: no limit, Kafka's default
+	// being Double.MAX_VALUE), log.cleaner.dedupe.buffer.size and
+	// log.cleaner.backoff.ms (how often compacted logs are checked).
+	CleanerEnable          bool
+	CleanerIOBytesPerSec   float64
+	CleanerDedupeBufferLen int64
+	CleanerBackoff         time.Duration
+
 	// Props holds every key read from server.properties (and broker-level
 	// topic defaults set by flags), so topic configs can report their broker
 	// synonyms.
@@ -90,6 +100,9 @@ func Defaults() *Broker {
 		RetentionCheckInterval: 5 * time.Minute,
 		CheckpointInterval:     10 * time.Second,
 		ReplicaLagTimeMax:      30 * time.Second,
+		CleanerEnable:          true,
+		CleanerDedupeBufferLen: 128 << 20,
+		CleanerBackoff:         15 * time.Second,
 		Props:                  map[string]string{},
 	}
 }
@@ -200,6 +213,25 @@ func (b *Broker) set(k, v string) error {
 		return setMillis(&b.ReplicaLagTimeMax, v)
 	case "broker.rack":
 		b.Rack = v
+	case "log.cleaner.enable":
+		b.CleanerEnable = v == "true"
+	case "log.cleaner.io.max.bytes.per.second":
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 {
+			return fmt.Errorf("must be a positive number")
+		}
+		if f >= math.MaxFloat64/2 {
+			f = 0 // Kafka's default, Double.MAX_VALUE: no limit
+		}
+		b.CleanerIOBytesPerSec = f
+	case "log.cleaner.dedupe.buffer.size":
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1<<20 {
+			return fmt.Errorf("must be at least 1048576")
+		}
+		b.CleanerDedupeBufferLen = n
+	case "log.cleaner.backoff.ms":
+		return setMillis(&b.CleanerBackoff, v)
 	}
 	return nil
 }

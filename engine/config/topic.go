@@ -105,6 +105,14 @@ func atLeast(min int64) func(string) error {
 
 var maxLong = strconv.FormatInt(math.MaxInt64, 10)
 
+// ratio accepts a double in [0, 1], as Kafka's min.cleanable.dirty.ratio.
+func ratio(v string) error {
+	if f, err := strconv.ParseFloat(v, 64); err == nil && (f < 0 || f > 1) {
+		return fmt.Errorf("invalid value %s: must be between 0 and 1", v)
+	}
+	return nil
+}
+
 // TopicKeys is every topic config Kafka 4 defines, in name order.
 var TopicKeys = []TopicKey{
 	{Name: "cleanup.policy", Type: TypeList, Default: "delete", BrokerSynonym: "log.cleanup.policy", Doc: "Retention policy for old log segments: delete or compact.", validate: oneOf("delete", "compact")},
@@ -123,7 +131,7 @@ var TopicKeys = []TopicKey{
 	{Name: "message.timestamp.after.max.ms", Type: TypeLong, Default: maxLong, BrokerSynonym: "log.message.timestamp.after.max.ms", Doc: "Allowed amount a record timestamp may be ahead of the broker time.", validate: atLeast(0)},
 	{Name: "message.timestamp.before.max.ms", Type: TypeLong, Default: maxLong, BrokerSynonym: "log.message.timestamp.before.max.ms", Doc: "Allowed amount a record timestamp may be behind the broker time.", validate: atLeast(0)},
 	{Name: "message.timestamp.type", Type: TypeString, Default: "CreateTime", BrokerSynonym: "log.message.timestamp.type", Doc: "CreateTime or LogAppendTime.", validate: oneOf("CreateTime", "LogAppendTime")},
-	{Name: "min.cleanable.dirty.ratio", Type: TypeDouble, Default: "0.5", BrokerSynonym: "log.cleaner.min.cleanable.ratio", Doc: "Dirty ratio that triggers compaction."},
+	{Name: "min.cleanable.dirty.ratio", Type: TypeDouble, Default: "0.5", BrokerSynonym: "log.cleaner.min.cleanable.ratio", Doc: "Dirty ratio that triggers compaction.", validate: ratio},
 	{Name: "min.compaction.lag.ms", Type: TypeLong, Default: "0", BrokerSynonym: "log.cleaner.min.compaction.lag.ms", Doc: "Minimum time a message stays uncompacted.", validate: atLeast(0)},
 	{Name: "min.insync.replicas", Type: TypeInt, Default: "1", BrokerSynonym: "min.insync.replicas", Doc: "Replicas (primary included) that must hold a batch before acks=all is answered.", validate: atLeast(1)},
 	{Name: "preallocate", Type: TypeBoolean, Default: "false", BrokerSynonym: "log.preallocate", Doc: "Preallocate segment files."},
@@ -264,6 +272,52 @@ func (t Topic) CompressionType() string {
 		return "none"
 	}
 	return v
+}
+
+// Compact reports whether cleanup.policy holds compact; Delete whether it
+// holds delete (retention by time and size).
+func (t Topic) Compact() bool { return t.policy("compact") }
+func (t Topic) Delete() bool  { return t.policy("delete") }
+
+// policy reports whether cleanup.policy lists p; it allocates nothing (the
+// produce path asks).
+func (t Topic) policy(p string) bool {
+	for rest := t.value("cleanup.policy"); rest != ""; {
+		var item string
+		item, rest, _ = strings.Cut(rest, ",")
+		if strings.TrimSpace(item) == p {
+			return true
+		}
+	}
+	return false
+}
+
+// DeleteRetentionMs is delete.retention.ms.
+func (t Topic) DeleteRetentionMs() time.Duration {
+	return time.Duration(t.int64("delete.retention.ms")) * time.Millisecond
+}
+
+// MinCleanableRatio is min.cleanable.dirty.ratio.
+func (t Topic) MinCleanableRatio() float64 {
+	v, err := strconv.ParseFloat(t.value("min.cleanable.dirty.ratio"), 64)
+	if err != nil {
+		return 0.5
+	}
+	return v
+}
+
+// MinCompactionLag and MaxCompactionLag are min/max.compaction.lag.ms
+// (the latter's default, Long.MAX_VALUE, is no maximum: 0 here).
+func (t Topic) MinCompactionLag() time.Duration {
+	return time.Duration(t.int64("min.compaction.lag.ms")) * time.Millisecond
+}
+
+func (t Topic) MaxCompactionLag() time.Duration {
+	ms := t.int64("max.compaction.lag.ms")
+	if ms >= math.MaxInt64/int64(time.Millisecond) {
+		return 0
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // Preallocate is preallocate.

@@ -175,6 +175,11 @@ func (s *Shard) append(p *Partition, set []byte, now time.Time, checkCRC bool) (
 	if checkCRC {
 		appendFn = p.Log.AppendCheckingCRC
 	}
+	return s.appendWith(p, set, now, appendFn)
+}
+
+// appendWith is append through one of the log's append methods.
+func (s *Shard) appendWith(p *Partition, set []byte, now time.Time, appendFn func([]byte, time.Time) (log.AppendResult, error)) (log.AppendResult, error) {
 	for {
 		res, err := appendFn(set, now)
 		switch {

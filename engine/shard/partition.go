@@ -57,6 +57,9 @@ type Partition struct {
 	// afterWrites: work that closes the O_DIRECT descriptor (deletion)
 	// waits for the writes in flight on it.
 	afterWrites deferred
+	// afterSwap: work that deletes, truncates or resets the log, held
+	// while the cleaner renames its files (cleaner.go).
+	afterSwap deferred
 
 	bytesIn, recordsIn prometheus.Counter // this topic's counters, resolved once
 }
@@ -232,7 +235,9 @@ func (s *Shard) DeletePartition(k Key, done func(error)) {
 	p.wq, p.wqi = p.wq[:0], 0 // never submit pieces of a deleted log
 	p.failWaiters(ErrUnknownPartition)
 	// Deleting closes the O_DIRECT descriptor too: wait for its writes.
-	s.whenSyncIdle(p, func() { s.whenWritesIdle(p, func() { done(p.Log.Delete()) }) })
+	s.whenSwapIdle(p, func() {
+		s.whenSyncIdle(p, func() { s.whenWritesIdle(p, func() { done(p.Log.Delete()) }) })
+	})
 }
 
 // SetTopicConfig applies a topic's changed configuration to a partition.

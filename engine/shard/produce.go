@@ -211,6 +211,7 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time, crcLater bool)
 			target, recompress = c, true
 		}
 	}
+	compacted := p.Cfg.Compact()
 	it := records.NewIter(set)
 	n := int32(0)
 	count := int64(0)
@@ -229,6 +230,11 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time, crcLater bool)
 		}
 		if _, err := validate(batch); err != nil {
 			return refuse(batchError(n, err), n)
+		}
+		if compacted && !h.Control() {
+			if res, ok := s.checkKeys(p, batch, n); !ok {
+				return refuse(res, n)
+			}
 		}
 		if h.Idempotent() {
 			dup, err := p.Log.CheckProducer(h.ProducerID, h.ProducerEpoch, h.BaseSequence, h.LastSequence())
@@ -275,6 +281,29 @@ func (s *Shard) validate(p *Partition, set []byte, now time.Time, crcLater bool)
 		return refuse(produceFailed(kerr.RecordListTooLarge, fmt.Sprintf("record set of %d bytes exceeds segment.bytes %d", len(set), p.Cfg.SegmentBytes())), math.MaxInt32)
 	}
 	return set, count, ProduceResult{BaseOffset: -1}, true
+}
+
+// errNoKey stops the walk of a batch at its first record without a key.
+var errNoKey = errors.New("record without a key")
+
+// checkKeys refuses a batch of a compacted topic holding a record without
+// a key, as Kafka does (INVALID_RECORD, with its message): compaction keeps
+// the latest record per key, and such a record has none. A compressed batch
+// is decompressed to read its keys.
+func (s *Shard) checkKeys(p *Partition, batch []byte, index int32) (ProduceResult, bool) {
+	err := records.ForEachRecord(batch, s.keyScratch[:0], func(r *records.Record) error {
+		if r.Key == nil {
+			return errNoKey
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errNoKey):
+		return produceFailed(kerr.InvalidRecord, fmt.Sprintf("Compacted topic cannot accept message without key in topic partition %s.", p.Key.Dir())), false
+	case err != nil:
+		return batchError(index, err), false
+	}
+	return ProduceResult{}, true
 }
 
 // firstBadCRC checks the CRCs of set's batches 0..through (framing already

@@ -455,26 +455,28 @@ func (s *Shard) TruncateReplica(k Key, off int64, reset bool, done func(error)) 
 		done(ErrUnknownPartition)
 		return
 	}
-	s.whenSyncIdle(p, func() {
-		s.whenWritesIdle(p, func() {
-			var err error
-			if reset {
-				err = p.Log.ResetTo(log.Offset(off))
-			} else {
-				err = p.Log.TruncateTo(log.Offset(off))
-			}
-			if err == nil {
-				// The checkpoint must not name offsets the log dropped.
-				err = s.writeCheckpointEntries(false)
-			}
-			p.wakeParked()
-			done(err)
-		})
+	s.whenSwapIdle(p, func() {
+		s.whenSyncIdle(p, func() { s.whenWritesIdle(p, func() { s.truncateReplica(p, off, reset, done) }) })
 	})
 }
 
-// ErrNotContiguous reports fetched batches that do not start at the
-// standby's log end.
+func (s *Shard) truncateReplica(p *Partition, off int64, reset bool, done func(error)) {
+	var err error
+	if reset {
+		err = p.Log.ResetTo(log.Offset(off))
+	} else {
+		err = p.Log.TruncateTo(log.Offset(off))
+	}
+	if err == nil {
+		// The checkpoint must not name offsets the log dropped.
+		err = s.writeCheckpointEntries(false)
+	}
+	p.wakeParked()
+	done(err)
+}
+
+// ErrNotContiguous reports fetched batches that start below the standby's
+// log end, or go backwards.
 var ErrNotContiguous = errors.New("fetched batches do not start at the log end")
 
 // AppendReplica appends batches fetched from the primary, as they are:
@@ -523,7 +525,9 @@ func (s *Shard) AppendReplica(k Key, set []byte, leaderHW int64, done func(error
 		if !ok {
 			break
 		}
-		if log.Offset(h.BaseOffset) != next {
+		// Past the end is a gap the primary's compaction left (Kafka's
+		// followers keep them too); before it is a fetch gone wrong.
+		if log.Offset(h.BaseOffset) < next {
 			done(fmt.Errorf("%w: batch %d starts at %d, the log ends at %d", ErrNotContiguous, n, h.BaseOffset, next))
 			return
 		}
@@ -549,7 +553,7 @@ func (s *Shard) AppendReplica(k Key, set []byte, leaderHW int64, done func(error
 		done(nil)
 		return
 	}
-	appended, err := s.append(p, set, now, true)
+	appended, err := s.appendWith(p, set, now, p.Log.AppendReplicated)
 	if err != nil {
 		var crcErr *log.CRCError
 		if errors.As(err, &crcErr) {

@@ -77,6 +77,8 @@ type Config struct {
 	// AloneNeedsLicense: with etcd deciding failover, acks=all is answered
 	// without an out-of-sync standby only after SetAloneOK(true).
 	AloneNeedsLicense bool
+	// Cleaner compacts the shard's compacted topics (nil: none do).
+	Cleaner *Cleaner
 }
 
 // spinBeforeSleep is how long an idle shard keeps polling its inbox and
@@ -91,13 +93,16 @@ type Shard struct {
 	be       backend
 	sleeping atomic.Bool
 
-	parts    map[Key]*Partition
-	syncs    map[uint64]*syncJob
-	writes   map[uint64]writeRef // direct writes in flight, by tag
-	iov      [][]byte            // scratch: the pieces of one vectored write
-	toWrite  []*Partition
-	tail     *log.TailCache
-	tailSlab *uring.Slab
+	parts   map[Key]*Partition
+	syncs   map[uint64]*syncJob
+	writes  map[uint64]writeRef // direct writes in flight, by tag
+	iov     [][]byte            // scratch: the pieces of one vectored write
+	toWrite []*Partition
+	tail    *log.TailCache
+	// keyScratch: decompressed records of a compacted topic's batch whose
+	// keys produce checks.
+	keyScratch []byte
+	tailSlab   *uring.Slab
 	// Cold reads (coldread.go): the registered read slots, free ones,
 	// reads in flight by tag, reads waiting for a slot or ring space,
 	// finished ones whose continuations have yet to run, and spare
@@ -403,7 +408,7 @@ func (s *Shard) Tick(now time.Time, retention, flush bool) {
 		if retention {
 			for _, k := range s.sortedKeys() {
 				p := s.parts[k]
-				s.whenSyncIdle(p, func() { s.enforceRetention(p, now, nil) })
+				s.whenSwapIdle(p, func() { s.whenSyncIdle(p, func() { s.enforceRetention(p, now, nil) }) })
 			}
 		}
 		if flush {
@@ -593,6 +598,10 @@ type PartitionStats struct {
 	Segments                                    int
 	SizeBytes                                   int64
 	LogStartOffset, HighWatermark, LogEndOffset int64
+	// Compacted: cleanup.policy holds compact; then DirtyRatio is the
+	// share of the cleanable bytes not yet cleaned.
+	Compacted  bool
+	DirtyRatio float64
 }
 
 // Snapshot reads the shard's counters and every partition's state on the
@@ -615,6 +624,7 @@ func (s *Shard) Snapshot() (Stats, []PartitionStats) {
 			parts = append(parts, PartitionStats{
 				Key: k, Segments: p.Log.SegmentCount(), SizeBytes: p.Log.Size(),
 				LogStartOffset: int64(p.Log.LogStartOffset()), HighWatermark: int64(p.Log.HighWatermark()), LogEndOffset: int64(p.Log.LogEndOffset()),
+				Compacted: p.Cfg.Compact(), DirtyRatio: p.Log.DirtyRatio(),
 			})
 		}
 	})
@@ -645,5 +655,11 @@ func (s *Shard) logConfig(t config.Topic) log.Config {
 		RetentionBytes:     t.RetentionBytes(),
 		IndexIntervalBytes: t.IndexIntervalBytes(),
 		Preallocate:        t.Preallocate(),
+		Compact:            t.Compact(),
+		NoDelete:           !t.Delete(),
+		DeleteRetentionMs:  t.DeleteRetentionMs(),
+		MinCleanableRatio:  t.MinCleanableRatio(),
+		MinCompactionLag:   t.MinCompactionLag(),
+		MaxCompactionLag:   t.MaxCompactionLag(),
 	}
 }
