@@ -18,9 +18,8 @@ import (
 
 // The metadata log: the topic catalogue as a partition (see package meta).
 // It lives on shard 0, is never shown to clients (Metadata does not list
-// it, as Kafka does not list its own), is compacted (the latest record per
-// topic name is the catalogue; retention off), and is followed by a
-// standby like any partition.
+// it, as Kafka does not list its own), keeps everything (retention off),
+// and is followed by a standby like any partition.
 
 // MetadataTopic is the metadata log's topic name, KRaft's.
 const MetadataTopic = "__cluster_metadata"
@@ -48,13 +47,11 @@ func (b *Broker) TopicFor(snap *meta.Snapshot, name string) (*meta.Topic, bool) 
 	return t, ok
 }
 
-// metadataConfig: compacted (each record is a topic's whole state, keyed
-// by its name: the latest per name is the catalogue), never deleted by
-// retention, and a change is answered once the primary alone has it
-// durably when the standby is out of sync, whatever min.insync.replicas
-// the broker sets for data.
+// metadataConfig: keep every record, and answer a change once the primary
+// alone has it durably when the standby is out of sync, whatever
+// min.insync.replicas the broker sets for data.
 func (b *Broker) metadataConfig() config.Topic {
-	return config.NewTopic(b.Cfg, map[string]string{"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1", "segment.bytes": fmt.Sprint(64 << 20)})
+	return config.NewTopic(b.Cfg, map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1", "segment.bytes": fmt.Sprint(64 << 20)})
 }
 
 // loadCatalogue opens the metadata log and replays it into the store. A
