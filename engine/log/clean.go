@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-broker/sluice/engine/storage"
@@ -161,6 +162,9 @@ type CleanJob struct {
 	outs  []*cleanOut
 	Stats CleanStats
 	Err   error
+	rd    *batchReader
+	// cancel: the partition is being deleted (CancelCleaning).
+	cancel atomic.Bool
 }
 
 // Dir is the partition directory of the job's log.
@@ -181,7 +185,10 @@ func (l *Log) DirtyRatio() float64 {
 // cleanableRange returns how many leading segments may be cleaned, and
 // the clean and dirty bytes among them.
 func (l *Log) cleanableRange() (n int, clean, dirty int64) {
-	limit := min(l.recoveryPoint, l.checkpointedPoint.RecoveryPoint, l.LastStableOffset(), l.hw)
+	// The first unstable offset itself, not LastStableOffset, which is
+	// raised to the log start: an open transaction that began below a
+	// DeleteRecords point still has records above it.
+	limit := min(l.recoveryPoint, l.checkpointedPoint.RecoveryPoint, l.producers.firstUnstable(), l.hw)
 	for n < len(l.segs)-1 {
 		s := l.segs[n]
 		if s.next > limit || !s.indexDurable || slices.Contains(l.cuts, s) {
@@ -353,7 +360,7 @@ func (j *CleanJob) buildMap(cio CleanIO, m int) (keyMap, int, error) {
 		if i > j.dirtyFrom && j.dedupeBytes > 0 && mem >= j.dedupeBytes {
 			return keys, i, nil
 		}
-		r := newBatchReader(cio, j.srcs[i])
+		r := j.reader(cio, j.srcs[i])
 		for {
 			batch, h, err := r.next()
 			if err == io.EOF {
@@ -406,7 +413,7 @@ func (j *CleanJob) isAborted(h *batchHeader) bool {
 // writeCleaned rewrites sources [0, m) into output segments.
 func (j *CleanJob) writeCleaned(cio CleanIO, keys keyMap, m int, now time.Time) error {
 	nowMs := now.UnixMilli()
-	horizon := nowMs + j.cfg.DeleteRetentionMs.Milliseconds()
+	horizon := nowMs + min(j.cfg.DeleteRetentionMs.Milliseconds(), math.MaxInt64-nowMs)
 	txnData := map[int64]bool{} // a producer's transaction has records kept so far
 	f := &batchFilter{keys: keys, nowMs: nowMs, horizon: horizon}
 	for g := 0; g < m; {
@@ -444,7 +451,7 @@ func (j *CleanJob) cleanGroup(cio CleanIO, srcs []cleanSource, f *batchFilter, t
 		src := srcs[n]
 		n++
 		out.srcs, out.next = srcs[:n], src.next
-		r := newBatchReader(cio, src)
+		r := j.reader(cio, src)
 		for {
 			batch, h, err := r.next()
 			if err == io.EOF {
@@ -511,6 +518,7 @@ type batchFilter struct {
 	keys           keyMap
 	nowMs, horizon int64
 	recs           []records.Record // the kept records of the batch at hand
+	headers        []records.RecordHeader
 	out            []byte
 }
 
@@ -520,11 +528,14 @@ func (j *CleanJob) filterBatch(f *batchFilter, batch []byte, h *batchHeader, scr
 	j.Stats.BytesRead += h.size()
 	isLast := h.producerID >= 0 && j.lastOfPid[h.producerID] == h.lastOffset()
 	if h.attributes&attrControl != 0 {
-		// A marker goes once its transaction kept nothing before it and
-		// it is delete.retention.ms old.
+		// A commit marker goes once its transaction kept nothing before
+		// it and it is delete.retention.ms old. Abort markers stay: the
+		// aborted transactions read_committed fetches list (txn.go) name
+		// them, and a client skips the producer's records from a listed
+		// transaction's first offset until it meets its marker.
 		had := txnData[h.producerID]
 		delete(txnData, h.producerID)
-		if !had && !isLast && f.nowMs-h.maxTimestamp > j.cfg.DeleteRetentionMs.Milliseconds() {
+		if !had && !isLast && controlTypeOf(batch) == ControlCommit && f.nowMs-h.maxTimestamp > j.cfg.DeleteRetentionMs.Milliseconds() {
 			return nil, nil
 		}
 		return batch, nil
@@ -543,6 +554,7 @@ func (j *CleanJob) filterBatch(f *batchFilter, batch []byte, h *batchHeader, scr
 	}
 	hasHorizon := hdr.Attributes&attrDeleteHorizon != 0
 	f.recs = f.recs[:0]
+	f.headers = f.headers[:0:0] // earlier records' headers keep their array
 	all, needHorizon := true, false
 	err = records.ForEachRecord(batch, scratch[:0], func(rec *records.Record) error {
 		off := h.baseOffset + Offset(rec.OffsetDelta)
@@ -600,30 +612,25 @@ func (f *batchFilter) rebuild(hdr records.Header, recs []records.Record) ([]byte
 	return out, err
 }
 
-// copyRecord copies rec and its slices (ForEachRecord reuses them).
+// copyRecord copies rec for after ForEachRecord's callback, which reuses
+// the Record and its header slice; keys, values and header names and
+// values alias the batch or its decompressed copy, which stay as they are
+// until the batch is rebuilt.
 func (f *batchFilter) copyRecord(rec *records.Record) records.Record {
-	c := records.Record{Attributes: rec.Attributes, TimestampDelta: rec.TimestampDelta, OffsetDelta: rec.OffsetDelta}
-	c.Key = f.keep(rec.Key)
-	c.Value = f.keep(rec.Value)
+	c := *rec
 	if len(rec.Headers) > 0 {
-		c.Headers = make([]records.RecordHeader, len(rec.Headers))
-		for i, h := range rec.Headers {
-			c.Headers[i] = records.RecordHeader{Key: strings.Clone(h.Key), Value: f.keep(h.Value)}
-		}
+		start := len(f.headers)
+		f.headers = append(f.headers, rec.Headers...)
+		c.Headers = f.headers[start:len(f.headers):len(f.headers)]
+	} else {
+		c.Headers = nil
 	}
 	return c
 }
 
-// keep copies b into a fresh slice (nil stays nil).
-func (f *batchFilter) keep(b []byte) []byte {
-	if b == nil {
-		return nil
-	}
-	return append(make([]byte, 0, len(b)), b...)
-}
-
 // batchReader reads a source segment's batches in large sequential reads.
 type batchReader struct {
+	cancel  *atomic.Bool
 	cio     CleanIO
 	src     cleanSource
 	buf     []byte
@@ -634,8 +641,15 @@ type batchReader struct {
 
 const cleanReadSize = 1 << 20
 
-func newBatchReader(cio CleanIO, src cleanSource) *batchReader {
-	return &batchReader{cio: cio, src: src, buf: make([]byte, cleanReadSize), scratch: make([]byte, 0, cleanReadSize)}
+// reader returns the job's batch reader set to read src: one buffer for
+// every segment of the pass.
+func (j *CleanJob) reader(cio CleanIO, src cleanSource) *batchReader {
+	if j.rd == nil {
+		j.rd = &batchReader{buf: make([]byte, cleanReadSize), scratch: make([]byte, 0, cleanReadSize)}
+	}
+	r := j.rd
+	r.cio, r.src, r.lo, r.hi, r.filePos, r.cancel = cio, src, 0, 0, 0, &j.cancel
+	return r
 }
 
 // next returns the next whole batch (valid until the next call), or io.EOF
@@ -643,6 +657,9 @@ func newBatchReader(cio CleanIO, src cleanSource) *batchReader {
 func (r *batchReader) next() ([]byte, batchHeader, error) {
 	if r.filePos >= r.src.size {
 		return nil, batchHeader{}, io.EOF
+	}
+	if r.cancel.Load() {
+		return nil, batchHeader{}, errCleanCanceled
 	}
 	if err := r.fill(batchHeaderSize); err != nil {
 		return nil, batchHeader{}, err
@@ -769,10 +786,10 @@ func (l *Log) CommitClean(j *CleanJob) bool {
 		fresh = append(fresh, o.seg)
 		l.size += o.seg.size
 	}
+	// The replaced segments stay open until FinishClean: an install that
+	// fails before its commit point puts them back.
 	for _, s := range l.segs[:n] {
 		l.size -= s.size
-		closeIndexFiles(s)
-		s.ref.Release()
 	}
 	l.segs = append(fresh, l.segs[n:]...)
 	l.changes++
@@ -782,26 +799,55 @@ func (l *Log) CommitClean(j *CleanJob) bool {
 	return true
 }
 
+// InstallResult says how far Install got: Done output segments are in
+// place; if Err is set, PastCommit says whether the next one's swap file
+// was already renamed (then recovery completes it, whatever follows).
+type InstallResult struct {
+	Done       int
+	PastCommit bool
+	Err        error
+}
+
 // Install renames a committed job's files into place (see the section
-// comment), on the cleaner's thread.
-func (j *CleanJob) Install() error {
-	if err := writeCleanedOffset(j.fs, j.dir, j.End); err != nil {
-		return err
+// comment), on the cleaner's thread. What it did not install is removed
+// from the disk here; FinishClean puts those segments back in memory.
+func (j *CleanJob) Install() InstallResult {
+	r := j.install()
+	if r.Err != nil {
+		from := r.Done
+		if r.PastCommit {
+			from++
+		}
+		for _, o := range j.outs[from:] {
+			for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix} {
+				j.fs.Remove(segmentName(j.dir, o.seg.base, suffix+cleanedSuffix))
+			}
+		}
 	}
-	for _, o := range j.outs {
+	return r
+}
+
+func (j *CleanJob) install() InstallResult {
+	if j.cancel.Load() {
+		return InstallResult{Err: errCleanCanceled}
+	}
+	if err := writeOffsetFile(j.fs, filepath.Join(j.dir, cleanerFileName), cleanerMagic, j.End); err != nil {
+		return InstallResult{Err: err}
+	}
+	for i, o := range j.outs {
 		b := o.seg.base
 		swap := swapName(j.dir, b, o.next)
 		if err := j.fs.Rename(segmentName(j.dir, b, logSuffix+cleanedSuffix), swap); err != nil {
-			return err
+			return InstallResult{Done: i, Err: err}
 		}
 		if err := j.fs.SyncDir(j.dir); err != nil {
-			return err
+			return InstallResult{Done: i, PastCommit: true, Err: err}
 		}
 		if err := completeSwap(j.fs, j.dir, b, o.next, o.srcs); err != nil {
-			return err
+			return InstallResult{Done: i, PastCommit: true, Err: err}
 		}
 	}
-	return nil
+	return InstallResult{Done: len(j.outs)}
 }
 
 // completeSwap finishes the swap of B-E.swap: the replaced segments' files
@@ -857,19 +903,68 @@ func completeSwap(fs storage.FS, dir string, b, e Offset, srcs []cleanSource) er
 	return fs.SyncDir(dir)
 }
 
-// FinishClean ends a committed job after Install, on the shard thread. An
-// Install that failed leaves the files between two states that both read
-// the same records, which only a restart sorts out: the log fails.
-func (l *Log) FinishClean(j *CleanJob, installErr error) {
+// FinishClean ends a committed job after Install, on the shard thread.
+// The segments Install put in place replace the old ones for good; those
+// it did not reach are swapped back in memory (their .cleaned files are
+// gone). A failure past a swap's commit point leaves the files between two
+// states that both read the same records, which only a restart sorts out:
+// the log fails then.
+func (l *Log) FinishClean(j *CleanJob, r InstallResult) {
 	if l.cleaning != j {
 		return
 	}
 	l.cleaning, l.swapping = nil, false
-	if installErr != nil {
-		l.fail(fmt.Errorf("log: installing cleaned segments: %w", installErr))
+	installed := r.Done
+	if r.Err != nil && r.PastCommit {
+		installed++
+	}
+	prefix := make([]*segment, 0, len(j.srcs))
+	reverted := false
+	for i, o := range j.outs {
+		if i >= len(l.segs)-1 || l.segs[i] != o.seg {
+			l.fail(fmt.Errorf("log: cleaned segment %d is not where it was put", o.seg.base))
+			return
+		}
+		if i < installed {
+			for _, src := range o.srcs {
+				closeIndexFiles(src.seg)
+				src.seg.ref.Release()
+			}
+			prefix = append(prefix, o.seg)
+			continue
+		}
+		reverted = true
+		o.seg.ref.Release()
+		l.size -= o.seg.size
+		for _, src := range o.srcs {
+			prefix = append(prefix, src.seg)
+			l.size += src.seg.size
+		}
+	}
+	if reverted {
+		l.segs = append(prefix, l.segs[len(j.outs):]...)
+		l.truncGen++
+		l.changes++
+		l.maxTimestampKnown = false
+	}
+	if r.Err != nil && r.PastCommit {
+		l.fail(fmt.Errorf("log: installing cleaned segments: %w", r.Err))
 		return
 	}
-	l.cleanedTo = max(l.cleanedTo, j.End) // Install synced the directory
+	if r.Done > 0 {
+		// Install synced the directory.
+		l.cleanedTo = max(l.cleanedTo, j.outs[r.Done-1].next)
+		l.gapsBelow = max(l.gapsBelow, j.End)
+	}
+}
+
+// CancelCleaning makes the job under way stop at its next read or write
+// (the partition is being deleted); it ends as a failed one. A job already
+// renaming files finishes.
+func (l *Log) CancelCleaning() {
+	if l.cleaning != nil && !l.swapping {
+		l.cleaning.cancel.Store(true)
+	}
 }
 
 // Cleaning reports whether a job holds the log (planned and not ended).
@@ -920,29 +1015,64 @@ func parseSwapName(name string) (b, e Offset, ok bool) {
 	return Offset(x), Offset(y), true
 }
 
-// The cleaner.offset file: "SLCO", a CRC-32C of the offset, the offset.
-func writeCleanedOffset(fs storage.FS, dir string, off Offset) error {
+// The offset files: cleaner.offset (written by the cleaner's thread before
+// it renames files: where its last pass ended, below which batches may
+// have gaps) and replica.gaps (written by the shard thread before a
+// standby appends batches with a gap: the gaps its primary's compaction
+// left lie below it). Each is 16 bytes: a magic, the CRC-32C of the
+// offset, the offset.
+const (
+	cleanerMagic    = "SLCO"
+	replicaGapsName = "replica.gaps"
+	replicaMagic    = "SLRG"
+)
+
+// errCleanCanceled ends a job whose partition is being deleted.
+var errCleanCanceled = errors.New("log: cleaning canceled")
+
+func writeOffsetFile(fs storage.FS, path, magic string, off Offset) error {
 	b := make([]byte, 16)
-	copy(b, "SLCO")
+	copy(b, magic)
 	binary.BigEndian.PutUint64(b[8:], uint64(off))
 	binary.BigEndian.PutUint32(b[4:], crc32.Checksum(b[8:], castagnoli))
-	return writeFileAtomic(fs, filepath.Join(dir, cleanerFileName), b)
+	return writeFileAtomic(fs, path, b)
 }
 
-func readCleanedOffset(fs storage.FS, dir string) (Offset, error) {
-	b, err := readWholeFile(fs, filepath.Join(dir, cleanerFileName))
+// readOffsetFile returns the offset in path (0 if there is no file); ok is
+// false for a damaged file.
+func readOffsetFile(fs storage.FS, path, magic string) (off Offset, ok bool, err error) {
+	b, err := readWholeFile(fs, path)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+		return 0, true, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	if len(b) != 16 || string(b[:4]) != "SLCO" || binary.BigEndian.Uint32(b[4:]) != crc32.Checksum(b[8:], castagnoli) {
-		// Written atomically, so never torn: a damaged file is the disk's
-		// doing. Refusing to open would be worse than scanning strictly.
-		return 0, fmt.Errorf("%w: %s is damaged", ErrCorruptSegment, cleanerFileName)
+	if len(b) != 16 || string(b[:4]) != magic || binary.BigEndian.Uint32(b[4:]) != crc32.Checksum(b[8:], castagnoli) {
+		return 0, false, nil
 	}
-	return Offset(binary.BigEndian.Uint64(b[8:])), nil
+	return Offset(binary.BigEndian.Uint64(b[8:])), true, nil
+}
+
+// loadGapBounds reads the offset files at open. A damaged one (written
+// atomically, so the disk's doing) costs compaction, never data: the log
+// is taken as cleaned nowhere and as possibly gapped everywhere, so a
+// recovery scan checks each batch's framing, CRC and rising offsets but
+// does not stop at a gap.
+func (l *Log) loadGapBounds() error {
+	cleaned, ok1, err := readOffsetFile(l.fs, filepath.Join(l.dir, cleanerFileName), cleanerMagic)
+	if err != nil {
+		return err
+	}
+	replica, ok2, err := readOffsetFile(l.fs, filepath.Join(l.dir, replicaGapsName), replicaMagic)
+	if err != nil {
+		return err
+	}
+	l.cleanedTo, l.gapsBelow = cleaned, max(cleaned, replica)
+	if !ok1 || !ok2 {
+		l.cleanedTo, l.gapsBelow = 0, math.MaxInt64
+	}
+	return nil
 }
 
 // recoverCleaning, at open, completes the swaps a crash interrupted and

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +26,10 @@ func keyedBatch(t testing.TB, codec compress.Codec, ts int64, recs ...kv) []byte
 	h := records.Header{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: ts}
 	rs := make([]records.Record, len(recs))
 	for i, r := range recs {
-		rs[i] = records.Record{OffsetDelta: int32(i), Key: []byte(r.key)}
+		rs[i] = records.Record{OffsetDelta: int32(i)}
+		if r.key != "" {
+			rs[i].Key = []byte(r.key) // "" is a null key
+		}
 		if !r.tombstone {
 			rs[i].Value = []byte(r.value)
 		}
@@ -149,6 +153,9 @@ func checkCompacted(t *testing.T, before, after map[Offset]readRecord, cleanedTo
 		}
 	}
 	for key, off := range latest(before) {
+		if key == "" {
+			continue // records without a key: compaction drops them
+		}
 		if _, ok := after[off]; !ok {
 			t.Fatalf("key %s: its latest record, offset %d, is gone", key, off)
 		}
@@ -298,6 +305,12 @@ func TestCleanDropsAbortedKeepsProducersLastBatch(t *testing.T) {
 	mustAppend(t, l, idem(0, "first"))
 	mustAppend(t, l, reframe(t, keyedBatch(t, compress.None, t0.UnixMilli(), kv{key: "t", value: "aborted"}), 9, 0, 0, true))
 	mustAppend(t, l, markerBatch(9, 0, false))
+	// A committed transaction whose only record is superseded later.
+	mustAppend(t, l, reframe(t, keyedBatch(t, compress.None, t0.UnixMilli(), kv{key: "c", value: "committed"}), 11, 0, 0, true))
+	mustAppend(t, l, markerBatch(11, 0, true))
+	mustAppend(t, l, keyedBatch(t, compress.None, t0.UnixMilli(), kv{key: "c", tombstone: true}))
+	// Its producer goes on, so that batch is not its last one.
+	mustAppend(t, l, reframe(t, keyedBatch(t, compress.None, t0.UnixMilli(), kv{key: "c2", value: "later"}), 11, 0, 1, false))
 	fillKeys(t, l, 30, 3)
 	mustAppend(t, l, idem(1, "second"))
 	fillKeys(t, l, 30, 3)
@@ -306,9 +319,28 @@ func TestCleanDropsAbortedKeepsProducersLastBatch(t *testing.T) {
 	cleanNow(t, l, t0.Add(time.Hour))
 	got := recordsOf(t, l)
 	for off, r := range got {
-		if r.key == "t" {
-			t.Fatalf("aborted record at %d survived", off)
+		if r.key == "t" || r.key == "c" && !r.tombstone {
+			t.Fatalf("record %+v at %d survived", r, off)
 		}
+	}
+	// The abort marker stays with its entry in the aborted list (clients
+	// skip the producer's records until they meet it); the commit marker
+	// of a transaction whose records all went goes.
+	if ab := l.AbortedTxns(nil, 0, l.LogEndOffset()); len(ab) != 1 || ab[0].ProducerID != 9 {
+		t.Fatalf("aborted transactions: %+v", ab)
+	}
+	markers := map[int64]bool{}
+	for it := records.NewIter(readAll(t, l)); ; {
+		_, h, ok := it.Next()
+		if !ok {
+			break
+		}
+		if h.Control() {
+			markers[h.ProducerID] = true
+		}
+	}
+	if !markers[9] || markers[11] {
+		t.Fatalf("markers left, by producer: %v (want 9's abort marker, not 11's commit marker)", markers)
 	}
 	// The producer's last batch stays, with no records.
 	set := readAll(t, l)
@@ -336,8 +368,11 @@ func TestCleanDropsAbortedKeepsProducersLastBatch(t *testing.T) {
 	// Its state survives a restart that rebuilds it from the log.
 	fs.Remove("d/t-0/" + snapshotName)
 	l = mustOpen(t, fs, "d/t-0", cfg, Checkpoint{})
-	if _, err := l.CheckProducer(7, 0, 2, 2); err != nil {
-		t.Fatalf("producer state after the rebuild: %v", err)
+	if dup, err := l.CheckProducer(7, 0, 1, 1); err != nil || dup == nil {
+		t.Fatalf("producer state after the rebuild: its last batch is not a duplicate (%v, %v)", dup, err)
+	}
+	if _, err := l.CheckProducer(7, 0, 3, 3); err == nil {
+		t.Fatal("producer state after the rebuild: a sequence gap was accepted")
 	}
 	l.Close()
 }
@@ -392,6 +427,7 @@ func TestCleanCrashAtEveryStep(t *testing.T) {
 		ffs := storage.NewFaulty(mem)
 		l := mustOpen(t, ffs, "d/t-0", compactConfig(), Checkpoint{})
 		fillKeys(t, l, 200, 5)
+		endWithDroppedBatches(t, l)
 		settle(t, l)
 		before := recordsOf(t, l)
 		cp, _ := l.Checkpoint()
@@ -401,10 +437,23 @@ func TestCleanCrashAtEveryStep(t *testing.T) {
 			t.Fatal("no pass planned")
 		}
 		j.Run(PlainIO{}, t0)
-		var installErr error
 		if l.CommitClean(j) {
-			installErr = j.Install()
-			l.FinishClean(j, installErr)
+			r := j.Install()
+			l.FinishClean(j, r)
+			if r.Err != nil && !r.PastCommit {
+				// Failed before its commit point: the log goes on as it was.
+				if err := l.Err(); err != nil {
+					t.Fatalf("step %d: install failed before committing, and the log failed: %v", n, err)
+				}
+				checkCompacted(t, before, recordsOf(t, l), 0)
+				if got := recordsOf(t, l); r.Done == 0 && len(got) != len(before) {
+					t.Fatalf("step %d: %d records after a reverted install, want %d", n, len(got), len(before))
+				}
+			}
+		} else if j.Err == nil {
+			t.Fatalf("step %d: the commit was refused", n)
+		} else {
+			j.Discard()
 		}
 		fired := ffs.Fired() > 0
 		if !fired {
@@ -413,13 +462,21 @@ func TestCleanCrashAtEveryStep(t *testing.T) {
 			checkCompacted(t, before, after, j.End)
 		}
 		for _, crashed := range []*storage.MemFS{mem.Crash(), mem.CrashTorn(int64(n))} {
-			r := mustOpen(t, crashed, "d/t-0", compactConfig(), cp)
-			got := recordsOf(t, r)
-			checkCompacted(t, before, got, 0)
-			if len(got) != len(before) && r.CleanedOffset() == 0 {
-				t.Fatalf("step %d: records went without a cleaned offset recorded", n)
+			// Reopened with the checkpoint recorded before the pass, and
+			// with none at all (a scan of every segment, across the gaps).
+			for _, cp := range []Checkpoint{cp, {}} {
+				fs := crashed.Crash() // a fresh copy for each open
+				r := mustOpen(t, fs, "d/t-0", compactConfig(), cp)
+				got := recordsOf(t, r)
+				checkCompacted(t, before, got, 0)
+				if len(got) != len(before) && r.CleanedOffset() == 0 {
+					t.Fatalf("step %d: records went without a cleaned offset recorded", n)
+				}
+				if r.LogEndOffset() != l.LogEndOffset() {
+					t.Fatalf("step %d, checkpoint %+v: log end %d after the crash, want %d", n, cp, r.LogEndOffset(), l.LogEndOffset())
+				}
+				r.Close()
 			}
-			r.Close()
 		}
 		if !fired {
 			t.Logf("a whole pass took %d file operations", n)
@@ -429,6 +486,83 @@ func TestCleanCrashAtEveryStep(t *testing.T) {
 			return
 		}
 	}
+}
+
+// endWithDroppedBatches fills the active segment with keyless batches
+// (compaction drops them) until it rolls, then appends one keyed batch:
+// the segment after the cleanable range starts right after a run of
+// batches that the pass removes, a gap at its end.
+func endWithDroppedBatches(t testing.TB, l *Log) {
+	t.Helper()
+	segs := l.SegmentCount()
+	for l.SegmentCount() == segs {
+		mustAppend(t, l, keyedBatch(t, compress.None, t0.UnixMilli(), kv{value: "no key"}))
+	}
+	mustAppend(t, l, keyedBatch(t, compress.None, t0.UnixMilli(), kv{key: "after", value: "the gap"}))
+}
+
+func TestCleanGapAtTheCleanedEnd(t *testing.T) {
+	forEachFS(t, func(t *testing.T, c fsCase) {
+		l := mustOpen(t, c.fs, c.dir, compactConfig(), Checkpoint{})
+		fillKeys(t, l, 50, 5)
+		endWithDroppedBatches(t, l)
+		fillKeys(t, l, 20, 5)
+		before := recordsOf(t, l)
+		j := cleanNow(t, l, t0)
+		if j == nil {
+			t.Fatal("no pass")
+		}
+		want := recordsOf(t, l)
+		checkCompacted(t, before, want, j.End)
+		end := l.LogEndOffset()
+		// A crash with no checkpoint: the scan must cross the gap.
+		r := mustOpen(t, c.fs, c.dir, compactConfig(), Checkpoint{})
+		if r.LogEndOffset() != end || !maps.Equal(recordsOf(t, r), want) {
+			t.Fatalf("after a full scan: log end %d (want %d), %d records (want %d)", r.LogEndOffset(), end, len(recordsOf(t, r)), len(want))
+		}
+		r.Close()
+		l.Close()
+	})
+}
+
+// TestCleanInstallFailureRevertsInMemory fails the rename that commits a
+// pass: the log goes on reading the segments it had, takes writes, and
+// a later pass cleans.
+func TestCleanInstallFailureRevertsInMemory(t *testing.T) {
+	mem := storage.NewMem()
+	ffs := storage.NewFaulty(mem)
+	l := mustOpen(t, ffs, "d/t-0", compactConfig(), Checkpoint{})
+	fillKeys(t, l, 200, 5)
+	settle(t, l)
+	before := recordsOf(t, l)
+	ffs.AddRule(storage.Rule{Ops: storage.OpRename, Pattern: "*.swap", Times: 1})
+	j := l.PlanClean(0)
+	j.Run(PlainIO{}, t0)
+	if !l.CommitClean(j) {
+		t.Fatal(j.Err)
+	}
+	r := j.Install()
+	if r.Err == nil || r.PastCommit || r.Done != 0 {
+		t.Fatalf("install: %+v", r)
+	}
+	l.FinishClean(j, r)
+	if err := l.Err(); err != nil {
+		t.Fatalf("the log failed: %v", err)
+	}
+	if got := recordsOf(t, l); !maps.Equal(got, before) {
+		t.Fatalf("%d records after the revert, want %d", len(got), len(before))
+	}
+	names, _ := mem.ReadDir("d/t-0")
+	for _, n := range names {
+		if strings.HasSuffix(n, ".cleaned") || strings.HasSuffix(n, ".swap") {
+			t.Fatalf("%s left behind", n)
+		}
+	}
+	fillKeys(t, l, 20, 5)
+	if j := cleanNow(t, l, t0); j == nil || j.Stats.Removed == 0 {
+		t.Fatal("no pass after the failed one")
+	}
+	l.Close()
 }
 
 func TestCompactOnlySkipsRetention(t *testing.T) {
@@ -469,9 +603,9 @@ func TestReplicatedGapsSurviveRecovery(t *testing.T) {
 			}
 			set, _ := r.Bytes()
 			r.Release()
-			if _, err := dst.AppendReplicated(set, t0); err == ErrTailBusy {
+			if _, err := dst.AppendReplicated(set, t0, 0); err == ErrTailBusy {
 				drive(t, dst)
-				if _, err := dst.AppendReplicated(set, t0); err != nil {
+				if _, err := dst.AppendReplicated(set, t0, 0); err != nil {
 					t.Fatal(err)
 				}
 			} else if err != nil {
@@ -495,7 +629,7 @@ func TestReplicatedGapsSurviveRecovery(t *testing.T) {
 		r, _ := src.Read(src.LogStartOffset(), 100, true, src.LogEndOffset())
 		set, _ := r.Bytes()
 		r.Release()
-		if _, err := dst.AppendReplicated(set, t0); err == nil {
+		if _, err := dst.AppendReplicated(set, t0, 0); err == nil {
 			t.Fatal("a batch below the log end was appended")
 		}
 		dst.Close()

@@ -216,10 +216,14 @@ type Log struct {
 	captured  bool
 
 	// Compaction (clean.go): cleanedTo is where the last pass ended
-	// (cleaner.offset); below it batches may have gaps between them.
-	// cleaning is the job planned and not yet ended; swapping says it is
-	// renaming files.
+	// (cleaner.offset), where the next one's dirty part starts; up to
+	// gapsBelow batches may have gaps between them (cleaner.offset, and
+	// replica.gaps for a standby's copy of its primary's gaps). cleaning
+	// is the job planned and not yet ended; swapping says it is renaming
+	// files.
 	cleanedTo Offset
+	gapsBelow Offset
+	gapBound  Offset // AppendReplicated's bound for the append at hand
 	cleaning  *CleanJob
 	swapping  bool
 }
@@ -346,9 +350,11 @@ func (l *Log) AppendCheckingCRC(batches []byte, now time.Time) (AppendResult, er
 // primary's batches: their offsets are kept, not assigned. They must
 // start at or past the log end offset and only grow; a gap between two
 // batches (the primary's compaction removed what lay between) is kept as
-// it is, and recorded as one before the bytes are written (cleaner.offset)
-// so that a recovery scan accepts it.
-func (l *Log) AppendReplicated(batches []byte, now time.Time) (AppendResult, error) {
+// it is, and recorded before the bytes are written (replica.gaps) so that
+// a recovery scan accepts it. The bound recorded is at least bound (the
+// primary's high watermark): one write covers a whole catch-up.
+func (l *Log) AppendReplicated(batches []byte, now time.Time, bound Offset) (AppendResult, error) {
+	l.gapBound = bound
 	return l.append(batches, now, true, true)
 }
 
@@ -414,13 +420,14 @@ func (l *Log) append(batches []byte, now time.Time, checkCRC, keepOffsets bool) 
 	next := l.logEnd
 	if keepOffsets {
 		next = expected
-		if gap && next > l.cleanedTo {
+		if gap && next > l.gapsBelow {
 			// Durable before the batches are: a recovery scan must not
 			// take the gap for the end of the log.
-			if err := writeCleanedOffset(l.fs, l.dir, next); err != nil {
+			bound := max(next, l.gapBound)
+			if err := writeOffsetFile(l.fs, filepath.Join(l.dir, replicaGapsName), replicaMagic, bound); err != nil {
 				return AppendResult{}, l.writeFailed(err)
 			}
-			l.cleanedTo = next
+			l.gapsBelow = bound
 		}
 	}
 	for pos := 0; pos < len(batches) && !keepOffsets; {

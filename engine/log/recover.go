@@ -39,7 +39,7 @@ func (l *Log) open(cp Checkpoint, now time.Time) error {
 			return err
 		}
 	}
-	if l.cleanedTo, err = readCleanedOffset(l.fs, l.dir); err != nil {
+	if err := l.loadGapBounds(); err != nil {
 		return err
 	}
 
@@ -241,7 +241,9 @@ func (l *Log) recover(cp Checkpoint, snap *snapshot, now time.Time) error {
 // ended at expected: only compaction leaves gaps, and only below the offset
 // its passes reached.
 func (l *Log) gapOK(expected, off Offset) bool {
-	return off > expected && off < l.cleanedTo
+	// <=: the segment after a cleaned range starts at its end, and the
+	// batches that led up to it may be gone.
+	return off > expected && off <= l.gapsBelow
 }
 
 // truncateDurably cuts a segment file at end and datasyncs the cut.

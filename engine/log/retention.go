@@ -31,7 +31,9 @@ func (l *Log) EnforceRetention(now time.Time) (deletedSegments int, err error) {
 			if err := l.ensureLoaded(seg); err != nil {
 				return deletedSegments, err
 			}
-			if seg.maxTimestamp == noTimestamp || nowMs-seg.maxTimestamp <= l.cfg.RetentionMs.Milliseconds() {
+			// A closed segment compaction emptied holds nothing to keep;
+			// else one without timestamps is kept.
+			if seg.size > 0 && (seg.maxTimestamp == noTimestamp || nowMs-seg.maxTimestamp <= l.cfg.RetentionMs.Milliseconds()) {
 				break
 			}
 			if err := l.deleteOldestSegment(); err != nil {
@@ -148,7 +150,7 @@ func (l *Log) TruncateTo(off Offset) error {
 		return err
 	}
 	l.logEnd = newEnd
-	l.cleanedTo = min(l.cleanedTo, newEnd)
+	l.cleanedTo = min(l.cleanedTo, newEnd) // the gaps below stay where they are
 	l.hw = min(l.hw, newEnd)
 	l.recoveryPoint = min(l.recoveryPoint, newEnd)
 	l.maxTimestampKnown = false
