@@ -150,31 +150,37 @@ func (c *Cleaner) clean(r *cleanReq, cio *cleanerIO) {
 	defer func() { c.stats.BusyNanos.Add(int64(time.Since(start))) }()
 	j := r.job
 	j.Run(cio, time.Now())
-	decided := make(chan bool, 1)
+	decided := make(chan cleanDecision, 1)
 	r.s.Do(func(s *Shard) { decided <- s.commitClean(r.p, j) })
-	var ok bool
+	var d cleanDecision
 	select {
-	case ok = <-decided:
+	case d = <-decided:
 	case <-c.stop:
 		return
 	}
+	ok := d.committed
 	switch {
+	case d.gone:
+		// Deleted (or closed) meanwhile: nothing failed.
 	case j.Stats.Skipped:
 		c.stats.Skipped.Add(1)
 	case j.Err != nil:
 		c.stats.Failures.Add(1)
 		if !errors.Is(j.Err, errCleanerStopped) {
-			c.cfg.Logger.Error("cleaning failed; the log is left as it was", "partition", r.p.Key.Dir(), "err", j.Err)
+			c.cfg.Logger.Error("cleaning failed; the log is left as it was, and cleaned again in a while", "partition", r.p.Key.Dir(), "retry_in", cleanRetryAfter, "err", j.Err)
 		}
 	}
 	if !ok {
 		j.Discard()
 		return
 	}
-	err := j.Install()
-	r.s.Do(func(s *Shard) { s.finishClean(r.p, j, err) })
-	if err != nil {
+	res := j.Install()
+	r.s.Do(func(s *Shard) { s.finishClean(r.p, j, res) })
+	if res.Err != nil {
 		c.stats.Failures.Add(1)
+		if !res.PastCommit {
+			c.cfg.Logger.Error("installing cleaned segments failed; the rest of the log is left as it was", "partition", r.p.Key.Dir(), "installed", res.Done, "err", res.Err)
+		}
 		return
 	}
 	c.stats.Passes.Add(1)
@@ -192,8 +198,12 @@ func (s *Shard) PlanCleaning() {
 		return
 	}
 	s.Do(func(s *Shard) {
+		now := time.Now()
 		for _, k := range s.sortedKeys() {
 			p := s.parts[k]
+			if now.Before(p.cleanRetryAt) {
+				continue
+			}
 			if j := p.Log.PlanClean(c.cfg.DedupeBytes); j != nil {
 				c.submit(&cleanReq{s: s, p: p, job: j})
 			}
@@ -201,26 +211,58 @@ func (s *Shard) PlanCleaning() {
 	})
 }
 
+// cleanDecision is what the shard made of a job the cleaner ran.
+type cleanDecision struct {
+	committed bool // in place in memory: install its files
+	gone      bool // the partition was deleted or closed meanwhile
+}
+
+// cleanRetryAfter is how long a partition whose cleaning failed waits
+// before it is planned again (Kafka marks it uncleanable until a restart).
+const cleanRetryAfter = 5 * time.Minute
+
 // commitClean puts a job's segments in place, or ends it (on the shard
 // thread).
-func (s *Shard) commitClean(p *Partition, j *log.CleanJob) bool {
-	return p.Log.CommitClean(j)
+func (s *Shard) commitClean(p *Partition, j *log.CleanJob) cleanDecision {
+	gone := s.parts[p.Key] != p || p.Log.Err() != nil
+	if j.Err != nil && !gone {
+		p.cleanRetryAt = time.Now().Add(cleanRetryAfter)
+	}
+	d := cleanDecision{committed: p.Log.CommitClean(j), gone: gone}
+	s.runAfterClean(p)
+	return d
 }
 
 // finishClean ends a committed job once its files are in place and runs
 // what waited for it.
-func (s *Shard) finishClean(p *Partition, j *log.CleanJob, err error) {
-	p.Log.FinishClean(j, err)
-	if err != nil {
-		s.reportFailure(p, "installing cleaned segments")
+func (s *Shard) finishClean(p *Partition, j *log.CleanJob, res log.InstallResult) {
+	p.Log.FinishClean(j, res)
+	if res.Err != nil {
+		if res.PastCommit {
+			s.reportFailure(p, "installing cleaned segments")
+		} else {
+			p.cleanRetryAt = time.Now().Add(cleanRetryAfter)
+		}
 	}
+	s.runAfterClean(p)
+}
+
+func (s *Shard) runAfterClean(p *Partition) {
 	p.afterSwap.run(func() bool { return !p.Log.Swapping() })
+	p.afterClean.run(func() bool { return !p.Log.Cleaning() })
 }
 
 // whenSwapIdle runs fn at once unless the cleaner is renaming p's files,
-// else once it is done: deleting, truncating or resetting the log waits.
+// else once it is done: truncating or resetting the log, and retention,
+// wait.
 func (s *Shard) whenSwapIdle(p *Partition, fn func()) {
 	p.afterSwap.when(!p.Log.Swapping(), fn)
+}
+
+// whenCleanIdle runs fn once no cleaning job holds p (deleting the
+// partition: a job still writes files in its directory until it ends).
+func (s *Shard) whenCleanIdle(p *Partition, fn func()) {
+	p.afterClean.when(!p.Log.Cleaning(), fn)
 }
 
 // cleanerIO is the cleaner thread's log.CleanIO: io_uring reads and writes
@@ -301,7 +343,7 @@ func (c *cleanerIO) ReadAt(f storage.File, p []byte, off int64) (int, error) {
 	for n < len(p) {
 		k, err := c.do(func(tag uint64) bool {
 			return c.ring.PrepRead(int32(f.Fd()), c.buf[:min(len(p)-n, len(c.buf))], uint64(off)+uint64(n), tag)
-		})
+		}, true)
 		if err != nil {
 			return n, err
 		}
@@ -327,7 +369,7 @@ func (c *cleanerIO) WriteAt(f storage.File, p []byte, off int64) (int, error) {
 		chunk := copy(c.buf, p[n:])
 		k, err := c.do(func(tag uint64) bool {
 			return c.ring.PrepWrite(int32(f.Fd()), c.buf[:chunk], uint64(off)+uint64(n), tag)
-		})
+		}, true)
 		if err != nil {
 			return n, err
 		}
@@ -343,15 +385,19 @@ func (c *cleanerIO) Datasync(f storage.File) error {
 	if c.ring == nil || f.Fd() < 0 {
 		return f.Datasync()
 	}
-	_, err := c.do(func(tag uint64) bool { return c.ring.PrepFsync(int32(f.Fd()), true, tag) })
+	_, err := c.do(func(tag uint64) bool { return c.ring.PrepFsync(int32(f.Fd()), true, tag) }, false)
 	return err
 }
 
-// do submits one operation and waits for its completion.
-func (c *cleanerIO) do(prep func(tag uint64) bool) (int, error) {
+// do submits one operation and waits for its completion. Reads and
+// writes go in the idle I/O class (fsync takes no priority: EINVAL).
+func (c *cleanerIO) do(prep func(tag uint64) bool, idle bool) (int, error) {
 	const tag = 1
 	if !prep(tag) {
 		return 0, fmt.Errorf("cleaner: submission queue full")
+	}
+	if idle {
+		c.ring.IdleLast()
 	}
 	for {
 		if _, err := c.ring.SubmitAndWait(1); err != nil {

@@ -60,6 +60,10 @@ type Partition struct {
 	// afterSwap: work that deletes, truncates or resets the log, held
 	// while the cleaner renames its files (cleaner.go).
 	afterSwap deferred
+	// afterClean: deletion, held while a cleaning job holds the log.
+	afterClean deferred
+	// cleanRetryAt: a cleaning pass failed; none is planned before then.
+	cleanRetryAt time.Time
 
 	bytesIn, recordsIn prometheus.Counter // this topic's counters, resolved once
 }
@@ -235,7 +239,8 @@ func (s *Shard) DeletePartition(k Key, done func(error)) {
 	p.wq, p.wqi = p.wq[:0], 0 // never submit pieces of a deleted log
 	p.failWaiters(ErrUnknownPartition)
 	// Deleting closes the O_DIRECT descriptor too: wait for its writes.
-	s.whenSwapIdle(p, func() {
+	p.Log.CancelCleaning()
+	s.whenCleanIdle(p, func() {
 		s.whenSyncIdle(p, func() { s.whenWritesIdle(p, func() { done(p.Log.Delete()) }) })
 	})
 }

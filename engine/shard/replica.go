@@ -553,7 +553,9 @@ func (s *Shard) AppendReplica(k Key, set []byte, leaderHW int64, done func(error
 		done(nil)
 		return
 	}
-	appended, err := s.appendWith(p, set, now, p.Log.AppendReplicated)
+	appended, err := s.appendWith(p, set, now, func(set []byte, now time.Time) (log.AppendResult, error) {
+		return p.Log.AppendReplicated(set, now, log.Offset(leaderHW))
+	})
 	if err != nil {
 		var crcErr *log.CRCError
 		if errors.As(err, &crcErr) {

@@ -58,6 +58,16 @@ func (r *Ring) LinkLast() { r.lastSQE("LinkLast").flags |= sqeIOLink }
 // durable, as if followed by fdatasync. It panics like LinkLast.
 func (r *Ring) DsyncLast() { r.lastSQE("DsyncLast").opFlags |= rwfDsync }
 
+// IdleLast gives the read or write prepared last the idle I/O priority
+// class (IOPRIO_CLASS_IDLE): schedulers that honour priorities (mq-deadline,
+// bfq) serve it only when no other I/O waits. Same rules as LinkLast.
+func (r *Ring) IdleLast() { r.lastSQE("IdleLast").ioprio = ioprioClassIdle << ioprioClassShift }
+
+const (
+	ioprioClassIdle  = 3
+	ioprioClassShift = 13
+)
+
 // FixedFileLast marks the SQE prepared last as addressing a slot of the
 // registered file table (IOSQE_FIXED_FILE): its fd argument was a slot.
 // Same rules as LinkLast.
