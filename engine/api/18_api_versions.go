@@ -30,13 +30,48 @@ func supportedVersions() msg.ApiVersionsResponse {
 		}
 		resp.ApiKeys = append(resp.ApiKeys, msg.ApiVersionsResponseApiVersion{ApiKey: e.key, MinVersion: lowest, MaxVersion: e.max})
 	}
+	for _, f := range features {
+		resp.SupportedFeatures = append(resp.SupportedFeatures, msg.ApiVersionsResponseSupportedFeatureKey{Name: f.name, MinVersion: f.min, MaxVersion: f.max})
+		resp.FinalizedFeatures = append(resp.FinalizedFeatures, msg.ApiVersionsResponseFinalizedFeatureKey{Name: f.name, MinVersionLevel: f.finalized, MaxVersionLevel: f.finalized})
+	}
+	resp.FinalizedFeaturesEpoch = 1 // fixed: sluice's features never change at run time
 	return resp
+}
+
+// feature is one of Kafka's feature flags (KIP-584), as a broker reports it
+// in ApiVersions (v3+) and kafka-features describe shows it.
+type feature struct {
+	name                string
+	min, max, finalized int16
+}
+
+// features: metadata.version at the level of the Kafka release whose
+// message definitions the codecs come from (3.9-IV0, level 21; 3.3-IV3,
+// level 7, is the oldest Kafka 4 takes); group.version 1, the consumer
+// group protocol of KIP-848, served; transaction.version 0, as KIP-890's
+// second part (EndTxn v5) is not (clients then keep to the first);
+// kraft.version 0, a static quorum of one voter.
+var features = []feature{
+	{name: "group.version", min: 0, max: 1, finalized: 1},
+	{name: "kraft.version", min: 0, max: 0, finalized: 0},
+	{name: "metadata.version", min: 7, max: 21, finalized: 21},
+	{name: "transaction.version", min: 0, max: 0, finalized: 0},
 }
 
 func (h *Handler) apiVersions(rc *request, req *msg.ApiVersionsRequest) *Response {
 	resp := h.versions
 	if rc.version >= 3 && (!clientSoftwarePattern.MatchString(req.ClientSoftwareName) || !clientSoftwarePattern.MatchString(req.ClientSoftwareVersion)) {
 		resp.ErrorCode = int16(kerr.InvalidRequest)
+	}
+	if rc.version < 4 {
+		// As Kafka: before v4, supported features whose minimum is 0 are
+		// left out (older clients refuse a range that starts at 0).
+		resp.SupportedFeatures = nil
+		for _, f := range h.versions.SupportedFeatures {
+			if f.MinVersion > 0 {
+				resp.SupportedFeatures = append(resp.SupportedFeatures, f)
+			}
+		}
 	}
 	return respond(rc, &resp)
 }
