@@ -106,11 +106,21 @@ func (h *Handler) topicOverride(e config.Entry) (msg.DescribeConfigsResponseDesc
 	return msg.DescribeConfigsResponseDescribeConfigsSynonym{Name: e.Key.Name, Value: strPtr(e.Value), Source: int8(config.SourceDynamicTopic)}, true
 }
 
-// brokerEntries lists the broker's own settings: every broker-level
-// synonym of a topic config, plus what server.properties set.
+// brokerEntries lists the broker's own settings: those sluice honours
+// (config.BrokerKeys), every broker-level synonym of a topic config, plus
+// whatever else server.properties set.
 func (h *Handler) brokerEntries() []config.Entry {
 	seen := map[string]bool{}
 	var out []config.Entry
+	for _, k := range config.BrokerKeys {
+		seen[k.Name] = true
+		def := k.Default(h.b.Cfg)
+		e := config.Entry{Key: config.TopicKey{Name: k.Name, Type: k.Type, Default: def, Doc: k.Doc}, Value: def, Source: config.SourceDefault}
+		if v, ok := h.b.Cfg.Props[k.Name]; ok {
+			e.Value, e.Source = v, config.SourceStaticBroker
+		}
+		out = append(out, e)
+	}
 	for _, k := range config.TopicKeys {
 		if k.BrokerSynonym == "" || seen[k.BrokerSynonym] {
 			continue

@@ -105,6 +105,18 @@ func atLeast(min int64) func(string) error {
 
 var maxLong = strconv.FormatInt(math.MaxInt64, 10)
 
+// levelIn accepts a compression level in [lo, hi], or -1 for gzip's
+// default, as Kafka's compression.*.level.
+func levelIn(lo, hi int64) func(string) error {
+	return func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err == nil && (n < lo || n > hi) && !(lo == 1 && hi == 9 && n == -1) {
+			return fmt.Errorf("invalid value %s: must be in [%d, %d]", v, lo, hi)
+		}
+		return nil
+	}
+}
+
 // ratio accepts a double in [0, 1], as Kafka's min.cleanable.dirty.ratio.
 func ratio(v string) error {
 	if f, err := strconv.ParseFloat(v, 64); err == nil && (f < 0 || f > 1) {
@@ -116,7 +128,10 @@ func ratio(v string) error {
 // TopicKeys is every topic config Kafka 4 defines, in name order.
 var TopicKeys = []TopicKey{
 	{Name: "cleanup.policy", Type: TypeList, Default: "delete", BrokerSynonym: "log.cleanup.policy", Doc: "Retention policy for old log segments: delete or compact.", validate: oneOf("delete", "compact")},
+	{Name: "compression.gzip.level", Type: TypeInt, Default: "-1", BrokerSynonym: "compression.gzip.level", Doc: "gzip level when the topic's compression.type is gzip (accepted; sluice compresses at the codec's default level).", validate: levelIn(1, 9)},
+	{Name: "compression.lz4.level", Type: TypeInt, Default: "9", BrokerSynonym: "compression.lz4.level", Doc: "lz4 level when the topic's compression.type is lz4 (accepted; sluice compresses at the codec's default level).", validate: levelIn(1, 17)},
 	{Name: "compression.type", Type: TypeString, Default: "producer", BrokerSynonym: "compression.type", Doc: "Final compression type for the topic; producer keeps the producer's codec.", validate: oneOf("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer", "none")},
+	{Name: "compression.zstd.level", Type: TypeInt, Default: "3", BrokerSynonym: "compression.zstd.level", Doc: "zstd level when the topic's compression.type is zstd (accepted; sluice compresses at the codec's default level).", validate: levelIn(-131072, 22)},
 	{Name: "delete.retention.ms", Type: TypeLong, Default: "86400000", BrokerSynonym: "log.cleaner.delete.retention.ms", Doc: "How long delete tombstones are kept on compacted topics.", validate: atLeast(0)},
 	{Name: "file.delete.delay.ms", Type: TypeLong, Default: "60000", BrokerSynonym: "log.segment.delete.delay.ms", Doc: "Time to wait before deleting a file from the filesystem.", validate: atLeast(0)},
 	{Name: "flush.messages", Type: TypeLong, Default: maxLong, BrokerSynonym: "log.flush.interval.messages", Doc: "Force an fsync after this many messages.", validate: atLeast(1)},
@@ -135,6 +150,8 @@ var TopicKeys = []TopicKey{
 	{Name: "min.compaction.lag.ms", Type: TypeLong, Default: "0", BrokerSynonym: "log.cleaner.min.compaction.lag.ms", Doc: "Minimum time a message stays uncompacted.", validate: atLeast(0)},
 	{Name: "min.insync.replicas", Type: TypeInt, Default: "1", BrokerSynonym: "min.insync.replicas", Doc: "Replicas (primary included) that must hold a batch before acks=all is answered.", validate: atLeast(1)},
 	{Name: "preallocate", Type: TypeBoolean, Default: "false", BrokerSynonym: "log.preallocate", Doc: "Preallocate segment files."},
+	{Name: "remote.log.copy.disable", Type: TypeBoolean, Default: "false", Doc: "Tiered storage (not supported by sluice)."},
+	{Name: "remote.log.delete.on.disable", Type: TypeBoolean, Default: "false", Doc: "Tiered storage (not supported by sluice)."},
 	{Name: "remote.storage.enable", Type: TypeBoolean, Default: "false", Doc: "Tiered storage (not supported by sluice)."},
 	{Name: "retention.bytes", Type: TypeLong, Default: "-1", BrokerSynonym: "log.retention.bytes", Doc: "Largest size a partition may grow to before old segments are deleted; -1 means no limit."},
 	{Name: "retention.ms", Type: TypeLong, Default: "604800000", BrokerSynonym: "log.retention.ms", Doc: "Longest time a segment is kept; -1 means no limit.", validate: atLeast(-1)},
