@@ -165,6 +165,8 @@ type CleanJob struct {
 	rd    *batchReader
 	// cancel: the partition is being deleted (CancelCleaning).
 	cancel atomic.Bool
+	// replaced: the files FinishClean took out, for ReleaseReplaced.
+	replaced []*SegmentRef
 }
 
 // Dir is the partition directory of the job's log.
@@ -928,13 +930,13 @@ func (l *Log) FinishClean(j *CleanJob, r InstallResult) {
 		if i < installed {
 			for _, src := range o.srcs {
 				closeIndexFiles(src.seg)
-				src.seg.ref.Release()
+				j.replaced = append(j.replaced, src.seg.ref)
 			}
 			prefix = append(prefix, o.seg)
 			continue
 		}
 		reverted = true
-		o.seg.ref.Release()
+		j.replaced = append(j.replaced, o.seg.ref)
 		l.size -= o.seg.size
 		for _, src := range o.srcs {
 			prefix = append(prefix, src.seg)
@@ -956,6 +958,17 @@ func (l *Log) FinishClean(j *CleanJob, r InstallResult) {
 		l.cleanedTo = max(l.cleanedTo, j.outs[r.Done-1].next)
 		l.gapsBelow = max(l.gapsBelow, j.End)
 	}
+}
+
+// ReleaseReplaced drops the log's references to the segment files a
+// finished job took out of the log, from any goroutine: the last close of
+// an unlinked file frees its blocks, which the file system may take
+// milliseconds over, so the cleaner's thread does it, not the shard's.
+func (j *CleanJob) ReleaseReplaced() {
+	for _, r := range j.replaced {
+		r.Release()
+	}
+	j.replaced = nil
 }
 
 // CancelCleaning makes the job under way stop at its next read or write

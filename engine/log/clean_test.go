@@ -127,6 +127,7 @@ func cleanNow(t testing.TB, l *Log, now time.Time) *CleanJob {
 		return j
 	}
 	l.FinishClean(j, j.Install())
+	j.ReleaseReplaced()
 	if err := l.Err(); err != nil {
 		t.Fatal(err)
 	}

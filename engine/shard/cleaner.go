@@ -175,7 +175,14 @@ func (c *Cleaner) clean(r *cleanReq, cio *cleanerIO) {
 		return
 	}
 	res := j.Install()
-	r.s.Do(func(s *Shard) { s.finishClean(r.p, j, res) })
+	finished := make(chan struct{})
+	r.s.Do(func(s *Shard) { s.finishClean(r.p, j, res); close(finished) })
+	select {
+	case <-finished:
+		j.ReleaseReplaced() // the last close of an unlinked file, here
+	case <-c.stop:
+		return
+	}
 	if res.Err != nil {
 		c.stats.Failures.Add(1)
 		if !res.PastCommit {
