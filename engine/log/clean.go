@@ -163,8 +163,14 @@ type CleanJob struct {
 	Stats CleanStats
 	Err   error
 	rd    *batchReader
-	// cancel: the partition is being deleted (CancelCleaning).
+	// cancel: the partition is being deleted (CancelCleaning). state:
+	// queued, running (Start), or ended before it ran.
 	cancel atomic.Bool
+	state  atomic.Int32
+	// What cleaner.offset held when the job was planned, and whether
+	// Install wrote its new gap bound.
+	prevGaps, prevCleaned Offset
+	gapsWritten           bool
 	// replaced: the files FinishClean took out, for ReleaseReplaced.
 	replaced []*SegmentRef
 }
@@ -233,6 +239,7 @@ func (l *Log) PlanClean(dedupeBytes int64) *CleanJob {
 		aborted: map[int64][]AbortedTxn{}, lastOfPid: map[int64]Offset{},
 	}
 	j.cfg.Tail = nil
+	j.prevGaps, j.prevCleaned = l.cleanerGaps, l.cleanedTo
 	if ratioDue {
 		j.cfg.MaxCompactionLag = maxDuration // due already: Run need not check
 	}
@@ -255,6 +262,17 @@ func (l *Log) PlanClean(dedupeBytes int64) *CleanJob {
 	l.cleaning = j
 	return j
 }
+
+// Job states.
+const (
+	jobQueued int32 = iota
+	jobRunning
+	jobDropped
+)
+
+// Start marks the job running, on the cleaner's thread, before Run; false
+// means CancelCleaning ended it while it waited in the queue: skip it.
+func (j *CleanJob) Start() bool { return j.state.CompareAndSwap(jobQueued, jobRunning) }
 
 // maxDuration is max.compaction.lag.ms's default (Long.MAX_VALUE ms).
 const maxDuration = time.Duration(math.MaxInt64)
@@ -297,6 +315,9 @@ func (j *CleanJob) plan(cio CleanIO, now time.Time) (int, error) {
 	}
 	nowMs := now.UnixMilli()
 	for i := j.dirtyFrom; i < len(j.srcs); i++ {
+		if j.cancel.Load() {
+			return 0, ErrCleanCanceled
+		}
 		first, largest, err := segmentTimes(cio, j.srcs[i])
 		if err != nil {
 			return 0, err
@@ -661,7 +682,7 @@ func (r *batchReader) next() ([]byte, batchHeader, error) {
 		return nil, batchHeader{}, io.EOF
 	}
 	if r.cancel.Load() {
-		return nil, batchHeader{}, errCleanCanceled
+		return nil, batchHeader{}, ErrCleanCanceled
 	}
 	if err := r.fill(batchHeaderSize); err != nil {
 		return nil, batchHeader{}, err
@@ -815,6 +836,10 @@ type InstallResult struct {
 // from the disk here; FinishClean puts those segments back in memory.
 func (j *CleanJob) Install() InstallResult {
 	r := j.install()
+	if r.Err != nil && r.Done > 0 && r.Done < len(j.outs) {
+		// Those done are clean; best effort (less cleaning if it fails).
+		writeCleanerFile(j.fs, j.dir, max(j.prevGaps, j.End), j.outs[r.Done-1].next)
+	}
 	if r.Err != nil {
 		from := r.Done
 		if r.PastCommit {
@@ -831,11 +856,17 @@ func (j *CleanJob) Install() InstallResult {
 
 func (j *CleanJob) install() InstallResult {
 	if j.cancel.Load() {
-		return InstallResult{Err: errCleanCanceled}
+		return InstallResult{Err: ErrCleanCanceled}
 	}
-	if err := writeOffsetFile(j.fs, filepath.Join(j.dir, cleanerFileName), cleanerMagic, j.End); err != nil {
+	// The gap bound first, the cleaned offset as it was: a crash from
+	// here on must not make the next pass take unswapped segments for
+	// clean (their keys would miss its map, and a tombstone there could
+	// outlive nothing but the record it deleted).
+	gaps := max(j.prevGaps, j.End)
+	if err := writeCleanerFile(j.fs, j.dir, gaps, j.prevCleaned); err != nil {
 		return InstallResult{Err: err}
 	}
+	j.gapsWritten = true
 	for i, o := range j.outs {
 		b := o.seg.base
 		swap := swapName(j.dir, b, o.next)
@@ -848,6 +879,10 @@ func (j *CleanJob) install() InstallResult {
 		if err := completeSwap(j.fs, j.dir, b, o.next, o.srcs); err != nil {
 			return InstallResult{Done: i, PastCommit: true, Err: err}
 		}
+	}
+	if err := writeCleanerFile(j.fs, j.dir, gaps, j.End); err != nil {
+		// Every swap is done; the next pass only cleans this range again.
+		return InstallResult{Done: len(j.outs), Err: err}
 	}
 	return InstallResult{Done: len(j.outs)}
 }
@@ -953,10 +988,12 @@ func (l *Log) FinishClean(j *CleanJob, r InstallResult) {
 		l.fail(fmt.Errorf("log: installing cleaned segments: %w", r.Err))
 		return
 	}
+	if j.gapsWritten {
+		l.cleanerGaps = max(l.cleanerGaps, j.End)
+		l.gapsBelow = max(l.gapsBelow, l.cleanerGaps)
+	}
 	if r.Done > 0 {
-		// Install synced the directory.
 		l.cleanedTo = max(l.cleanedTo, j.outs[r.Done-1].next)
-		l.gapsBelow = max(l.gapsBelow, j.End)
 	}
 }
 
@@ -975,9 +1012,19 @@ func (j *CleanJob) ReleaseReplaced() {
 // (the partition is being deleted); it ends as a failed one. A job already
 // renaming files finishes.
 func (l *Log) CancelCleaning() {
-	if l.cleaning != nil && !l.swapping {
-		l.cleaning.cancel.Store(true)
+	j := l.cleaning
+	if j == nil || l.swapping {
+		return
 	}
+	if j.state.CompareAndSwap(jobQueued, jobDropped) {
+		// Still queued: it ends here, and the cleaner skips it.
+		for _, s := range j.srcs {
+			s.seg.ref.Release()
+		}
+		l.cleaning = nil
+		return
+	}
+	j.cancel.Store(true)
 }
 
 // Cleaning reports whether a job holds the log (planned and not ended).
@@ -1028,43 +1075,54 @@ func parseSwapName(name string) (b, e Offset, ok bool) {
 	return Offset(x), Offset(y), true
 }
 
-// The offset files: cleaner.offset (written by the cleaner's thread before
-// it renames files: where its last pass ended, below which batches may
-// have gaps) and replica.gaps (written by the shard thread before a
-// standby appends batches with a gap: the gaps its primary's compaction
-// left lie below it). Each is 16 bytes: a magic, the CRC-32C of the
-// offset, the offset.
+// The offset files. cleaner.offset is written by the cleaner's thread
+// (and by a truncation, which never runs while it renames files): the gap
+// bound, below which batches may have gaps, and the cleaned offset, where
+// the next pass's dirty part starts. replica.gaps is written by the shard
+// thread before a standby appends batches with a gap: the gaps its
+// primary's compaction left lie below it. Each starts with a magic and the
+// CRC-32C of what follows.
 const (
-	cleanerMagic    = "SLCO"
+	cleanerMagic    = "SLC2"
 	replicaGapsName = "replica.gaps"
 	replicaMagic    = "SLRG"
 )
 
-// errCleanCanceled ends a job whose partition is being deleted.
-var errCleanCanceled = errors.New("log: cleaning canceled")
+// ErrCleanCanceled ends a job whose partition is being deleted.
+var ErrCleanCanceled = errors.New("log: cleaning canceled")
 
-func writeOffsetFile(fs storage.FS, path, magic string, off Offset) error {
-	b := make([]byte, 16)
+func writeOffsetFile(fs storage.FS, path, magic string, offs ...Offset) error {
+	b := make([]byte, 8+8*len(offs))
 	copy(b, magic)
-	binary.BigEndian.PutUint64(b[8:], uint64(off))
+	for i, off := range offs {
+		binary.BigEndian.PutUint64(b[8+8*i:], uint64(off))
+	}
 	binary.BigEndian.PutUint32(b[4:], crc32.Checksum(b[8:], castagnoli))
 	return writeFileAtomic(fs, path, b)
 }
 
-// readOffsetFile returns the offset in path (0 if there is no file); ok is
-// false for a damaged file.
-func readOffsetFile(fs storage.FS, path, magic string) (off Offset, ok bool, err error) {
+func writeCleanerFile(fs storage.FS, dir string, gaps, cleaned Offset) error {
+	return writeOffsetFile(fs, filepath.Join(dir, cleanerFileName), cleanerMagic, gaps, cleaned)
+}
+
+// readOffsetFile returns the n offsets in path (zeros if there is no
+// file); ok is false for a damaged file.
+func readOffsetFile(fs storage.FS, path, magic string, n int) (offs []Offset, ok bool, err error) {
+	offs = make([]Offset, n)
 	b, err := readWholeFile(fs, path)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, true, nil
+		return offs, true, nil
 	}
 	if err != nil {
-		return 0, false, err
+		return nil, false, err
 	}
-	if len(b) != 16 || string(b[:4]) != magic || binary.BigEndian.Uint32(b[4:]) != crc32.Checksum(b[8:], castagnoli) {
-		return 0, false, nil
+	if len(b) != 8+8*n || string(b[:4]) != magic || binary.BigEndian.Uint32(b[4:]) != crc32.Checksum(b[8:], castagnoli) {
+		return offs, false, nil
 	}
-	return Offset(binary.BigEndian.Uint64(b[8:])), true, nil
+	for i := range offs {
+		offs[i] = Offset(binary.BigEndian.Uint64(b[8+8*i:]))
+	}
+	return offs, true, nil
 }
 
 // loadGapBounds reads the offset files at open. A damaged one (written
@@ -1073,19 +1131,31 @@ func readOffsetFile(fs storage.FS, path, magic string) (off Offset, ok bool, err
 // recovery scan checks each batch's framing, CRC and rising offsets but
 // does not stop at a gap.
 func (l *Log) loadGapBounds() error {
-	cleaned, ok1, err := readOffsetFile(l.fs, filepath.Join(l.dir, cleanerFileName), cleanerMagic)
+	cleaner, ok1, err := readOffsetFile(l.fs, filepath.Join(l.dir, cleanerFileName), cleanerMagic, 2)
 	if err != nil {
 		return err
 	}
-	replica, ok2, err := readOffsetFile(l.fs, filepath.Join(l.dir, replicaGapsName), replicaMagic)
+	replica, ok2, err := readOffsetFile(l.fs, filepath.Join(l.dir, replicaGapsName), replicaMagic, 1)
 	if err != nil {
 		return err
 	}
-	l.cleanedTo, l.gapsBelow = cleaned, max(cleaned, replica)
+	l.cleanerGaps, l.cleanedTo = cleaner[0], min(cleaner[1], cleaner[0])
+	l.gapsBelow = max(l.cleanerGaps, replica[0])
 	if !ok1 || !ok2 {
-		l.cleanedTo, l.gapsBelow = 0, math.MaxInt64
+		l.cleanerGaps, l.cleanedTo, l.gapsBelow = 0, 0, math.MaxInt64
 	}
 	return nil
+}
+
+// lowerCleanedTo moves the cleaned offset down to end after a truncation,
+// durably: offsets at or past end may be written again, and the next pass
+// must see them as dirty even after a restart.
+func (l *Log) lowerCleanedTo(end Offset) error {
+	if l.cleanedTo <= end {
+		return nil
+	}
+	l.cleanedTo = end
+	return writeCleanerFile(l.fs, l.dir, l.cleanerGaps, l.cleanedTo)
 }
 
 // recoverCleaning, at open, completes the swaps a crash interrupted and

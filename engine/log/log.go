@@ -221,11 +221,12 @@ type Log struct {
 	// replica.gaps for a standby's copy of its primary's gaps). cleaning
 	// is the job planned and not yet ended; swapping says it is renaming
 	// files.
-	cleanedTo Offset
-	gapsBelow Offset
-	gapBound  Offset // AppendReplicated's bound for the append at hand
-	cleaning  *CleanJob
-	swapping  bool
+	cleanedTo   Offset
+	gapsBelow   Offset
+	cleanerGaps Offset // the gap bound in cleaner.offset
+	gapBound    Offset // AppendReplicated's bound for the append at hand
+	cleaning    *CleanJob
+	swapping    bool
 }
 
 // Open opens (creating if needed) the partition log in dir, recovering it

@@ -150,7 +150,9 @@ func (l *Log) TruncateTo(off Offset) error {
 		return err
 	}
 	l.logEnd = newEnd
-	l.cleanedTo = min(l.cleanedTo, newEnd) // the gaps below stay where they are
+	if err := l.lowerCleanedTo(newEnd); err != nil { // the gaps below stay where they are
+		return l.fail(err)
+	}
 	l.hw = min(l.hw, newEnd)
 	l.recoveryPoint = min(l.recoveryPoint, newEnd)
 	l.maxTimestampKnown = false
@@ -198,7 +200,9 @@ func (l *Log) truncateFullyAndStartAt(off Offset) error {
 	}
 	l.segs = append(l.segs, seg)
 	l.logStart, l.logEnd, l.hw, l.recoveryPoint = off, off, off, off
-	l.cleanedTo = 0
+	if err := l.lowerCleanedTo(0); err != nil {
+		return l.fail(err)
+	}
 	l.maxTimestamp, l.maxTimestampKnown = noTimestamp, true
 	l.producers = newProducerState()
 	l.markDirChanged()

@@ -149,6 +149,9 @@ func (c *Cleaner) clean(r *cleanReq, cio *cleanerIO) {
 	start := time.Now()
 	defer func() { c.stats.BusyNanos.Add(int64(time.Since(start))) }()
 	j := r.job
+	if !j.Start() {
+		return // its partition's deletion ended it while it was queued
+	}
 	j.Run(cio, time.Now())
 	decided := make(chan cleanDecision, 1)
 	r.s.Do(func(s *Shard) { decided <- s.commitClean(r.p, j) })
@@ -164,6 +167,8 @@ func (c *Cleaner) clean(r *cleanReq, cio *cleanerIO) {
 		// Deleted (or closed) meanwhile: nothing failed.
 	case j.Stats.Skipped:
 		c.stats.Skipped.Add(1)
+	case errors.Is(j.Err, log.ErrCleanCanceled):
+		// The partition is being deleted: nothing failed.
 	case j.Err != nil:
 		c.stats.Failures.Add(1)
 		if !errors.Is(j.Err, errCleanerStopped) {
@@ -181,6 +186,9 @@ func (c *Cleaner) clean(r *cleanReq, cio *cleanerIO) {
 	case <-finished:
 		j.ReleaseReplaced() // the last close of an unlinked file, here
 	case <-c.stop:
+		return
+	}
+	if errors.Is(res.Err, log.ErrCleanCanceled) {
 		return
 	}
 	if res.Err != nil {
@@ -231,7 +239,7 @@ const cleanRetryAfter = 5 * time.Minute
 // commitClean puts a job's segments in place, or ends it (on the shard
 // thread).
 func (s *Shard) commitClean(p *Partition, j *log.CleanJob) cleanDecision {
-	gone := s.parts[p.Key] != p || p.Log.Err() != nil
+	gone := s.parts[p.Key] != p || p.Log.Err() != nil || errors.Is(j.Err, log.ErrCleanCanceled)
 	if j.Err != nil && !gone {
 		p.cleanRetryAt = time.Now().Add(cleanRetryAfter)
 	}
@@ -244,7 +252,7 @@ func (s *Shard) commitClean(p *Partition, j *log.CleanJob) cleanDecision {
 // what waited for it.
 func (s *Shard) finishClean(p *Partition, j *log.CleanJob, res log.InstallResult) {
 	p.Log.FinishClean(j, res)
-	if res.Err != nil {
+	if res.Err != nil && !errors.Is(res.Err, log.ErrCleanCanceled) {
 		if res.PastCommit {
 			s.reportFailure(p, "installing cleaned segments")
 		} else {
