@@ -3,6 +3,7 @@ package api
 import (
 	"regexp"
 	"sort"
+	"time"
 
 	"github.com/sluice-broker/sluice/wire/kerr"
 	"github.com/sluice-broker/sluice/wire/msg"
@@ -34,9 +35,14 @@ func supportedVersions() msg.ApiVersionsResponse {
 		resp.SupportedFeatures = append(resp.SupportedFeatures, msg.ApiVersionsResponseSupportedFeatureKey{Name: f.name, MinVersion: f.min, MaxVersion: f.max})
 		resp.FinalizedFeatures = append(resp.FinalizedFeatures, msg.ApiVersionsResponseFinalizedFeatureKey{Name: f.name, MinVersionLevel: f.finalized, MaxVersionLevel: f.finalized})
 	}
-	resp.FinalizedFeaturesEpoch = 1 // fixed: sluice's features never change at run time
+	// Clients take a finalized set only with a higher epoch than the one
+	// they hold: a restart (an upgrade) must raise it.
+	resp.FinalizedFeaturesEpoch = startEpoch
 	return resp
 }
+
+// startEpoch is the finalized features' epoch: the process's start time.
+var startEpoch = time.Now().UnixMilli()
 
 // feature is one of Kafka's feature flags (KIP-584), as a broker reports it
 // in ApiVersions (v3+) and kafka-features describe shows it.
@@ -47,15 +53,15 @@ type feature struct {
 
 // features: metadata.version at the level of the Kafka release whose
 // message definitions the codecs come from (3.9-IV0, level 21; 3.3-IV3,
-// level 7, is the oldest Kafka 4 takes); group.version 1, the consumer
-// group protocol of KIP-848, served; transaction.version 0, as KIP-890's
-// second part (EndTxn v5) is not (clients then keep to the first);
-// kraft.version 0, a static quorum of one voter.
+// level 7, is the oldest Kafka 4 takes), and group.version 1, the consumer
+// group protocol of KIP-848, served. Features at level 0 only are not
+// listed, as Kafka lists none finalized at 0 (older Java admin clients
+// refuse such a range): transaction.version is 0, KIP-890's second part
+// (EndTxn v5) not being served, so clients keep to the first; kraft.version
+// 0, a static quorum of one voter.
 var features = []feature{
 	{name: "group.version", min: 0, max: 1, finalized: 1},
-	{name: "kraft.version", min: 0, max: 0, finalized: 0},
 	{name: "metadata.version", min: 7, max: 21, finalized: 21},
-	{name: "transaction.version", min: 0, max: 0, finalized: 0},
 }
 
 func (h *Handler) apiVersions(rc *request, req *msg.ApiVersionsRequest) *Response {

@@ -75,6 +75,10 @@ func (h *Handler) describeEntry(rc *request, req *msg.DescribeConfigsRequest, re
 		ConfigSource: int8(e.Source),
 		ConfigType:   int8(e.Key.Type),
 	}
+	sensitive := config.Sensitive(e.Key.Name)
+	if sensitive {
+		r.Value, r.IsSensitive = nil, true // as Kafka: never shown
+	}
 	if req.IncludeDocumentation {
 		r.Documentation = strPtr(e.Key.Doc)
 	}
@@ -85,7 +89,9 @@ func (h *Handler) describeEntry(rc *request, req *msg.DescribeConfigsRequest, re
 				r.Synonyms = append(r.Synonyms, o)
 			}
 		}
-		if e.Key.BrokerSynonym != "" {
+		if resourceType == resourceBroker && e.Source == config.SourceStaticBroker && !sensitive {
+			r.Synonyms = append(r.Synonyms, msg.DescribeConfigsResponseDescribeConfigsSynonym{Name: e.Key.Name, Value: strPtr(e.Value), Source: int8(config.SourceStaticBroker)})
+		} else if e.Key.BrokerSynonym != "" && !sensitive {
 			if bv, ok := h.b.Cfg.Props[e.Key.BrokerSynonym]; ok {
 				r.Synonyms = append(r.Synonyms, msg.DescribeConfigsResponseDescribeConfigsSynonym{Name: e.Key.BrokerSynonym, Value: strPtr(bv), Source: int8(config.SourceStaticBroker)})
 			}
@@ -117,7 +123,10 @@ func (h *Handler) brokerEntries() []config.Entry {
 		def := k.Default(h.b.Cfg)
 		e := config.Entry{Key: config.TopicKey{Name: k.Name, Type: k.Type, Default: def, Doc: k.Doc}, Value: def, Source: config.SourceDefault}
 		if v, ok := h.b.Cfg.Props[k.Name]; ok {
-			e.Value, e.Source = v, config.SourceStaticBroker
+			e.Source = config.SourceStaticBroker
+			if !k.Live {
+				e.Value = v
+			}
 		}
 		out = append(out, e)
 	}

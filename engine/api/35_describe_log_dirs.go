@@ -27,8 +27,8 @@ func (h *Handler) describeLogDirs(req *msg.DescribeLogDirsRequest) *msg.Describe
 	res := msg.DescribeLogDirsResponseDescribeLogDirsResult{LogDir: dir, TotalBytes: -1, UsableBytes: -1}
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err == nil {
-		res.TotalBytes = int64(st.Blocks) * st.Bsize
-		res.UsableBytes = int64(st.Bavail) * st.Bsize
+		res.TotalBytes = int64(st.Blocks) * st.Frsize // block counts are in fragment units
+		res.UsableBytes = int64(st.Bavail) * st.Frsize
 	}
 	// Which partitions: all (Topics null), or those named.
 	var want map[string]map[int32]bool

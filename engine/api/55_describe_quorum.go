@@ -20,13 +20,6 @@ var _ = register(&handler{key: 55, min: 0, max: 2, serve: func(h *Handler, rc *r
 func (h *Handler) describeQuorum(rc *request, req *msg.DescribeQuorumRequest) *msg.DescribeQuorumResponse {
 	var resp msg.DescribeQuorumResponse
 	resp.Default()
-	if h.b.IsStandby() {
-		// As a Kafka broker that is not the controller's leader would
-		// have it forwarded, the primary answers; a client asks it.
-		resp.ErrorCode = int16(kerr.NotLeaderOrFollower)
-		resp.ErrorMessage = strPtr("this node is a standby: ask the primary")
-		return &resp
-	}
 	key := shard.Key{Topic: engine.MetadataTopic, Partition: 0}
 	var meta shard.Offsets
 	var repl *shard.ReplicaStats
@@ -49,7 +42,17 @@ func (h *Handler) describeQuorum(rc *request, req *msg.DescribeQuorumRequest) *m
 		CurrentVoters: []msg.DescribeQuorumResponseReplicaState{{ReplicaId: self, LogEndOffset: meta.LogEndOffset, LastFetchTimestamp: nowMs, LastCaughtUpTimestamp: nowMs}},
 		Observers:     []msg.DescribeQuorumResponseReplicaState{},
 	}
-	if p, ok := h.b.Peer(); ok {
+	if h.b.IsStandby() {
+		// A standby answers with what it knows: the primary it follows
+		// leads (its own offsets there unknown), this node observes.
+		leader := int32(-1)
+		if p, ok := h.b.Peer(); ok {
+			leader = p.NodeID
+		}
+		part.LeaderId = leader
+		part.CurrentVoters = []msg.DescribeQuorumResponseReplicaState{{ReplicaId: leader, LogEndOffset: -1, LastFetchTimestamp: -1, LastCaughtUpTimestamp: -1}}
+		part.Observers = []msg.DescribeQuorumResponseReplicaState{{ReplicaId: self, LogEndOffset: meta.LogEndOffset, LastFetchTimestamp: nowMs, LastCaughtUpTimestamp: nowMs}}
+	} else if p, ok := h.b.Peer(); ok {
 		obs := msg.DescribeQuorumResponseReplicaState{ReplicaId: p.NodeID, LogEndOffset: -1, LastFetchTimestamp: -1, LastCaughtUpTimestamp: -1}
 		if repl != nil && repl.Seen {
 			obs.LogEndOffset = meta.LogEndOffset - repl.LagRecords

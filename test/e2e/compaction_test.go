@@ -35,7 +35,7 @@ func compactedTopic(t *testing.T, b *Broker, configs map[string]string) string {
 	all := map[string]*string{}
 	for k, v := range map[string]string{
 		"cleanup.policy": "compact", "segment.bytes": "16384", "segment.ms": "100",
-		"min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "1000",
+		"min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "5000",
 	} {
 		all[k] = &v
 	}
@@ -187,12 +187,21 @@ func TestCompactionKeepsLatestPerKey(t *testing.T) {
 		topic := compactedTopic(t, b, nil)
 		cl := b.Client(t, kgo.ProducerBatchCompression(c.codec), kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(8000))
 		want := produceKeyed(t, cl, topic, 3000, 40, true, rng)
+		// Some keys surely end with a tombstone.
+		var tombs []*kgo.Record
+		for _, k := range []string{"k0", "k1", "k2"} {
+			tombs = append(tombs, &kgo.Record{Topic: topic, Key: []byte(k)})
+			want[k] = keyedRecord{tombstone: true}
+		}
+		if err := cl.ProduceSync(testContext(t, 30*time.Second), tombs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
 		rollActive(t, cl, topic)
 		want["roll"] = keyedRecord{value: "roll"}
 		// 40 keys, "roll", and what the uncleaned active segment holds.
 		got := waitCompacted(t, b, topic, codec+": a pass", atMost(3000/3))
 		latestPerKey(t, got, want, false)
-		// Past delete.retention.ms later passes drop the tombstones.
+		// Past delete.retention.ms (5 s) later passes drop the tombstones.
 		got = waitCompacted(t, b, topic, codec+": tombstones gone after delete.retention.ms", func(rs []*kgo.Record) bool {
 			rollActive(t, cl, topic) // more dirt, and the segment with the tombstones closed
 			return noTombstones(rs)

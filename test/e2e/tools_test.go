@@ -25,6 +25,8 @@ func kafkaTool(t *testing.T, b *Broker, class string, args ...string) string {
 // install.
 func kafkaCore(t *testing.T) string {
 	t.Helper()
+	_, err := exec.LookPath("java")
+	requireTool(t, err == nil, "kafka-configs", "java is not on PATH")
 	dir := filepath.Join(cacheRoot(), "kafka-4.3.1")
 	jars, _ := filepath.Glob(filepath.Join(dir, "kafka_2.13-*.jar"))
 	requireTool(t, len(jars) > 0, "kafka-configs", "no kafka_2.13 jar in "+dir+" (scripts/kafka-peer install)")
@@ -84,6 +86,7 @@ func TestKafkaLogDirsTool(t *testing.T) {
 // one-node Kafka shows them.
 func TestKafkaFeaturesTool(t *testing.T) {
 	b := Shared(t)
+	requireOwnBroker(t, "sluice's feature levels")
 	out := kafkaTool(t, b, "FeatureCommand", "describe")
 	lines := map[string]string{}
 	for _, line := range strings.Split(out, "\n") {
@@ -151,10 +154,22 @@ func TestKafkaConfigsTool(t *testing.T) {
 		}
 	}
 	// Out of range, refused as Kafka refuses it.
-	ctx := testContext(t, time.Minute)
-	cmd := exec.CommandContext(ctx, "java", "-cp", cp, "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "kafka.admin.ConfigCommand",
-		"--bootstrap-server", b.Addr, "--alter", "--entity-type", "topics", "--entity-name", topic, "--add-config", "compression.gzip.level=42")
-	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "compression.gzip.level") {
-		t.Fatalf("compression.gzip.level=42: %v\n%s", err, out)
+	for _, c := range []struct{ setting, refusal string }{
+		{"compression.gzip.level=42", "must be in [1, 9]"},
+		{"compression.lz4.level=0", "must be in [1, 17]"},
+		{"compression.zstd.level=23", "must be in [-131072, 22]"},
+	} {
+		ctx := testContext(t, time.Minute)
+		cmd := exec.CommandContext(ctx, "java", "-cp", cp, "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "kafka.admin.ConfigCommand",
+			"--bootstrap-server", b.Addr, "--alter", "--entity-type", "topics", "--entity-name", topic, "--add-config", c.setting)
+		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "InvalidConfigurationException") || !strings.Contains(string(out), c.refusal) {
+			t.Fatalf("%s: %v, want INVALID_CONFIG saying %q:\n%s", c.setting, err, c.refusal, out)
+		}
+	}
+	// Nothing changed, and gzip's -1 (its default) is accepted.
+	tool("--alter", "--entity-type", "topics", "--entity-name", topic, "--add-config", "compression.gzip.level=-1")
+	out = tool("--describe", "--entity-type", "topics", "--entity-name", topic)
+	if !strings.Contains(out, "compression.gzip.level=-1") || !strings.Contains(out, "compression.zstd.level=10") {
+		t.Fatalf("after the refusals:\n%s", out)
 	}
 }
