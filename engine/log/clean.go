@@ -39,17 +39,17 @@ import (
 // delete.retention.ms) into the batch's base timestamp and sets attribute
 // bit 6 (KIP-534; the records' timestamp deltas are adjusted so that their
 // timestamps do not change), and a pass after the horizon drops them.
-// Records of aborted transactions are dropped; a transaction marker goes
-// once no record of its transaction is left before it and its own timestamp
-// is delete.retention.ms old. Records without a key, which a compacted
-// topic refuses at produce, are dropped (Kafka counts them invalid).
+// Records of aborted transactions are dropped; a commit marker goes once
+// no record of its transaction is left before it and its own timestamp is
+// delete.retention.ms old; abort markers stay (filterBatch says why).
+// Records without a key, which a compacted topic refuses at produce, are
+// dropped (Kafka counts them invalid).
 //
 // The first uncleanable offset is the lowest of: the active segment's base,
 // the log's recovery point and the recovery point of its last checkpoint
-// (only durable segments are rewritten, and recovery never scans a cleaned
-// one), the last stable offset (an open transaction's records wait), the
-// high watermark, and the first segment holding a batch younger than
-// min.compaction.lag.ms. A pass runs when the dirty bytes are at least
+// (only durable segments are rewritten), the first unstable offset (an
+// open transaction's records wait), the high watermark, and the first
+// segment holding a batch younger than min.compaction.lag.ms. A pass runs when the dirty bytes are at least
 // min.cleanable.dirty.ratio of the cleanable bytes, or when the first dirty
 // segment holds a batch older than max.compaction.lag.ms.
 //
@@ -78,13 +78,16 @@ import (
 //	rename B-E.swap -> B.log, the .cleaned indexes -> B.index and
 //	B.timeindex; sync
 //
-// Before that, cleaner.offset (CleanedOffset) is written atomically with E
-// of the last output: recovery accepts gaps between batches below it.
-// Open removes *.cleaned files, and completes a B-E.swap it finds: it
-// unlinks every segment file with a base offset in (B, E) and B's index
-// files, then renames the swap to B.log. Either way the log reads the same
-// records as before the crash, cleaned or not; index files that were lost
-// on the way are rebuilt from the segment when first needed.
+// Before the first swap, cleaner.offset records E of the last output as
+// the gap bound (a recovery scan accepts gaps between batches up to it)
+// with the cleaned offset as it was; after the last swap, the cleaned
+// offset too. Open removes *.cleaned files, and completes a B-E.swap it
+// finds: it unlinks every segment file with a base offset in (B, E) and
+// B's index files, then renames the swap to B.log. Either way the log
+// reads the same records as before the crash, cleaned or not; index files
+// that were lost on the way are rebuilt from the segment when first
+// needed. An install that fails before a swap's commit point puts the old
+// segments back in memory (FinishClean).
 
 const (
 	cleanedSuffix   = ".cleaned"
