@@ -23,13 +23,17 @@
 //	00000000000000000000.timeindex  sparse time index
 //	00000000000000004711.log        ... the next segment, base offset 4711
 //	producer.snapshot               idempotent producer state + log tail
+//	cleaner.offset, replica.gaps    compaction's gap bounds (clean.go)
+//	*.cleaned, B-E.swap             a cleaning pass under way (clean.go)
 //	*.tmp                           an interrupted atomic write; removed at open
 //
 // # .log
 //
 // Whole RecordBatch v2 batches laid end to end, offsets ascending and
 // contiguous (each batch's baseOffset is the previous batch's
-// baseOffset+lastOffsetDelta+1; the first equals the segment's base offset).
+// baseOffset+lastOffsetDelta+1; the first equals the segment's base offset),
+// except below the gap bound compaction records (clean.go): there batches
+// may be missing, leaving gaps, and a segment may start past its base.
 // The log rewrites baseOffset when it appends; baseOffset is outside the CRC.
 // All integers big-endian:
 //
