@@ -48,10 +48,17 @@ func prepareStreams(t *testing.T) string {
 // returned function kills it (SIGKILL).
 func startStreams(t *testing.T, cp string, b *Broker, appID, in, out string) (kill func()) {
 	t.Helper()
-	cmd := exec.Command("java", "-cp", cp, "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-		"io.sluice.e2e.SluiceStreams", "--bootstrap", b.Addr, "--app-id", appID, "--in", in, "--out", out,
+	return startStreamsApp(t, cp, "SluiceStreams", nil, "--bootstrap", b.Addr, "--app-id", appID, "--in", in, "--out", out,
 		"--state-dir", filepath.Join(t.TempDir(), "state"))
+}
+
+// startStreamsApp starts one of test/clients/streams' applications and
+// waits until it is RUNNING; every other line it prints goes to onLine
+// (from another goroutine). The returned function kills it (SIGKILL).
+func startStreamsApp(t *testing.T, cp, class string, onLine func(string), args ...string) (kill func()) {
+	t.Helper()
+	cmd := exec.Command("java", append([]string{"-cp", cp, "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "io.sluice.e2e." + class}, args...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +78,8 @@ func startStreams(t *testing.T, cp string, b *Broker, appID, in, out string) (ki
 				case running <- line:
 				default:
 				}
+			} else if onLine != nil {
+				onLine(line)
 			}
 		}
 	}()
@@ -189,4 +198,138 @@ func readAllValues(t *testing.T, b *Broker, topic string, isolation kgo.Isolatio
 		}
 	}
 	return out
+}
+
+// A stateful Kafka Streams application (a count per key, a windowed count
+// and a stream-table join) against a sluice whose cleaner compacts its
+// changelogs: its results are exact, and after a SIGKILL an instance with
+// an empty state directory restores its stores reading about one changelog
+// record per key, not every update ever made.
+func TestKafkaStreamsStatefulRestoreAfterCompaction(t *testing.T) {
+	b := compactingBroker(t, nil)
+	cp := prepareStreams(t)
+	in, tiers := topicName(t, "events"), topicName(t, "tiers")
+	counts, windowed, joined := topicName(t, "counts"), topicName(t, "windowed"), topicName(t, "joined")
+	for _, topic := range []string{in, tiers, counts, windowed, joined} {
+		createTopic(t, b, topic, 2)
+	}
+	appID := topicName(t, "stateful")
+	const users, perUser = 20, 500
+	producer := b.Client(t, kgo.ProducerLinger(5*time.Millisecond))
+	var recs []*kgo.Record
+	for u := range users {
+		recs = append(recs, &kgo.Record{Topic: tiers, Key: []byte(fmt.Sprintf("u%02d", u)), Value: []byte(fmt.Sprintf("tier%d", u%3))})
+	}
+	produceAll(t, producer, recs)
+	// Records each store partition read in its last restore (a rebalance
+	// may restore a partition again).
+	var restoredMu sync.Mutex
+	restored := map[string]map[int]int64{}
+	onLine := func(line string) {
+		var store string
+		var partition int
+		var n int64
+		if _, err := fmt.Sscanf(line, "RESTORED %s %d %d", &store, &partition, &n); err == nil {
+			restoredMu.Lock()
+			if restored[store] == nil {
+				restored[store] = map[int]int64{}
+			}
+			restored[store][partition] = n
+			restoredMu.Unlock()
+		}
+	}
+	restoredRecords := func(store string) int64 {
+		restoredMu.Lock()
+		defer restoredMu.Unlock()
+		sum := int64(0)
+		for _, n := range restored[store] {
+			sum += n
+		}
+		return sum
+	}
+	start := func() func() {
+		return startStreamsApp(t, cp, "SluiceStatefulStreams", onLine, "--bootstrap", b.Addr, "--app-id", appID,
+			"--state-dir", filepath.Join(t.TempDir(), "state"), "--in", in, "--tiers", tiers,
+			"--counts", counts, "--windowed", windowed, "--joined", joined)
+	}
+	// lastCounts reads topic (lines "key count") and returns each key's
+	// last count.
+	lastCounts := func(topic string) map[string]int64 {
+		out := map[string]int64{}
+		for _, v := range readAllValues(t, b, topic, kgo.ReadUncommitted()) {
+			var k string
+			var n int64
+			if _, err := fmt.Sscanf(v, "%s %d", &k, &n); err == nil {
+				out[k] = n
+			}
+		}
+		return out
+	}
+	waitCounts := func(want int64) {
+		t.Helper()
+		waitFor(t, 90*time.Second, fmt.Sprintf("every user counted %d", want), func() (bool, string) {
+			got := lastCounts(counts)
+			for u := range users {
+				if got[fmt.Sprintf("u%02d", u)] != want {
+					return false, fmt.Sprint(got)
+				}
+			}
+			return true, ""
+		})
+	}
+	kill := start()
+	recs = recs[:0]
+	for i := range users * perUser {
+		u := i % users
+		recs = append(recs, &kgo.Record{Topic: in, Key: []byte(fmt.Sprintf("u%02d", u)), Value: []byte("e")})
+	}
+	produceAll(t, producer, recs)
+	waitCounts(perUser)
+	// The windowed counts add up to the same, and every joined record
+	// carries its user's tier.
+	perKey := map[string]int64{}
+	for k, n := range lastCounts(windowed) {
+		user, _, _ := strings.Cut(k, "@")
+		perKey[user] += n
+	}
+	for u := range users {
+		if n := perKey[fmt.Sprintf("u%02d", u)]; n != perUser {
+			t.Fatalf("u%02d: windowed counts add up to %d, want %d", u, n, perUser)
+		}
+	}
+	joinedValues := readAllValues(t, b, joined, kgo.ReadUncommitted())
+	if len(joinedValues) < users*perUser {
+		t.Fatalf("%d joined records, want %d", len(joinedValues), users*perUser)
+	}
+	for _, v := range joinedValues {
+		if !strings.HasPrefix(v, "e/tier") {
+			t.Fatalf("joined record %q", v)
+		}
+	}
+	kill()
+	// The cleaner compacts the count store's changelog down to one record
+	// per user, plus what each partition's active segment (never cleaned;
+	// 1 KiB, some fifty records) holds: at most eight records a user,
+	// 1.6% of the 10,000 updates.
+	const bound = 8 * users
+	changelog := appID + "-counts-changelog"
+	waitCompacted(t, b, changelog, "partition 0 of the counts changelog compacted", atMost(bound/2))
+	// A new instance with an empty state directory restores from it.
+	restoredMu.Lock()
+	clear(restored)
+	restoredMu.Unlock()
+	kill = start()
+	n := restoredRecords("counts")
+	if n < users || n > bound {
+		t.Fatalf("the counts store restored %d changelog records (%d updates were made to %d keys)", n, users*perUser, users)
+	}
+	t.Logf("restore read %d changelog records for %d keys after %d updates (windowed store: %d)", n, users, users*perUser, restoredRecords("windowed"))
+	// The restored counts go on from where they were.
+	recs = recs[:0]
+	for u := range users {
+		recs = append(recs, &kgo.Record{Topic: in, Key: []byte(fmt.Sprintf("u%02d", u)), Value: []byte("e")})
+	}
+	produceAll(t, producer, recs)
+	waitCounts(perUser + 1)
+	kill()
 }
