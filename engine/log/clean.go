@@ -181,7 +181,8 @@ type CleanJob struct {
 // Dir is the partition directory of the job's log.
 func (j *CleanJob) Dir() string { return j.dir }
 
-// DirtyRatio returns the dirty ratio the log had when the job was planned.
+// DirtyRatio returns the share of the cleanable bytes (closed, durable
+// segments) written since the last pass, 0 for a log that is not compacted.
 func (l *Log) DirtyRatio() float64 {
 	if !l.cfg.Compact {
 		return 0
@@ -770,6 +771,14 @@ func (w *segWriter) flush() error {
 func (j *CleanJob) removeCleaned() {
 	for _, o := range j.outs {
 		o.seg.file.Close()
+	}
+	j.unlinkCleaned(j.outs)
+}
+
+// unlinkCleaned removes the .cleaned files of outs (their descriptors stay
+// open where the log holds them).
+func (j *CleanJob) unlinkCleaned(outs []*cleanOut) {
+	for _, o := range outs {
 		for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix} {
 			j.fs.Remove(segmentName(j.dir, o.seg.base, suffix+cleanedSuffix))
 		}
@@ -848,11 +857,7 @@ func (j *CleanJob) Install() InstallResult {
 		if r.PastCommit {
 			from++
 		}
-		for _, o := range j.outs[from:] {
-			for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix} {
-				j.fs.Remove(segmentName(j.dir, o.seg.base, suffix+cleanedSuffix))
-			}
-		}
+		j.unlinkCleaned(j.outs[from:])
 	}
 	return r
 }

@@ -224,7 +224,6 @@ type Log struct {
 	cleanedTo   Offset
 	gapsBelow   Offset
 	cleanerGaps Offset // the gap bound in cleaner.offset
-	gapBound    Offset // AppendReplicated's bound for the append at hand
 	cleaning    *CleanJob
 	swapping    bool
 }
@@ -335,7 +334,7 @@ func (l *Log) writable() error {
 // Producer state is recorded for batches with a producer id; call
 // CheckProducer first. Nothing is fsynced: see PendingSync.
 func (l *Log) Append(batches []byte, now time.Time) (AppendResult, error) {
-	return l.append(batches, now, false, false)
+	return l.append(batches, now, false, assignOffsets)
 }
 
 // AppendCheckingCRC is Append for batches whose CRC-32C the caller has not
@@ -344,7 +343,7 @@ func (l *Log) Append(batches []byte, now time.Time) (AppendResult, error) {
 // checked right after it is copied into the tail cache, while it is still
 // in the CPU's cache: one pass over the bytes from memory instead of two.
 func (l *Log) AppendCheckingCRC(batches []byte, now time.Time) (AppendResult, error) {
-	return l.append(batches, now, true, false)
+	return l.append(batches, now, true, assignOffsets)
 }
 
 // AppendReplicated is AppendCheckingCRC for a standby's copy of its
@@ -355,11 +354,16 @@ func (l *Log) AppendCheckingCRC(batches []byte, now time.Time) (AppendResult, er
 // a recovery scan accepts it. The bound recorded is at least bound (the
 // primary's high watermark): one write covers a whole catch-up.
 func (l *Log) AppendReplicated(batches []byte, now time.Time, bound Offset) (AppendResult, error) {
-	l.gapBound = bound
-	return l.append(batches, now, true, true)
+	return l.append(batches, now, true, max(bound, 0))
 }
 
-func (l *Log) append(batches []byte, now time.Time, checkCRC, keepOffsets bool) (AppendResult, error) {
+// assignOffsets, as append's gapBound: the log assigns the offsets.
+const assignOffsets Offset = -1
+
+// append appends batches; gapBound is assignOffsets, or the bound
+// AppendReplicated records for a gap when the batches keep their offsets.
+func (l *Log) append(batches []byte, now time.Time, checkCRC bool, gapBound Offset) (AppendResult, error) {
+	keepOffsets := gapBound != assignOffsets
 	if err := l.writable(); err != nil {
 		return AppendResult{}, err
 	}
@@ -424,7 +428,7 @@ func (l *Log) append(batches []byte, now time.Time, checkCRC, keepOffsets bool) 
 		if gap && next > l.gapsBelow {
 			// Durable before the batches are: a recovery scan must not
 			// take the gap for the end of the log.
-			bound := max(next, l.gapBound)
+			bound := max(next, gapBound)
 			if err := writeOffsetFile(l.fs, filepath.Join(l.dir, replicaGapsName), replicaMagic, bound); err != nil {
 				return AppendResult{}, l.writeFailed(err)
 			}
