@@ -3,9 +3,7 @@ package io.sluice.e2e;
 import java.time.Duration;
 import java.util.Map;
 import java.util.Properties;
-import java.util.concurrent.CountDownLatch;
 
-import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.Serdes;
@@ -59,14 +57,11 @@ public final class SluiceStatefulStreams {
                 default: throw new IllegalArgumentException("unknown flag " + args[i]);
             }
         }
-        p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, "100");
-        p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, "1");
+        StreamsMain.testDefaults(p);
         p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, "0"); // every update reaches the changelog
         // Batches within the changelogs' tiny segments (a record set larger
         // than segment.bytes is refused, as in Kafka).
         p.put(StreamsConfig.producerPrefix(ProducerConfig.BATCH_SIZE_CONFIG), "512");
-        p.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), "6000");
-        p.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG), "1000");
         // Changelogs whose segments roll every KiB or 100 ms (the active
         // one, never cleaned, holds a few dozen records at most) and are
         // cleaned as soon as anything is dirty.
@@ -103,26 +98,6 @@ public final class SluiceStatefulStreams {
                 System.out.flush();
             }
         });
-        CountDownLatch dead = new CountDownLatch(1);
-        streams.setStateListener((now, before) -> {
-            if (now == KafkaStreams.State.RUNNING) {
-                System.out.println("RUNNING");
-                System.out.flush();
-            }
-            if (now == KafkaStreams.State.ERROR || now == KafkaStreams.State.NOT_RUNNING) {
-                System.out.println("STATE " + now);
-                System.out.flush();
-                dead.countDown();
-            }
-        });
-        streams.setUncaughtExceptionHandler(e -> {
-            System.out.println("ERROR " + e);
-            System.out.flush();
-            return org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.SHUTDOWN_APPLICATION;
-        });
-        streams.start();
-        dead.await();
-        streams.close();
-        System.exit(1);
+        StreamsMain.runUntilDead(streams);
     }
 }

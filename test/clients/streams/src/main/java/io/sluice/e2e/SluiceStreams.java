@@ -1,9 +1,7 @@
 package io.sluice.e2e;
 
 import java.util.Properties;
-import java.util.concurrent.CountDownLatch;
 
-import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsBuilder;
@@ -39,37 +37,12 @@ public final class SluiceStreams {
             }
         }
         p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
-        p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, "100");
-        p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, "1");
-        // A killed instance leaves the group after its session timeout: the
-        // shortest the broker allows by default, so the restart is quick.
-        p.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), "6000");
-        p.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG), "1000");
+        StreamsMain.testDefaults(p);
         StreamsBuilder b = new StreamsBuilder();
         b.stream(in, Consumed.with(Serdes.ByteArray(), Serdes.String()))
             .mapValues(v -> "streamed " + v)
             .to(out, Produced.with(Serdes.ByteArray(), Serdes.String()));
         KafkaStreams streams = new KafkaStreams(b.build(), p);
-        CountDownLatch dead = new CountDownLatch(1);
-        streams.setStateListener((now, before) -> {
-            if (now == KafkaStreams.State.RUNNING) {
-                System.out.println("RUNNING");
-                System.out.flush();
-            }
-            if (now == KafkaStreams.State.ERROR || now == KafkaStreams.State.NOT_RUNNING) {
-                System.out.println("STATE " + now);
-                System.out.flush();
-                dead.countDown();
-            }
-        });
-        streams.setUncaughtExceptionHandler(e -> {
-            System.out.println("ERROR " + e);
-            System.out.flush();
-            return org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.SHUTDOWN_APPLICATION;
-        });
-        streams.start();
-        dead.await();
-        streams.close();
-        System.exit(1);
+        StreamsMain.runUntilDead(streams);
     }
 }
